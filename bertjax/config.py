@@ -1,0 +1,286 @@
+"""Typed, frozen run configuration: the one place a ConfigDict becomes dataclasses.
+
+Entry points read an ml_collections ConfigDict (from `configs/*.py` plus command-line overrides)
+and call `from_config_dict` once. Everything downstream receives these frozen dataclasses, never
+the ConfigDict. Unknown keys and bad values raise `ConfigError` with the key's dotted name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any
+
+import ml_collections
+
+from bertjax.errors import ConfigError
+
+# google-research/bert's model sizes (heads = hidden / 64, intermediate = 4 * hidden).
+SIZES: dict[str, tuple[int, int]] = {
+    "tiny": (2, 128),
+    "mini": (4, 256),
+    "small": (4, 512),
+    "medium": (8, 512),
+    "base": (12, 768),
+    "large": (24, 1024),
+}
+
+# Logical axis name -> mesh axis (or None = replicated). Parameters and activations carry
+# different names so that data / FSDP / tensor parallelism is a change of these rules only.
+DEFAULT_LOGICAL_AXIS_RULES: tuple[tuple[str, str | None], ...] = (
+    # parameters
+    ("vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("embed_out", "tensor"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv", None),
+    ("position", None),
+    ("token_type", None),
+    ("classes", None),
+    # activations
+    ("activation_batch", ("data", "fsdp")),
+    ("activation_length", None),
+    ("activation_embed", None),
+    ("activation_mlp", "tensor"),
+    ("activation_heads", "tensor"),
+    ("activation_kv", None),
+    ("activation_vocab", "tensor"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """BERT hyper-parameters, named as in Hugging Face's BertConfig."""
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    dtype: str = "float32"  # compute dtype, e.g. "bfloat16"
+    param_dtype: str = "float32"
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def num_params(self) -> int:
+        """Parameters of the encoder + pooler + MLM/NSP heads (tied decoder counted once)."""
+        h, i, v = self.hidden_size, self.intermediate_size, self.vocab_size
+        embeddings = (v + self.max_position_embeddings + self.type_vocab_size) * h + 2 * h
+        layer = 4 * (h * h + h) + (h * i + i) + (i * h + h) + 4 * h
+        pooler = h * h + h
+        heads = (h * h + h) + 2 * h + v + (2 * h + 2)
+        return embeddings + self.num_hidden_layers * layer + pooler + heads
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where pretraining text comes from and how examples are built from it."""
+
+    train_files: tuple[str, ...] = ()
+    eval_files: tuple[str, ...] = ()
+    corpus_format: str = "sentences"  # "sentences" (one per line) or "paragraphs"
+    eval_fraction: float = 0.02  # held-out share of documents when eval_files is empty
+    max_documents: int = 0  # 0 = all
+    tfds_name: str = ""  # e.g. "wikipedia/20230601.en"; used when train_files is empty
+    tfds_split: str = "train"
+    tfds_eval_split: str = ""  # empty: hold out eval_fraction of tfds_split
+    tfds_text_feature: str = "text"
+    tfds_data_dir: str = ""
+    vocab_file: str = ""
+    lowercase: bool = True
+    cache_dir: str = ""  # prepared (tokenized) data; empty = <workdir>/data
+    max_seq_length: int = 128
+    short_seq_prob: float = 0.1
+    random_next_prob: float = 0.5
+    masked_lm_prob: float = 0.15
+    max_predictions_per_seq: int = 20
+    whole_word_masking: bool = False
+    masking: str = "static"  # "static" (fixed per dupe copy) or "dynamic" (fresh each epoch)
+    dupe_factor: int = 1
+    seed: int = 12345
+    num_threads: int = 2  # loader threads that build batches ahead of the step
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """Optimizer and learning-rate schedule."""
+
+    optimizer: str = "adamw"  # "adamw" or "lamb"
+    learning_rate: float = 1e-4
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-6
+    weight_decay: float = 0.01
+    schedule: str = "linear"  # "linear", "cosine" or "constant" (after warmup)
+    warmup_steps: int = 10000
+    clip_norm: float = 1.0  # global-norm clipping; 0 disables
+    grad_accum_steps: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The loop: batch, duration, evaluation, checkpoints, logs."""
+
+    batch_size: int = 256  # global, across all devices and accumulation steps
+    num_train_steps: int = 1000000
+    eval_every_steps: int = 10000
+    eval_batches: int = 50
+    checkpoint_every_steps: int = 10000
+    keep_checkpoints: int = 3
+    log_every_steps: int = 100
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """Device mesh sizes (-1 = the remaining devices) and logical-axis rules."""
+
+    data: int = -1
+    fsdp: int = 1
+    tensor: int = 1
+    logical_axis_rules: tuple[tuple[str, Any], ...] = DEFAULT_LOGICAL_AXIS_RULES
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+    """Everything `bertjax.pretrain` needs."""
+
+    model: ModelConfig
+    data: DataConfig
+    optim: OptimConfig
+    train: TrainConfig
+    mesh: MeshConfig
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"config key {key}={value!r}: expected one of {', '.join(choices)}")
+
+
+def _convert(value: Any, hint: Any, key: str) -> Any:
+    """Coerce a ConfigDict leaf to the dataclass field type (tuples from lists, ints to float)."""
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = tuple(v for v in value.split(",") if v)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {key}: expected a list, got {value!r}")
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], key) for v in value)
+        return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and not isinstance(value, hint):
+        raise ConfigError(f"config key {key}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def _build(cls: type, cd: ml_collections.ConfigDict | dict, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in dict(cd).items():
+        if key not in names:
+            raise ConfigError(f"unknown config key {prefix}{key}")
+        kwargs[key] = _convert(value, hints[key], prefix + key)
+    return cls(**kwargs)
+
+
+def model_config_from_dict(cd: ml_collections.ConfigDict | dict, prefix: str = "model.") -> ModelConfig:
+    """Builds a ModelConfig; `size` (a SIZES name) fills the shape fields that are not set."""
+    cd = dict(cd)
+    size = cd.pop("size", None)
+    if size:
+        if size not in SIZES:
+            raise ConfigError(f"config key {prefix}size={size!r}: unknown size, expected one of {', '.join(SIZES)}")
+        layers, hidden = SIZES[size]
+        shape = dict(
+            num_hidden_layers=layers,
+            hidden_size=hidden,
+            num_attention_heads=hidden // 64,
+            intermediate_size=4 * hidden,
+        )
+        for k, v in shape.items():
+            if cd.get(k) is None:
+                cd[k] = v
+    cd = {k: v for k, v in cd.items() if v is not None}
+    model = _build(ModelConfig, cd, prefix)
+    if model.hidden_size % model.num_attention_heads:
+        raise ConfigError(
+            f"config key {prefix}hidden_size={model.hidden_size} is not divisible by "
+            f"num_attention_heads={model.num_attention_heads}"
+        )
+    _check_choice(prefix + "dtype", model.dtype, ("float32", "bfloat16", "float16"))
+    _check_choice(prefix + "param_dtype", model.param_dtype, ("float32", "bfloat16"))
+    _check_choice(prefix + "hidden_act", model.hidden_act, ("gelu", "gelu_new", "relu"))
+    return model
+
+
+def from_config_dict(cd: ml_collections.ConfigDict) -> PretrainConfig:
+    """Turns the run's ConfigDict into a validated PretrainConfig."""
+    sections = {"model", "data", "optim", "train", "mesh"}
+    for key in cd.keys():
+        if key not in sections:
+            raise ConfigError(f"unknown config key {key}")
+    model = model_config_from_dict(cd.get("model", {}))
+    data = _build(DataConfig, cd.get("data", {}), "data.")
+    optim = _build(OptimConfig, cd.get("optim", {}), "optim.")
+    train = _build(TrainConfig, cd.get("train", {}), "train.")
+    mesh = _build(MeshConfig, cd.get("mesh", {}), "mesh.")
+    validate_data(data, model)
+    _check_choice("optim.optimizer", optim.optimizer, ("adamw", "lamb"))
+    _check_choice("optim.schedule", optim.schedule, ("linear", "cosine", "constant"))
+    if optim.grad_accum_steps < 1:
+        raise ConfigError("config key optim.grad_accum_steps must be >= 1")
+    if train.batch_size % optim.grad_accum_steps:
+        raise ConfigError(
+            f"config key train.batch_size={train.batch_size} is not divisible by "
+            f"optim.grad_accum_steps={optim.grad_accum_steps}"
+        )
+    if train.num_train_steps < 1:
+        raise ConfigError("config key train.num_train_steps must be >= 1")
+    return PretrainConfig(model=model, data=data, optim=optim, train=train, mesh=mesh)
+
+
+def validate_data(data: DataConfig, model: ModelConfig) -> None:
+    """Checks the example-building settings against each other and the model."""
+    if data.max_seq_length < 8:
+        raise ConfigError(f"config key data.max_seq_length={data.max_seq_length} is below the minimum of 8")
+    if data.max_seq_length > model.max_position_embeddings:
+        raise ConfigError(
+            f"config key data.max_seq_length={data.max_seq_length} exceeds "
+            f"model.max_position_embeddings={model.max_position_embeddings}"
+        )
+    if data.max_predictions_per_seq < 1:
+        raise ConfigError(f"config key data.max_predictions_per_seq={data.max_predictions_per_seq} must be >= 1")
+    if not 0.0 < data.masked_lm_prob < 1.0:
+        raise ConfigError(f"config key data.masked_lm_prob={data.masked_lm_prob} must be in (0, 1)")
+    if not 0.0 <= data.random_next_prob <= 1.0:
+        raise ConfigError(f"config key data.random_next_prob={data.random_next_prob} must be in [0, 1]")
+    if data.dupe_factor < 1:
+        raise ConfigError(f"config key data.dupe_factor={data.dupe_factor} must be >= 1")
+    _check_choice("data.corpus_format", data.corpus_format, ("sentences", "paragraphs"))
+    _check_choice("data.masking", data.masking, ("static", "dynamic"))
+    if not data.train_files and not data.tfds_name:
+        raise ConfigError("config: set data.train_files or data.tfds_name")
+    if not data.vocab_file:
+        raise ConfigError("config key data.vocab_file is empty")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config dataclass."""
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,119 @@
+"""The Linen BERT against transformers' torch BertForPreTraining, and padding invariance."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+from flax import traverse_util
+
+from bertjax.config import ModelConfig
+from bertjax.hf_weights import params_from_hf, params_to_hf
+from bertjax.model import BertForPreTraining
+
+CONFIG = ModelConfig(
+    vocab_size=211,
+    hidden_size=64,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    intermediate_size=96,
+    max_position_embeddings=40,
+    type_vocab_size=2,
+)
+
+
+def _init(config: ModelConfig, batch: int = 2, length: int = 16, preds: int = 5, seed: int = 0):
+    ids = jnp.ones((batch, length), jnp.int32)
+    variables = BertForPreTraining(config).init(
+        jax.random.key(seed), ids, ids * 0, ids, jnp.zeros((batch, preds), jnp.int32)
+    )
+    return nn.meta.unbox(variables["params"])
+
+
+def _random_batch(rng: np.random.Generator, batch: int, length: int, preds: int, vocab: int):
+    lengths = rng.integers(length // 2, length + 1, size=batch)
+    mask = (np.arange(length)[None, :] < lengths[:, None]).astype(np.int32)
+    ids = rng.integers(5, vocab, size=(batch, length)) * mask
+    types = (np.arange(length)[None, :] >= (lengths[:, None] // 2)).astype(np.int32) * mask
+    positions = np.stack([rng.choice(n, size=preds, replace=False) for n in lengths]).astype(np.int32)
+    return ids.astype(np.int32), types, mask, positions
+
+
+def test_parity_with_torch_bert_for_pretraining():
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    hf_config = transformers.BertConfig(
+        vocab_size=CONFIG.vocab_size,
+        hidden_size=CONFIG.hidden_size,
+        num_hidden_layers=CONFIG.num_hidden_layers,
+        num_attention_heads=CONFIG.num_attention_heads,
+        intermediate_size=CONFIG.intermediate_size,
+        max_position_embeddings=CONFIG.max_position_embeddings,
+        type_vocab_size=CONFIG.type_vocab_size,
+        hidden_act="gelu",
+        layer_norm_eps=CONFIG.layer_norm_eps,
+    )
+    hf_model = transformers.BertForPreTraining(hf_config).eval()
+    # Random weights everywhere, LayerNorms and biases included, so no mapping error hides.
+    with torch.no_grad():
+        for p in hf_model.parameters():
+            p.copy_(torch.randn_like(p) * 0.2)
+    tensors = {k: v.detach().numpy() for k, v in hf_model.state_dict().items()}
+    shapes = {"/".join(k): v.shape for k, v in traverse_util.flatten_dict(_init(CONFIG)).items()}
+    params = params_from_hf(tensors, CONFIG, shapes)
+
+    ids, types, mask, positions = _random_batch(np.random.default_rng(1), 3, 24, 6, CONFIG.vocab_size)
+    mlm, nsp = BertForPreTraining(CONFIG).apply({"params": params}, ids, types, mask, positions)
+    with torch.no_grad():
+        out = hf_model(
+            input_ids=torch.tensor(ids, dtype=torch.long),
+            token_type_ids=torch.tensor(types, dtype=torch.long),
+            attention_mask=torch.tensor(mask, dtype=torch.long),
+        )
+    hf_mlm = np.take_along_axis(out.prediction_logits.numpy(), positions[..., None], axis=1)
+    assert mlm.shape == hf_mlm.shape
+    np.testing.assert_allclose(np.asarray(mlm), hf_mlm, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(np.asarray(nsp), out.seq_relationship_logits.numpy(), atol=1e-5, rtol=0)
+
+    # And back: the HF names and tensors come out unchanged.
+    back = params_to_hf(params, CONFIG)
+    for name, value in tensors.items():
+        if name in back:
+            np.testing.assert_array_equal(back[name], value)
+
+
+def test_padding_does_not_change_real_positions():
+    params = _init(CONFIG)
+    ids, types, mask, positions = _random_batch(np.random.default_rng(2), 2, 12, 3, CONFIG.vocab_size)
+    mask[:] = 1
+    padded = np.zeros((2, 20), np.int32)
+    padded_ids, padded_types, padded_mask = padded.copy(), padded.copy(), padded.copy()
+    padded_ids[:, :12] = ids
+    padded_ids[:, 12:] = 7  # garbage that the mask must hide
+    padded_types[:, :12] = types
+    padded_mask[:, :12] = 1
+    model = BertForPreTraining(CONFIG)
+    mlm_a, nsp_a = model.apply({"params": params}, ids, types, mask, positions)
+    mlm_b, nsp_b = model.apply({"params": params}, padded_ids, padded_types, padded_mask, positions)
+    np.testing.assert_allclose(mlm_a, mlm_b, atol=1e-5)
+    np.testing.assert_allclose(nsp_a, nsp_b, atol=1e-5)
+    # The mask matters: unmasked garbage changes the outputs.
+    mlm_c, _ = model.apply({"params": params}, padded_ids, padded_types, np.ones_like(padded_mask), positions)
+    assert np.abs(np.asarray(mlm_c) - np.asarray(mlm_a)).max() > 1e-3
+
+
+def test_param_count_matches_formula():
+    params = _init(CONFIG)
+    assert sum(x.size for x in jax.tree.leaves(params)) == CONFIG.num_params()
+
+
+def test_every_parameter_has_logical_axes():
+    ids = jnp.ones((1, 8), jnp.int32)
+    abstract = jax.eval_shape(
+        BertForPreTraining(CONFIG).init, jax.random.key(0), ids, ids, ids, jnp.zeros((1, 2), jnp.int32)
+    )
+    leaves = jax.tree.leaves(abstract["params"], is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+    assert leaves and all(isinstance(x, nn.LogicallyPartitioned) for x in leaves)
+    for leaf in leaves:
+        assert len(leaf.names) == len(leaf.value.shape)
