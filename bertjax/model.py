@@ -95,6 +95,31 @@ class Embeddings(nn.Module):
         return self.word_embeddings.attend(x)
 
 
+class Projection(nn.Module):
+    """An einsum projection with a bias: `einsum(spec, x, kernel) + bias`, kernel of any rank.
+
+    (flax's DenseGeneral creates multi-axis kernels flat and reshapes them, which breaks
+    logical sharding constraints at initialisation; this makes the kernel in its real shape.)
+    """
+
+    config: ModelConfig
+    spec: str
+    kernel_shape: tuple[int, ...]
+    kernel_axes: tuple[str | None, ...]
+    bias_axes: tuple[str | None, ...]
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        cfg = self.config
+        kernel = self.param(
+            "kernel", _kernel_init(cfg, self.kernel_axes), self.kernel_shape, _dtype(cfg.param_dtype)
+        )
+        bias_shape = self.kernel_shape[-len(self.bias_axes) :]
+        bias = self.param("bias", _zeros(self.bias_axes), bias_shape, _dtype(cfg.param_dtype))
+        dtype = _dtype(cfg.dtype)
+        return jnp.einsum(self.spec, x.astype(dtype), kernel.astype(dtype)) + bias.astype(dtype)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with a key padding mask, output projection included."""
 
@@ -104,17 +129,13 @@ class SelfAttention(nn.Module):
     def __call__(self, x: Array, key_mask: Array, deterministic: bool) -> Array:
         cfg = self.config
         heads, head_dim = cfg.num_attention_heads, cfg.head_dim
-        dense = functools.partial(
-            nn.DenseGeneral,
-            dtype=_dtype(cfg.dtype),
-            param_dtype=_dtype(cfg.param_dtype),
-        )
-        qkv_axes = ("embed", "heads", "kv")
         project = functools.partial(
-            dense,
-            features=(heads, head_dim),
-            kernel_init=_kernel_init(cfg, qkv_axes),
-            bias_init=_zeros(("heads", "kv")),
+            Projection,
+            cfg,
+            "btd,dhk->bthk",
+            (cfg.hidden_size, heads, head_dim),
+            ("embed", "heads", "kv"),
+            ("heads", "kv"),
         )
         query = project(name="query")(x)
         key = project(name="key")(x)
@@ -140,11 +161,12 @@ class SelfAttention(nn.Module):
             force_fp32_for_softmax=True,
         )
         context = nn.with_logical_constraint(context, heads_axes)
-        out = dense(
-            features=cfg.hidden_size,
-            axis=(-2, -1),
-            kernel_init=_kernel_init(cfg, ("heads", "kv", "embed")),
-            bias_init=_zeros(("embed",)),
+        out = Projection(
+            cfg,
+            "bthk,hkd->btd",
+            (heads, head_dim, cfg.hidden_size),
+            ("heads", "kv", "embed"),
+            ("embed",),
             name="output",
         )(context)
         return nn.with_logical_constraint(out, BATCH_LENGTH_EMBED)

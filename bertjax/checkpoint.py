@@ -1,0 +1,72 @@
+"""Checkpoints with orbax: the train state plus the data position, keep-K, resume from latest.
+
+A checkpoint holds the whole TrainState (params, optimizer state, step) and a small JSON record
+of progress (step, examples consumed). Restoring reads straight into the sharded abstract state;
+a checkpoint whose parameter shapes differ from the model being trained is a `CheckpointError`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from flax import traverse_util
+
+from bertjax.errors import CheckpointError
+
+
+def manager(directory: str | Path, keep: int) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=True)
+    handlers = {"state": ocp.StandardCheckpointHandler(), "progress": ocp.JsonCheckpointHandler()}
+    return ocp.CheckpointManager(Path(directory).absolute(), options=options, item_handlers=handlers)
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state: Any, progress: dict[str, Any]) -> None:
+    mngr.save(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress)),
+        force=True,
+    )
+
+
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    if not isinstance(tree, dict):
+        tree = {"params": tree}
+    flat = traverse_util.flatten_dict(tree)
+    return {"/".join(str(k) for k in key): tuple(getattr(v, "shape", ())) for key, v in flat.items()}
+
+
+def check_compatible(mngr: ocp.CheckpointManager, step: int, params: Any) -> None:
+    """Raises CheckpointError if the saved parameters' names or shapes differ from `params`."""
+    metadata = mngr.item_metadata(step)["state"]
+    saved = metadata["params"]
+    saved_shapes, our_shapes = _shapes(dict(saved)), _shapes(dict(params))
+    where = f"checkpoint {Path(str(mngr.directory)) / str(step)}"
+    for name, shape in our_shapes.items():
+        if name not in saved_shapes:
+            raise CheckpointError(f"{where} is of another model: it has no parameter {name}")
+        if saved_shapes[name] != shape:
+            raise CheckpointError(
+                f"{where} is of another model shape: {name} is {saved_shapes[name]} there, {shape} in this config"
+            )
+    extra = sorted(set(saved_shapes) - set(our_shapes))
+    if extra:
+        raise CheckpointError(f"{where} is of another model: it has parameter {extra[0]} that this config lacks")
+
+
+def restore_latest(mngr: ocp.CheckpointManager, state: Any) -> tuple[Any, dict[str, Any]]:
+    """(state, progress) from the latest checkpoint, or (state, {}) when there is none.
+
+    `state` supplies the target structure, dtypes and shardings.
+    """
+    step = mngr.latest_step()
+    if step is None:
+        return state, {}
+    check_compatible(mngr, step, state.params)
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+    restored = mngr.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), progress=ocp.args.JsonRestore())
+    )
+    return restored["state"], dict(restored["progress"])

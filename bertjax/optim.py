@@ -1,0 +1,59 @@
+"""Optimizers and learning-rate schedules (optax): AdamW or LAMB, warmup then decay, clipping.
+
+Weight decay skips biases and LayerNorm parameters, as in google-research/bert.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import optax
+
+from bertjax.config import OptimConfig
+
+NO_DECAY_NAMES = ("bias", "scale")  # Dense/LayerNorm biases and LayerNorm scales
+
+
+def learning_rate_schedule(optim: OptimConfig, total_steps: int) -> optax.Schedule:
+    """Linear warmup to the peak learning rate, then linear / cosine decay to 0 or constant."""
+    warmup = min(optim.warmup_steps, total_steps)
+    decay_steps = max(total_steps - warmup, 1)
+    peak = optim.learning_rate
+    if optim.schedule == "linear":
+        after = optax.linear_schedule(peak, 0.0, decay_steps)
+    elif optim.schedule == "cosine":
+        after = optax.cosine_decay_schedule(peak, decay_steps)
+    else:
+        after = optax.constant_schedule(peak)
+    if warmup == 0:
+        return after
+    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after], [warmup])
+
+
+def decay_mask(params: Any) -> Any:
+    """True where weight decay applies: every parameter except biases and LayerNorm scales."""
+
+    def decays(path: tuple[Any, ...], _: Any) -> bool:
+        name = getattr(path[-1], "key", None)
+        return name not in NO_DECAY_NAMES
+
+    return jax.tree_util.tree_map_with_path(
+        decays, params, is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata)
+    )
+
+
+def make_optimizer(optim: OptimConfig, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """The optax chain (clipping, then AdamW or LAMB) and its learning-rate schedule."""
+    schedule = learning_rate_schedule(optim, total_steps)
+    if optim.optimizer == "adamw":
+        base = optax.adamw(
+            schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps, weight_decay=optim.weight_decay, mask=decay_mask
+        )
+    else:
+        base = optax.lamb(
+            schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps, weight_decay=optim.weight_decay, mask=decay_mask
+        )
+    parts = [optax.clip_by_global_norm(optim.clip_norm)] if optim.clip_norm > 0 else []
+    return optax.chain(*parts, base), schedule

@@ -1,0 +1,26 @@
+"""Pretrain BERT (masked LM + next sentence prediction).
+
+    python -m bertjax.pretrain --config=configs/pretrain.py:size=mini --workdir=runs/mini \
+        [--config.train.num_train_steps=1000 ...]
+"""
+
+from absl import flags
+from ml_collections import config_flags
+
+from bertjax import cli, train
+from bertjax import config as config_lib
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Pretraining config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, logs, plot.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    config = config_lib.from_config_dict(_CONFIG.value)
+    metrics = train.pretrain(config, _WORKDIR.value)
+    train.print_summary(metrics, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    cli.run(main)

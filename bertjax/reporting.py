@@ -1,0 +1,87 @@
+"""What a run shows and leaves: progress bar, TensorBoard events, metrics.jsonl, config, plot.
+
+Only process 0 writes (`enabled=False` elsewhere).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import tqdm
+
+
+def progress_bar(first_step: int, total_steps: int, enabled: bool) -> tqdm.tqdm:
+    """A step progress bar (rate and ETA included); metrics go in its postfix."""
+    return tqdm.tqdm(
+        total=total_steps, initial=first_step, unit="step", disable=not enabled, dynamic_ncols=True, mininterval=1.0
+    )
+
+
+class Writer:
+    """TensorBoard scalars plus a metrics.jsonl with one line per (step, split)."""
+
+    def __init__(self, workdir: Path, enabled: bool) -> None:
+        self.workdir = Path(workdir)
+        self.enabled = enabled
+        self._tensorboard = None
+        if enabled:
+            from tensorboardX import SummaryWriter
+
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self._tensorboard = SummaryWriter(str(self.workdir / "tensorboard"))
+
+    def write_config(self, config: dict[str, Any], num_params: int, prepared_dir: Path) -> None:
+        record = {"config": config, "num_params": num_params, "prepared_data": str(prepared_dir)}
+        (self.workdir / "config.json").write_text(json.dumps(record, indent=2, default=str))
+        if self._tensorboard is not None:
+            self._tensorboard.add_text("config", f"```\n{json.dumps(config, indent=2, default=str)}\n```", 0)
+
+    def write_scalars(self, step: int, split: str, scalars: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        for name, value in scalars.items():
+            self._tensorboard.add_scalar(f"{split}/{name}", value, step)
+        self._tensorboard.flush()
+        with (self.workdir / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps({"step": step, "split": split, **scalars}) + "\n")
+
+    def plot_curves(self) -> Path | None:
+        """curves.png: train and eval loss and MLM accuracy against the step."""
+        path = self.workdir / "metrics.jsonl"
+        if not self.enabled or not path.is_file():
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        series: dict[str, dict[int, dict[str, float]]] = {"train": {}, "eval": {}}
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            series.setdefault(record["split"], {})[record["step"]] = record  # a resumed run overwrites
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+        for ax, key, title in zip(
+            axes, ("loss", "mlm_accuracy", "nsp_accuracy"), ("loss (MLM + NSP)", "MLM accuracy", "NSP accuracy")
+        ):
+            for split, style in (("train", "-"), ("eval", "o-")):
+                points = sorted(series.get(split, {}).items())
+                if points:
+                    ax.plot([s for s, _ in points], [r[key] for _, r in points], style, label=split)
+            if key == "mlm_accuracy" and series.get("eval"):
+                points = sorted(series["eval"].items())
+                ax.plot([s for s, _ in points], [r["unigram_mlm_accuracy"] for _, r in points], "k--", label="unigram")
+            ax.set_title(title)
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+            ax.legend()
+        fig.tight_layout()
+        out = self.workdir / "curves.png"
+        fig.savefig(out, dpi=100)
+        plt.close(fig)
+        return out
+
+    def close(self) -> None:
+        if self._tensorboard is not None:
+            self._tensorboard.close()

@@ -1,0 +1,60 @@
+"""The device mesh and the shardings of state and batches, from logical axis names.
+
+Parameters carry logical names (`bertjax.model`); `MeshConfig.logical_axis_rules` map them to the
+mesh axes `data`, `fsdp` and `tensor`. This module turns abstract (boxed) state into
+`NamedSharding`s, so state is born sharded by a jitted init with `out_shardings`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from bertjax.config import MeshConfig
+from bertjax.errors import ConfigError
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+
+def mesh_shape(config: MeshConfig, num_devices: int) -> tuple[int, int, int]:
+    """Sizes of (data, fsdp, tensor); one size of -1 takes the remaining devices."""
+    sizes = [config.data, config.fsdp, config.tensor]
+    if sizes.count(-1) > 1:
+        raise ConfigError("config: at most one of mesh.data, mesh.fsdp, mesh.tensor may be -1")
+    known = int(np.prod([s for s in sizes if s != -1]))
+    if -1 in sizes:
+        if num_devices % known:
+            raise ConfigError(f"config: mesh sizes {sizes} do not divide the {num_devices} devices")
+        sizes[sizes.index(-1)] = num_devices // known
+    if int(np.prod(sizes)) != num_devices:
+        raise ConfigError(f"config: mesh sizes {sizes} need {int(np.prod(sizes))} devices, found {num_devices}")
+    return tuple(sizes)  # type: ignore[return-value]
+
+
+def make_mesh(config: MeshConfig, devices: list[Any] | None = None) -> Mesh:
+    devices = list(devices if devices is not None else jax.devices())
+    shape = mesh_shape(config, len(devices))
+    return Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
+
+
+def rules(config: MeshConfig) -> tuple[tuple[str, Any], ...]:
+    return tuple((name, tuple(axis) if isinstance(axis, list) else axis) for name, axis in config.logical_axis_rules)
+
+
+def state_shardings(abstract_boxed: Any, mesh: Mesh, config: MeshConfig) -> Any:
+    """NamedShardings for a (boxed, abstract) pytree whose leaves carry logical axis names."""
+    specs = nn.get_partition_spec(abstract_boxed)
+    return nn.logical_to_mesh_sharding(specs, mesh, rules(config))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Batches are split along their leading axis over the data and fsdp mesh axes."""
+    return NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())

@@ -1,0 +1,117 @@
+"""BERT pretraining (masked LM + next sentence prediction), google-research/bert defaults.
+
+    python -m bertjax.pretrain --config=configs/pretrain.py:size=mini --workdir=runs/mini
+
+The argument after the colon is a comma-separated list: `size=<tiny|mini|small|medium|base|large>`
+and `runlocal` (shrink the run to seconds for debugging). Any field can be overridden on the
+command line, e.g. `--config.optim.learning_rate=5e-4 --config.data.masked_lm_prob=0.3`.
+By default the data are the sample corpus and vocab that `make data` fetches into data/samples.
+"""
+
+import ml_collections
+
+
+def parse_arg(arg: str | None) -> dict[str, str]:
+    """'size=mini,runlocal' -> {'size': 'mini', 'runlocal': 'true'}."""
+    out = {}
+    for item in filter(None, (arg or "").split(",")):
+        key, _, value = item.partition("=")
+        out[key.strip()] = value.strip() if value else "true"
+    return out
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    args = parse_arg(arg)
+    unknown = set(args) - {"size", "runlocal"}
+    if unknown:
+        raise ValueError(f"unknown config argument {sorted(unknown)[0]!r} (known: size, runlocal)")
+    config = ml_collections.ConfigDict()
+
+    config.model = model = ml_collections.ConfigDict()
+    model.size = args.get("size", "base")  # a row of the size table: sets layers, hidden, heads, intermediate
+    model.vocab_size = 0  # 0 = the vocab file's size; larger pads the embedding table
+    model.num_hidden_layers = None  # None = from size
+    model.hidden_size = None  # None = from size
+    model.num_attention_heads = None  # None = from size (hidden / 64)
+    model.intermediate_size = None  # None = from size (4 * hidden)
+    model.hidden_act = "gelu"  # exact erf GELU, as BERT
+    model.max_position_embeddings = 512
+    model.type_vocab_size = 2
+    model.hidden_dropout_prob = 0.1
+    model.attention_probs_dropout_prob = 0.1
+    model.initializer_range = 0.02  # stddev of the truncated-normal initialiser
+    model.layer_norm_eps = 1e-12
+    model.dtype = "float32"  # compute dtype: float32 or bfloat16
+    model.param_dtype = "float32"  # parameter (and optimizer state) dtype
+
+    config.data = data = ml_collections.ConfigDict()
+    data.train_files = "data/samples/news.txt"  # comma-separated glob patterns of text files
+    data.eval_files = ""  # held-out text files; empty = hold out eval_fraction of the documents
+    data.corpus_format = "paragraphs"  # "sentences": one per line; "paragraphs": split for you
+    data.eval_fraction = 0.02
+    data.max_documents = 0  # 0 = all documents
+    data.tfds_name = ""  # a TFDS text dataset instead of files, e.g. "wikipedia/20230601.en"
+    data.tfds_split = "train"
+    data.tfds_eval_split = ""  # empty = hold out eval_fraction of tfds_split
+    data.tfds_text_feature = "text"
+    data.tfds_data_dir = ""  # where TFDS keeps prepared data ("" = its default)
+    data.vocab_file = "data/samples/vocab.txt"  # WordPiece vocab (bert-base-uncased by default)
+    data.lowercase = True
+    data.cache_dir = ""  # tokenized, paired data is stored here; "" = <workdir>/data
+    data.max_seq_length = 128
+    data.short_seq_prob = 0.1  # share of pairs with a shorter random target length
+    data.random_next_prob = 0.5  # share of pairs whose segment B is from another document
+    data.masked_lm_prob = 0.15
+    data.max_predictions_per_seq = 20
+    data.whole_word_masking = False
+    data.masking = "static"  # "static" (google-research/bert) or "dynamic" (new masks each epoch)
+    data.dupe_factor = 1  # copies of the corpus with different pairings (google uses 10 with static masks)
+    data.seed = 12345
+    data.num_threads = 2  # threads building batches ahead of the train step
+
+    config.optim = optim = ml_collections.ConfigDict()
+    optim.optimizer = "adamw"  # "adamw" or "lamb"
+    optim.learning_rate = 1e-4  # peak
+    optim.b1 = 0.9
+    optim.b2 = 0.999
+    optim.eps = 1e-6
+    optim.weight_decay = 0.01  # not applied to biases and LayerNorm
+    optim.schedule = "linear"  # after warmup: "linear" decay to 0, "cosine" or "constant"
+    optim.warmup_steps = 10000
+    optim.clip_norm = 1.0  # global-norm clipping; 0 disables
+    optim.grad_accum_steps = 1  # microbatches per step (batch_size must divide)
+
+    config.train = train = ml_collections.ConfigDict()
+    train.batch_size = 256  # global batch, all devices and accumulation steps together
+    train.num_train_steps = 1000000
+    train.eval_every_steps = 10000
+    train.eval_batches = 50
+    train.checkpoint_every_steps = 10000
+    train.keep_checkpoints = 3
+    train.log_every_steps = 100
+    train.seed = 0  # parameter init and dropout
+
+    config.mesh = mesh = ml_collections.ConfigDict()
+    mesh.data = -1  # -1 = the devices left over
+    mesh.fsdp = 1
+    mesh.tensor = 1
+    mesh.logical_axis_rules = [list(r) for r in _default_rules()]  # logical name -> mesh axis
+
+    if "runlocal" in args:
+        model.size = args.get("size", "tiny")
+        data.max_seq_length = 64
+        data.max_predictions_per_seq = 10
+        train.batch_size = 8
+        train.num_train_steps = 20
+        train.eval_every_steps = 10
+        train.eval_batches = 2
+        train.checkpoint_every_steps = 10
+        train.log_every_steps = 5
+        optim.warmup_steps = 5
+    return config
+
+
+def _default_rules() -> tuple:
+    from bertjax.config import DEFAULT_LOGICAL_AXIS_RULES
+
+    return DEFAULT_LOGICAL_AXIS_RULES
