@@ -1,0 +1,39 @@
+# bertjax: `make demo` pretrains a mini BERT on a real sample corpus; `make test` runs the suite.
+# Both set up .venv themselves on a fresh clone.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_WORKDIR ?= runs/demo
+
+.PHONY: venv data demo test lint format bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch==2.13.0 (CPU) is pinned in the test extra; pip takes it from the local wheel cache here.
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+data: $(STAMP)
+	$(PY) -m bertjax.data.samples --out=data/samples --cache=data/cache
+
+demo: data
+	$(PY) -m bertjax.pretrain --config=configs/demo.py --workdir=$(DEMO_WORKDIR)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: lint
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf runs data/samples .pytest_cache .ruff_cache
