@@ -111,9 +111,7 @@ class Projection(nn.Module):
     @nn.compact
     def __call__(self, x: Array) -> Array:
         cfg = self.config
-        kernel = self.param(
-            "kernel", _kernel_init(cfg, self.kernel_axes), self.kernel_shape, _dtype(cfg.param_dtype)
-        )
+        kernel = self.param("kernel", _kernel_init(cfg, self.kernel_axes), self.kernel_shape, _dtype(cfg.param_dtype))
         bias_shape = self.kernel_shape[-len(self.bias_axes) :]
         bias = self.param("bias", _zeros(self.bias_axes), bias_shape, _dtype(cfg.param_dtype))
         dtype = _dtype(cfg.dtype)

@@ -39,9 +39,7 @@ def decay_mask(params: Any) -> Any:
         name = getattr(path[-1], "key", None)
         return name not in NO_DECAY_NAMES
 
-    return jax.tree_util.tree_map_with_path(
-        decays, params, is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata)
-    )
+    return jax.tree_util.tree_map_with_path(decays, params, is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))
 
 
 def make_optimizer(optim: OptimConfig, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:

@@ -58,7 +58,9 @@ def load_tokenizer(vocab_file: str | Path, lowercase: bool = True) -> tokenizers
 
 
 def special_ids(tokenizer: tokenizers.Tokenizer) -> SpecialIds:
-    return SpecialIds(**{name: tokenizer.token_to_id(f"[{name.upper()}]") for name in ("pad", "unk", "cls", "sep", "mask")})
+    return SpecialIds(
+        **{name: tokenizer.token_to_id(f"[{name.upper()}]") for name in ("pad", "unk", "cls", "sep", "mask")}
+    )
 
 
 def subword_flags(tokenizer: tokenizers.Tokenizer) -> np.ndarray:

@@ -284,9 +284,7 @@ def pretrain(config: PretrainConfig, workdir: str | Path) -> dict[str, float]:
     tx, schedule = optim.make_optimizer(config.optim, train_cfg.num_train_steps)
     rng = jax.random.key(train_cfg.seed)
     init_rng, dropout_rng = jax.random.split(rng)
-    state, shardings = create_sharded_state(
-        init_rng, model, tx, data_cfg.max_seq_length, mesh, config.mesh
-    )
+    state, shardings = create_sharded_state(init_rng, model, tx, data_cfg.max_seq_length, mesh, config.mesh)
     steps = compile_steps(model, tx, schedule, shardings, mesh, config.optim.grad_accum_steps)
 
     manager = checkpointing.manager(workdir / "checkpoints", train_cfg.keep_checkpoints)
@@ -332,7 +330,12 @@ def pretrain(config: PretrainConfig, workdir: str | Path) -> dict[str, float]:
                 )
             if done % train_cfg.eval_every_steps == 0 or is_last:
                 eval_metrics = evaluate(
-                    steps, state.params, eval_examples, train_cfg.batch_size, train_cfg.eval_batches, most_frequent_token
+                    steps,
+                    state.params,
+                    eval_examples,
+                    train_cfg.batch_size,
+                    train_cfg.eval_batches,
+                    most_frequent_token,
                 )
                 writer.write_scalars(done, "eval", eval_metrics)
                 last_time = time.perf_counter()  # evaluation time is not training throughput

@@ -117,7 +117,10 @@ def test_deterministic_and_keyed_by_seed_epoch_index(prepared, tokenizer, news_c
         for key, value in a.example(i, 3).items():
             np.testing.assert_array_equal(value, b.example(i, 3)[key])
     # Static masking ignores the epoch; dynamic masking draws new masks each epoch.
-    assert all(np.array_equal(a.example(i, 0)["masked_lm_positions"], a.example(i, 1)["masked_lm_positions"]) for i in range(20))
+    assert all(
+        np.array_equal(a.example(i, 0)["masked_lm_positions"], a.example(i, 1)["masked_lm_positions"])
+        for i in range(20)
+    )
     dynamic = pretraining.load_split(prepared, "train", dataclasses.replace(news_config, masking="dynamic"), tokenizer)
     differ = sum(
         not np.array_equal(dynamic.example(i, 0)["masked_lm_positions"], dynamic.example(i, 1)["masked_lm_positions"])
