@@ -174,10 +174,15 @@ def train_step(
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
-def eval_step(params: Any, batch: Batch, *, model: nn.Module) -> dict[str, jax.Array]:
-    """Metric sums (not means) of one evaluation batch, so batches add up exactly."""
+def eval_step(params: Any, batch: Batch, *, model: nn.Module, most_frequent_token: int) -> dict[str, jax.Array]:
+    """Metric sums (not means) of one evaluation batch, so batches add up exactly.
+
+    `unigram_correct` counts the masked tokens equal to `most_frequent_token`: the hits of the
+    unigram-frequency baseline that always predicts it.
+    """
     _, sums = _losses(params, batch, None, model, jnp.ones(()), 1)
-    return sums
+    hits = (batch["masked_lm_ids"] == most_frequent_token) * batch["masked_lm_weights"]
+    return {**sums, "unigram_correct": hits.sum()}
 
 
 @dataclasses.dataclass
@@ -196,6 +201,7 @@ def compile_steps(
     state_shardings: Any,
     mesh: jax.sharding.Mesh,
     grad_accum_steps: int,
+    most_frequent_token: int = 0,
 ) -> Steps:
     batch_shard = sharding.batch_sharding(mesh)
     replicated = sharding.replicated(mesh)
@@ -206,7 +212,7 @@ def compile_steps(
         donate_argnums=0,
     )
     evaluate = jax.jit(
-        functools.partial(eval_step, model=model),
+        functools.partial(eval_step, model=model, most_frequent_token=most_frequent_token),
         in_shardings=(state_shardings.params, batch_shard),
         out_shardings=replicated,
     )
@@ -219,12 +225,7 @@ def to_global(batch: dict[str, np.ndarray], batch_sharding: jax.sharding.NamedSh
 
 
 def evaluate(
-    steps: Steps,
-    params: Any,
-    examples: pretraining.PretrainingExamples,
-    batch_size: int,
-    num_batches: int,
-    most_frequent_token: int,
+    steps: Steps, params: Any, examples: pretraining.PretrainingExamples, batch_size: int, num_batches: int
 ) -> dict[str, float]:
     """Held-out MLM / NSP metrics over a fixed set of eval batches (epoch 0, static masks).
 
@@ -233,15 +234,13 @@ def evaluate(
     """
     num_batches = max(1, min(num_batches, len(examples) // batch_size))
     totals: dict[str, float] = {}
-    unigram_hits = 0.0
     for index in range(num_batches):
         local = examples.batch(index, batch_size, jax.process_index(), jax.process_count())
-        unigram_hits += float(((local["masked_lm_ids"] == most_frequent_token) * local["masked_lm_weights"]).sum())
         sums = jax.device_get(steps.evaluate(params, to_global(local, steps.batch_sharding)))
         for k, v in sums.items():
             totals[k] = totals.get(k, 0.0) + float(v)
     metrics = {k: float(v) for k, v in _summarise({k: jnp.asarray(v) for k, v in totals.items()}).items()}
-    metrics["unigram_mlm_accuracy"] = unigram_hits / max(totals["mlm_weight"], 1.0) / jax.process_count()
+    metrics["unigram_mlm_accuracy"] = totals["unigram_correct"] / max(totals["mlm_weight"], 1.0)
     metrics["examples"] = totals["nsp_count"]
     return metrics
 
@@ -285,7 +284,7 @@ def pretrain(config: PretrainConfig, workdir: str | Path) -> dict[str, float]:
     rng = jax.random.key(train_cfg.seed)
     init_rng, dropout_rng = jax.random.split(rng)
     state, shardings = create_sharded_state(init_rng, model, tx, data_cfg.max_seq_length, mesh, config.mesh)
-    steps = compile_steps(model, tx, schedule, shardings, mesh, config.optim.grad_accum_steps)
+    steps = compile_steps(model, tx, schedule, shardings, mesh, config.optim.grad_accum_steps, most_frequent_token)
 
     manager = checkpointing.manager(workdir / "checkpoints", train_cfg.keep_checkpoints)
     state, progress = checkpointing.restore_latest(manager, state)
@@ -330,12 +329,7 @@ def pretrain(config: PretrainConfig, workdir: str | Path) -> dict[str, float]:
                 )
             if done % train_cfg.eval_every_steps == 0 or is_last:
                 eval_metrics = evaluate(
-                    steps,
-                    state.params,
-                    eval_examples,
-                    train_cfg.batch_size,
-                    train_cfg.eval_batches,
-                    most_frequent_token,
+                    steps, state.params, eval_examples, train_cfg.batch_size, train_cfg.eval_batches
                 )
                 writer.write_scalars(done, "eval", eval_metrics)
                 last_time = time.perf_counter()  # evaluation time is not training throughput
@@ -349,9 +343,7 @@ def pretrain(config: PretrainConfig, workdir: str | Path) -> dict[str, float]:
     manager.close()
     if not eval_metrics:  # nothing left to train: evaluate the restored state
         with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-            eval_metrics = evaluate(
-                steps, state.params, eval_examples, train_cfg.batch_size, train_cfg.eval_batches, most_frequent_token
-            )
+            eval_metrics = evaluate(steps, state.params, eval_examples, train_cfg.batch_size, train_cfg.eval_batches)
     if is_main:
         writer.plot_curves()
         (workdir / "final_eval.json").write_text(json.dumps(eval_metrics, indent=2))
