@@ -317,8 +317,9 @@ def pretrain(config: PretrainConfig, workdir: str | Path) -> dict[str, float]:
             done = step + 1
             is_last = done == train_cfg.num_train_steps
             if done % train_cfg.log_every_steps == 0 or is_last:
+                fetched = jax.device_get(pending)  # waits for the steps dispatched so far
                 now = time.perf_counter()
-                summary = {k: float(np.mean([m[k] for m in jax.device_get(pending)])) for k in pending[0]}
+                summary = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
                 summary["seq_per_second"] = (done - last_step) * train_cfg.batch_size / (now - last_time)
                 last_time, last_step, pending = now, done, []
                 writer.write_scalars(done, "train", summary)
