@@ -92,3 +92,32 @@ def train_vocab(
     output_dir.mkdir(parents=True, exist_ok=True)
     trainer.save_model(str(output_dir))
     return output_dir / "vocab.txt"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m bertjax.tokenizer --files='corpus/*.txt' --vocab_size=30522 --out=vocab_dir"""
+    import argparse
+    import sys
+
+    from bertjax.data.corpus import expand_files, read_text_files
+
+    parser = argparse.ArgumentParser(description="Train a WordPiece vocab.txt on text files.")
+    parser.add_argument("--files", required=True, help="comma-separated glob patterns of text files")
+    parser.add_argument("--out", required=True, help="directory for vocab.txt")
+    parser.add_argument("--vocab_size", type=int, default=30522)
+    parser.add_argument("--min_frequency", type=int, default=2)
+    parser.add_argument("--cased", action="store_true", help="keep case and accents")
+    args = parser.parse_args(argv)
+    patterns = [p for p in args.files.split(",") if p]
+    try:
+        expand_files(patterns)
+        sentences = (s for document in read_text_files(patterns, "sentences") for s in document)
+        path = train_vocab(sentences, args.out, args.vocab_size, not args.cased, args.min_frequency)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(f"vocab: {path} ({len(read_vocab(path))} tokens)")
+
+
+if __name__ == "__main__":
+    main()

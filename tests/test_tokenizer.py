@@ -74,3 +74,14 @@ def test_bad_vocab(tmp_path):
     binary.write_bytes(b"[PAD]\n\xff\xfe\n")
     with pytest.raises(DataError, match="line 2 is not UTF-8"):
         load_tokenizer(binary)
+
+
+def test_train_vocab_command(tmp_path, sample_files):
+    from bertjax.tokenizer import main
+
+    main([f"--files={sample_files['news']}", f"--out={tmp_path}", "--vocab_size=2000"])
+    tokens = read_vocab(tmp_path / "vocab.txt")
+    assert 1500 < len(tokens) <= 2000 and "the" in tokens and any(t.startswith("##") for t in tokens)
+    with pytest.raises(SystemExit) as exit_info:
+        main([f"--files={tmp_path}/missing.txt", f"--out={tmp_path}"])
+    assert exit_info.value.code == 2
