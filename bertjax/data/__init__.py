@@ -1,0 +1,1 @@
+"""Input data: text corpora, pretraining examples, and the real sample data fetched from PyPI."""
