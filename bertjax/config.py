@@ -124,6 +124,7 @@ class OptimConfig:
     weight_decay: float = 0.01
     schedule: str = "linear"  # "linear", "cosine" or "constant" (after warmup)
     warmup_steps: int = 10000
+    warmup_fraction: float = 0.0  # > 0: warmup over this share of all steps instead of warmup_steps
     clip_norm: float = 1.0  # global-norm clipping; 0 disables
     grad_accum_steps: int = 1
 
@@ -161,6 +162,72 @@ class PretrainConfig:
     optim: OptimConfig
     train: TrainConfig
     mesh: MeshConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskConfig:
+    """What to fine-tune on: a GLUE task, or any labelled text set described by its columns."""
+
+    name: str = "mrpc"  # a GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli) or "custom"
+    glue_dir: str = ""  # the GLUE directory of TSV files; empty = the TFDS glue/* builders
+    tfds_data_dir: str = ""
+    max_seq_length: int = 128
+    vocab_file: str = ""  # empty = the checkpoint's own vocab
+    lowercase: bool = True  # used with vocab_file; a checkpoint's vocab keeps its own casing
+    # A custom task ("custom"): files (TSV, CSV, JSONL) or a TFDS builder, and their columns.
+    kind: str = "classification"  # or "regression"
+    labels: tuple[str, ...] = ()  # label strings in id order; empty = the sorted labels of train
+    metrics: tuple[str, ...] = ("accuracy",)  # the first decides the best epoch, with the others averaged in
+    train_file: str = ""
+    dev_file: str = ""
+    test_file: str = ""
+    file_format: str = ""  # tsv, csv or jsonl; empty = from the file suffix
+    header: bool = True
+    skip_rows: int = 0  # lines after the header to skip
+    text_a: str = "sentence"  # column name (or 0-based index without a header)
+    text_b: str = ""  # second text of a pair; empty = single texts
+    label: str = "label"
+    index: str = ""  # id column written with test predictions; empty = row number
+    dev_fraction: float = 0.0  # with no dev data: hold out this share of train as dev
+    tfds_name: str = ""
+    tfds_train_split: str = "train"
+    tfds_dev_split: str = "validation"
+    tfds_test_split: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneTrainConfig:
+    """The fine-tuning loop."""
+
+    batch_size: int = 32
+    num_epochs: float = 3.0
+    eval_batch_size: int = 64
+    log_every_steps: int = 50
+    seed: int = 0  # classifier init, dropout, example order
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+    """Everything `bertjax.finetune` needs."""
+
+    init: str  # a HF folder, bertjax model checkpoint or run directory; empty = random init
+    model: ModelConfig  # the shape is the checkpoint's; dropout and dtypes come from here
+    task: TaskConfig
+    optim: OptimConfig
+    train: FinetuneTrainConfig
+    mesh: MeshConfig
+
+
+def parse_config_arg(arg: str | None, known: tuple[str, ...]) -> dict[str, str]:
+    """A config file's argument, 'size=mini,runlocal' -> {'size': 'mini', 'runlocal': 'true'}."""
+    out = {}
+    for item in filter(None, (arg or "").split(",")):
+        key, _, value = item.partition("=")
+        out[key.strip()] = value.strip() if value else "true"
+    unknown = set(out) - set(known)
+    if unknown:
+        raise ValueError(f"unknown config argument {sorted(unknown)[0]!r} (known: {', '.join(known)})")
+    return out
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
@@ -254,6 +321,36 @@ def from_config_dict(cd: ml_collections.ConfigDict) -> PretrainConfig:
     if train.num_train_steps < 1:
         raise ConfigError("config key train.num_train_steps must be >= 1")
     return PretrainConfig(model=model, data=data, optim=optim, train=train, mesh=mesh)
+
+
+def finetune_config_from_dict(cd: ml_collections.ConfigDict) -> FinetuneConfig:
+    """Turns a fine-tuning ConfigDict into a validated FinetuneConfig."""
+    sections = {"init", "model", "task", "optim", "train", "mesh"}
+    for key in cd.keys():
+        if key not in sections:
+            raise ConfigError(f"unknown config key {key}")
+    init = cd.get("init", "")
+    if not isinstance(init, str):
+        raise ConfigError(f"config key init: expected a path, got {init!r}")
+    model = model_config_from_dict(cd.get("model", {}))
+    task = _build(TaskConfig, cd.get("task", {}), "task.")
+    optim = _build(OptimConfig, cd.get("optim", {}), "optim.")
+    train = _build(FinetuneTrainConfig, cd.get("train", {}), "train.")
+    mesh = _build(MeshConfig, cd.get("mesh", {}), "mesh.")
+    _check_choice("task.kind", task.kind, ("classification", "regression"))
+    _check_choice("optim.optimizer", optim.optimizer, ("adamw", "lamb"))
+    _check_choice("optim.schedule", optim.schedule, ("linear", "cosine", "constant"))
+    if task.file_format:
+        _check_choice("task.file_format", task.file_format, ("tsv", "csv", "jsonl"))
+    if task.max_seq_length < 8:
+        raise ConfigError(f"config key task.max_seq_length={task.max_seq_length} is below the minimum of 8")
+    if train.batch_size < 1 or train.eval_batch_size < 1:
+        raise ConfigError("config keys train.batch_size and train.eval_batch_size must be >= 1")
+    if train.num_epochs <= 0:
+        raise ConfigError(f"config key train.num_epochs={train.num_epochs} must be > 0")
+    if not 0.0 <= task.dev_fraction < 1.0:
+        raise ConfigError(f"config key task.dev_fraction={task.dev_fraction} must be in [0, 1)")
+    return FinetuneConfig(init=init, model=model, task=task, optim=optim, train=train, mesh=mesh)
 
 
 def validate_data(data: DataConfig, model: ModelConfig) -> None:

@@ -1,8 +1,11 @@
 """The mapping between bertjax parameters and Hugging Face BERT state dicts (torch layout).
 
-`params_to_hf` and `params_from_hf` convert a `BertForPreTraining` parameter tree to and from
-the tensor names of transformers' `BertForPreTraining` (numpy arrays, any float dtype). A wrong
-shape or an unknown tensor name raises `CheckpointError`; it is never skipped silently.
+Our parameters are addressed by flat paths (`bert/layer_0/attention/query/kernel`); HF's by
+tensor names (`bert.encoder.layer.0.attention.self.query.weight`). `flat_to_hf` and
+`hf_to_flat` convert whatever subset is present: the encoder, the pooler, the pretraining heads
+(`mlm_head`, `nsp_head`) and a sequence-classification head (`classifier`). Names with or without
+the `bert.` prefix are read (BertModel saves without it). A wrong shape or an unknown tensor name
+raises `CheckpointError`; nothing is skipped silently.
 """
 
 from __future__ import annotations
@@ -16,6 +19,15 @@ from flax import traverse_util
 from bertjax.config import ModelConfig
 from bertjax.errors import CheckpointError
 
+# HF tensors that are not parameters of their own: a buffer, and the decoder tied to the word
+# embeddings (its bias tied to cls.predictions.bias).
+DERIVED_HF_TENSORS = (
+    "bert.embeddings.position_ids",
+    "cls.predictions.decoder.weight",
+    "cls.predictions.decoder.bias",
+)
+_ENCODER_PREFIXES = ("embeddings.", "encoder.", "pooler.")
+
 
 def _layer_norm(prefix: str, hf: str) -> list[tuple[str, str, str]]:
     return [(f"{prefix}/scale", f"{hf}.weight", "copy"), (f"{prefix}/bias", f"{hf}.bias", "copy")]
@@ -27,7 +39,7 @@ def _dense(prefix: str, hf: str, kind: str) -> list[tuple[str, str, str]]:
 
 
 def name_map(config: ModelConfig) -> list[tuple[str, str, str]]:
-    """(bertjax path, HF name, transform) for every tensor of BertForPreTraining."""
+    """(bertjax path, HF name, transform) for every tensor of BertForPreTraining + a classifier."""
     rows = [
         ("bert/embeddings/word_embeddings/embedding", "bert.embeddings.word_embeddings.weight", "copy"),
         ("bert/embeddings/position_embeddings/embedding", "bert.embeddings.position_embeddings.weight", "copy"),
@@ -48,6 +60,7 @@ def name_map(config: ModelConfig) -> list[tuple[str, str, str]]:
     rows += _layer_norm("mlm_head/transform_layer_norm", "cls.predictions.transform.LayerNorm")
     rows += [("mlm_head/bias", "cls.predictions.bias", "copy")]
     rows += _dense("nsp_head", "cls.seq_relationship", "dense")
+    rows += _dense("classifier", "classifier", "dense")
     return rows
 
 
@@ -63,42 +76,98 @@ def _to_hf(value: np.ndarray, kind: str) -> np.ndarray:
     return value.T  # dense: [in, out] -> [out, in]
 
 
-def _from_hf(value: np.ndarray, kind: str, shape: tuple[int, ...]) -> np.ndarray:
-    if kind in ("copy", "flatten"):
-        return value.reshape(shape)
-    return value.T.reshape(shape)  # qkv, attn_out and dense: torch stores [out, in]
+def _hf_shape(shape: tuple[int, ...], kind: str) -> tuple[int, ...]:
+    """The torch-layout shape of one of our parameters (what `_to_hf` makes of it)."""
+    if kind == "copy":
+        return tuple(shape)
+    if kind == "flatten":
+        return (int(np.prod(shape)),)
+    if kind == "qkv":
+        return (shape[1] * shape[2], shape[0])
+    if kind == "attn_out":
+        return (shape[2], shape[0] * shape[1])
+    return tuple(reversed(shape))
 
 
-def params_to_hf(params: Mapping[str, Any], config: ModelConfig) -> dict[str, np.ndarray]:
-    """HF BertForPreTraining tensors (numpy) from a bertjax BertForPreTraining parameter tree."""
-    flat = {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(params).items()}
+def _our_shape(path: str, kind: str, hf_shape: tuple[int, ...], config: ModelConfig) -> tuple[int, ...]:
+    """The shape our parameter has, given the config (and the HF shape for the free head sizes)."""
+    h, heads, head_dim = config.hidden_size, config.num_attention_heads, config.head_dim
+    if kind == "qkv":
+        return (h, heads, head_dim)
+    if kind == "flatten":
+        return (heads, head_dim)
+    if kind == "attn_out":
+        return (heads, head_dim, h)
+    if path.startswith("classifier"):
+        return tuple(reversed(hf_shape))  # the number of labels comes from the checkpoint
+    known = {
+        "bert/embeddings/word_embeddings/embedding": (config.vocab_size, h),
+        "bert/embeddings/position_embeddings/embedding": (config.max_position_embeddings, h),
+        "bert/embeddings/token_type_embeddings/embedding": (config.type_vocab_size, h),
+        "mlm_head/bias": (config.vocab_size,),
+        "nsp_head/kernel": (h, 2),
+        "nsp_head/bias": (2,),
+    }
+    if path in known:
+        return known[path]
+    if path.endswith("intermediate/kernel"):
+        return (h, config.intermediate_size)
+    if path.endswith("intermediate/bias"):
+        return (config.intermediate_size,)
+    if path.endswith("/output/kernel"):
+        return (config.intermediate_size, h)
+    if path.endswith("/kernel"):
+        return (h, h)
+    return (h,)  # biases and LayerNorm parameters of width hidden
+
+
+def flat_to_hf(flat: Mapping[str, Any], config: ModelConfig) -> dict[str, np.ndarray]:
+    """HF tensors (numpy, torch layout) for the parameters present in `flat` (path -> array)."""
     out = {}
     for ours, hf, kind in name_map(config):
-        out[hf] = np.ascontiguousarray(_to_hf(flat[ours], kind))
-    out["cls.predictions.decoder.weight"] = out["bert.embeddings.word_embeddings.weight"]
+        if ours in flat:
+            out[hf] = np.ascontiguousarray(_to_hf(np.asarray(flat[ours]), kind))
     return out
 
 
-def params_from_hf(
-    tensors: Mapping[str, np.ndarray],
-    config: ModelConfig,
-    shapes: Mapping[str, tuple[int, ...]],
-) -> dict[str, Any]:
-    """A bertjax parameter tree from HF tensors; `shapes` maps our paths to expected shapes."""
-    tensors = dict(tensors)
-    tensors.pop("cls.predictions.decoder.weight", None)  # tied to the word embeddings
-    tensors.pop("cls.predictions.decoder.bias", None)  # tied to cls.predictions.bias
-    tensors.pop("bert.embeddings.position_ids", None)  # a buffer, not a parameter
+def hf_to_flat(tensors: Mapping[str, np.ndarray], config: ModelConfig, where: str = "checkpoint") -> dict[str, Any]:
+    """Our flat parameters (path -> numpy) from HF tensors, with or without the `bert.` prefix.
+
+    Checks every shape against `config`; an unknown tensor name is a `CheckpointError`.
+    """
+    by_hf = {hf: (ours, kind) for ours, hf, kind in name_map(config)}
     flat = {}
-    for ours, hf, kind in name_map(config):
-        if hf not in tensors:
-            raise CheckpointError(f"checkpoint has no tensor {hf}")
-        value = np.asarray(tensors.pop(hf))
-        expected = tuple(shapes[ours])
-        if _to_hf(np.zeros(expected, value.dtype), kind).shape != value.shape:
-            want = _to_hf(np.zeros(expected, value.dtype), kind).shape
-            raise CheckpointError(f"tensor {hf} has shape {tuple(value.shape)}, expected {want}")
-        flat[tuple(ours.split("/"))] = _from_hf(value, kind, expected)
-    if tensors:
-        raise CheckpointError(f"unknown tensor {sorted(tensors)[0]} in checkpoint")
-    return traverse_util.unflatten_dict(flat)
+    for name, value in tensors.items():
+        full = f"bert.{name}" if name.startswith(_ENCODER_PREFIXES) else name
+        if full in DERIVED_HF_TENSORS:
+            continue
+        if full not in by_hf:
+            raise CheckpointError(f"{where}: unknown tensor {name}")
+        ours, kind = by_hf[full]
+        value = np.asarray(value)
+        shape = _our_shape(ours, kind, value.shape, config)
+        if tuple(value.shape) != _hf_shape(shape, kind):
+            raise CheckpointError(
+                f"{where}: tensor {name} has shape {tuple(value.shape)}, expected {_hf_shape(shape, kind)}"
+            )
+        flat[ours] = value.reshape(shape) if kind in ("copy", "flatten") else value.T.reshape(shape)
+    return flat
+
+
+def flatten(params: Mapping[str, Any]) -> dict[str, Any]:
+    """A nested parameter tree as {'a/b/c': array}."""
+    return {"/".join(k): v for k, v in traverse_util.flatten_dict(dict(params)).items()}
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
+
+
+def params_to_hf(params: Mapping[str, Any], config: ModelConfig) -> dict[str, np.ndarray]:
+    """HF tensors from a bertjax parameter tree (BertForPreTraining, BertModel under `bert`, ...)."""
+    return flat_to_hf(flatten(params), config)
+
+
+def params_from_hf(tensors: Mapping[str, np.ndarray], config: ModelConfig) -> dict[str, Any]:
+    """A bertjax parameter tree from HF tensors (whichever heads they hold)."""
+    return unflatten(hf_to_flat(tensors, config))

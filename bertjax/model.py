@@ -298,3 +298,35 @@ class BertForPreTraining(nn.Module):
         mlm_logits = self.mlm_head(gathered, self.bert.attend)
         nsp_logits = self.nsp_head(pooled).astype(jnp.float32)
         return mlm_logits, nsp_logits
+
+
+class BertForSequenceClassification(nn.Module):
+    """BERT with a linear head on the (dropped-out) pooled output, as google-research/bert's
+    run_classifier.py: `num_labels` logits, or one score for regression (num_labels=1).
+
+    Returns logits [batch, num_labels], float32.
+    """
+
+    config: ModelConfig
+    num_labels: int
+
+    @nn.compact
+    def __call__(
+        self,
+        input_ids: Array,
+        token_type_ids: Array,
+        attention_mask: Array,
+        deterministic: bool = True,
+    ) -> Array:
+        cfg = self.config
+        _, pooled = BertModel(cfg, name="bert")(input_ids, token_type_ids, attention_mask, deterministic)
+        pooled = nn.Dropout(cfg.hidden_dropout_prob)(pooled, deterministic=deterministic)
+        logits = nn.Dense(
+            self.num_labels,
+            dtype=_dtype(cfg.dtype),
+            param_dtype=_dtype(cfg.param_dtype),
+            kernel_init=_kernel_init(cfg, ("embed", "classes")),
+            bias_init=_zeros(("classes",)),
+            name="classifier",
+        )(pooled)
+        return logits.astype(jnp.float32)

@@ -18,7 +18,8 @@ NO_DECAY_NAMES = ("bias", "scale")  # Dense/LayerNorm biases and LayerNorm scale
 
 def learning_rate_schedule(optim: OptimConfig, total_steps: int) -> optax.Schedule:
     """Linear warmup to the peak learning rate, then linear / cosine decay to 0 or constant."""
-    warmup = min(optim.warmup_steps, total_steps)
+    warmup = round(optim.warmup_fraction * total_steps) if optim.warmup_fraction > 0 else optim.warmup_steps
+    warmup = min(warmup, total_steps)
     decay_steps = max(total_steps - warmup, 1)
     peak = optim.learning_rate
     if optim.schedule == "linear":

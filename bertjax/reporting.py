@@ -11,6 +11,12 @@ from typing import Any
 
 import tqdm
 
+PRETRAINING_PANELS = (
+    ("loss", "loss (MLM + NSP)"),
+    ("mlm_accuracy", "MLM accuracy"),
+    ("nsp_accuracy", "NSP accuracy"),
+)
+
 
 def progress_bar(first_step: int, total_steps: int, enabled: bool) -> tqdm.tqdm:
     """A step progress bar (rate and ETA included); metrics go in its postfix."""
@@ -47,8 +53,8 @@ class Writer:
         with (self.workdir / "metrics.jsonl").open("a") as f:
             f.write(json.dumps({"step": step, "split": split, **scalars}) + "\n")
 
-    def plot_curves(self) -> Path | None:
-        """curves.png: train and eval loss and MLM accuracy against the step."""
+    def plot_curves(self, panels: tuple[tuple[str, str], ...] = PRETRAINING_PANELS) -> Path | None:
+        """curves.png: one panel per (metric, title), a line per split that logged the metric."""
         path = self.workdir / "metrics.jsonl"
         if not self.enabled or not path.is_file():
             return None
@@ -57,25 +63,25 @@ class Writer:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        series: dict[str, dict[int, dict[str, float]]] = {"train": {}, "eval": {}}
+        series: dict[str, dict[int, dict[str, float]]] = {}
         for line in path.read_text().splitlines():
             record = json.loads(line)
             series.setdefault(record["split"], {})[record["step"]] = record  # a resumed run overwrites
-        fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-        for ax, key, title in zip(
-            axes, ("loss", "mlm_accuracy", "nsp_accuracy"), ("loss (MLM + NSP)", "MLM accuracy", "NSP accuracy")
-        ):
-            for split, style in (("train", "-"), ("eval", "o-")):
-                points = sorted(series.get(split, {}).items())
+        fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+        for ax, (key, title) in zip(axes[0], panels):
+            for split, records in series.items():
+                points = sorted((step, r[key]) for step, r in records.items() if key in r)
                 if points:
-                    ax.plot([s for s, _ in points], [r[key] for _, r in points], style, label=split)
+                    style = "-" if split == "train" else "o-"
+                    ax.plot([s for s, _ in points], [v for _, v in points], style, label=split)
             if key == "mlm_accuracy" and series.get("eval"):
                 points = sorted(series["eval"].items())
                 ax.plot([s for s, _ in points], [r["unigram_mlm_accuracy"] for _, r in points], "k--", label="unigram")
             ax.set_title(title)
             ax.set_xlabel("step")
             ax.grid(alpha=0.3)
-            ax.legend()
+            if ax.lines:
+                ax.legend()
         fig.tight_layout()
         out = self.workdir / "curves.png"
         fig.savefig(out, dpi=100)

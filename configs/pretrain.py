@@ -10,21 +10,11 @@ By default the data are the sample corpus and vocab that `make data` fetches int
 
 import ml_collections
 
-
-def parse_arg(arg: str | None) -> dict[str, str]:
-    """'size=mini,runlocal' -> {'size': 'mini', 'runlocal': 'true'}."""
-    out = {}
-    for item in filter(None, (arg or "").split(",")):
-        key, _, value = item.partition("=")
-        out[key.strip()] = value.strip() if value else "true"
-    return out
+from bertjax.config import DEFAULT_LOGICAL_AXIS_RULES, parse_config_arg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = parse_arg(arg)
-    unknown = set(args) - {"size", "runlocal"}
-    if unknown:
-        raise ValueError(f"unknown config argument {sorted(unknown)[0]!r} (known: size, runlocal)")
+    args = parse_config_arg(arg, known=("size", "runlocal"))
     config = ml_collections.ConfigDict()
 
     config.model = model = ml_collections.ConfigDict()
@@ -78,6 +68,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     optim.weight_decay = 0.01  # not applied to biases and LayerNorm
     optim.schedule = "linear"  # after warmup: "linear" decay to 0, "cosine" or "constant"
     optim.warmup_steps = 10000
+    optim.warmup_fraction = 0.0  # > 0: warm up over this share of all steps (overrides warmup_steps)
     optim.clip_norm = 1.0  # global-norm clipping; 0 disables
     optim.grad_accum_steps = 1  # microbatches per step (batch_size must divide)
 
@@ -95,7 +86,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     mesh.data = -1  # -1 = the devices left over
     mesh.fsdp = 1
     mesh.tensor = 1
-    mesh.logical_axis_rules = [list(r) for r in _default_rules()]  # logical name -> mesh axis
+    mesh.logical_axis_rules = [list(r) for r in DEFAULT_LOGICAL_AXIS_RULES]  # logical name -> mesh axis
 
     if "runlocal" in args:
         model.size = args.get("size", "tiny")
@@ -109,9 +100,3 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         train.log_every_steps = 5
         optim.warmup_steps = 5
     return config
-
-
-def _default_rules() -> tuple:
-    from bertjax.config import DEFAULT_LOGICAL_AXIS_RULES
-
-    return DEFAULT_LOGICAL_AXIS_RULES

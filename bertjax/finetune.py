@@ -1,0 +1,26 @@
+"""Fine-tune BERT on a GLUE task or any labelled text set; predict its test split.
+
+python -m bertjax.finetune --config=configs/glue.py:task=mrpc --config.init=CKPT --workdir=runs/mrpc
+python -m bertjax.finetune --config=configs/textclf.py --config.task.train_file=train.tsv ... --workdir=DIR
+"""
+
+from absl import flags
+from ml_collections import config_flags
+
+from bertjax import cli, finetuning
+from bertjax import config as config_lib
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Fine-tuning config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: best checkpoint, logs, predictions.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    config = config_lib.finetune_config_from_dict(_CONFIG.value)
+    results = finetuning.finetune(config, _WORKDIR.value)
+    finetuning.print_summary(results, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    cli.run(main)

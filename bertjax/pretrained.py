@@ -1,0 +1,373 @@
+"""Pretrained weights in and out: Hugging Face folders, bertjax model checkpoints, pretraining runs.
+
+`load(path)` reads any of the three into a `Pretrained` (model config, flat parameters, vocab):
+
+* a Hugging Face BERT folder: `config.json` (model_type bert) and `model.safetensors` or
+  `pytorch_model.bin`, with or without the pretraining heads, names `bert.`-prefixed or not;
+* a bertjax model checkpoint (what `save` and `python -m bertjax.convert from-hf` write):
+  `bertjax_model.json`, the parameters as an orbax checkpoint in `params/`, and `vocab.txt`;
+* a pretraining or fine-tuning run directory (its `config.json` and the latest orbax checkpoint
+  under `checkpoints/`), or one `checkpoints/<step>` directory of it.
+
+`save` and `write_hf` write the first two formats, each into a temporary folder renamed into
+place, and never over an existing folder. `merge` puts loaded parameters into a freshly
+initialised model and says which parts were initialised fresh and which were left unused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bertjax import hf_weights
+from bertjax.config import ModelConfig, model_config_from_dict
+from bertjax.errors import BertjaxError, CheckpointError
+
+MODEL_FILE = "bertjax_model.json"
+FORMAT_VERSION = 1
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+# HF BertConfig fields that are ours too (same names, same meaning).
+HF_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "initializer_range",
+    "layer_norm_eps",
+)
+
+
+@dataclasses.dataclass
+class Pretrained:
+    """Weights read from a checkpoint, in our flat parameter paths."""
+
+    config: ModelConfig
+    params: dict[str, np.ndarray]  # 'bert/layer_0/attention/query/kernel' -> array
+    vocab_file: Path | None  # the checkpoint's own vocab, when it has one
+    lowercase: bool
+    kind: str  # "huggingface", "bertjax" or "run"
+    path: Path
+    labels: tuple[str, ...] = ()  # classifier label names, for a fine-tuned checkpoint
+
+    def groups(self) -> list[str]:
+        return sorted({component(p) for p in self.params})
+
+
+def component(path: str) -> str:
+    """The part of the model a parameter belongs to: encoder, pooler, mlm_head, nsp_head, classifier."""
+    if path.startswith("bert/pooler"):
+        return "pooler"
+    if path.startswith("bert/"):
+        return "encoder"
+    return path.split("/")[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path} is not a readable JSON file: {e}") from None
+
+
+def model_config_from_hf(hf_config: Mapping[str, Any], where: str) -> ModelConfig:
+    """Our ModelConfig from an HF BertConfig dict; unsupported variants are a CheckpointError."""
+    if hf_config.get("model_type", "bert") != "bert":
+        raise CheckpointError(f"{where}: model_type {hf_config.get('model_type')!r} is not bert")
+    if hf_config.get("position_embedding_type", "absolute") != "absolute":
+        raise CheckpointError(
+            f"{where}: position_embedding_type {hf_config['position_embedding_type']!r} is not supported"
+        )
+    if hf_config.get("hidden_act", "gelu") not in ("gelu", "gelu_new", "relu"):
+        raise CheckpointError(f"{where}: hidden_act {hf_config['hidden_act']!r} is not supported")
+    fields = {k: hf_config[k] for k in HF_FIELDS if k in hf_config}
+    try:
+        return model_config_from_dict(fields, prefix=f"{where}: ")
+    except BertjaxError as e:
+        raise CheckpointError(str(e)) from None
+
+
+def _read_hf_tensors(folder: Path) -> dict[str, np.ndarray]:
+    safetensors_file, torch_file = folder / "model.safetensors", folder / "pytorch_model.bin"
+    if safetensors_file.is_file():
+        from safetensors.numpy import load_file
+
+        try:
+            return load_file(str(safetensors_file))
+        except Exception as e:
+            raise CheckpointError(f"{safetensors_file} cannot be read: {e}") from None
+    if torch_file.is_file():
+        try:
+            import torch
+        except ImportError:
+            raise CheckpointError(f"{torch_file} is a torch pickle: install torch to read it") from None
+        state = torch.load(str(torch_file), map_location="cpu", weights_only=True)
+        return {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in state.items()}
+    raise CheckpointError(f"{folder} has config.json but neither model.safetensors nor pytorch_model.bin")
+
+
+def read_hf(folder: str | Path) -> Pretrained:
+    """A Hugging Face BERT folder (config.json + model.safetensors or pytorch_model.bin)."""
+    folder = Path(folder)
+    hf_config = _read_json(folder / "config.json")
+    config = model_config_from_hf(hf_config, str(folder / "config.json"))
+    params = hf_weights.hf_to_flat(_read_hf_tensors(folder), config, where=str(folder))
+    if not any(p.startswith("bert/embeddings") for p in params):
+        raise CheckpointError(f"{folder} holds no BERT embeddings")
+    tokenizer_config = folder / "tokenizer_config.json"
+    lowercase = bool(_read_json(tokenizer_config).get("do_lower_case", True)) if tokenizer_config.is_file() else True
+    labels: tuple[str, ...] = ()
+    if "id2label" in hf_config and any(p.startswith("classifier/") for p in params):
+        id2label = hf_config["id2label"]
+        labels = tuple(str(id2label[str(i)] if str(i) in id2label else id2label[i]) for i in range(len(id2label)))
+    vocab = folder / "vocab.txt"
+    return Pretrained(config, params, vocab if vocab.is_file() else None, lowercase, "huggingface", folder, labels)
+
+
+def _restore_tree(directory: Path) -> dict[str, Any]:
+    import orbax.checkpoint as ocp
+
+    with ocp.StandardCheckpointer() as checkpointer:
+        metadata = checkpointer.metadata(directory.absolute())
+        tree = getattr(metadata, "item_metadata", metadata)
+        tree = getattr(tree, "tree", tree)
+        target = _abstract_numpy(tree)
+        return checkpointer.restore(directory.absolute(), target)
+
+
+def _abstract_numpy(tree: Any) -> Any:
+    """A restore target of plain numpy arrays (on the host, whatever mesh the checkpoint was saved on).
+
+    (np.zeros does not touch its pages: this allocates nothing until orbax writes into it.)
+    """
+    if isinstance(tree, Mapping):
+        return {k: _abstract_numpy(v) for k, v in tree.items()}
+    return np.zeros(tuple(tree.shape), np.dtype(tree.dtype))
+
+
+def read_bertjax(folder: str | Path) -> Pretrained:
+    folder = Path(folder)
+    record = _read_json(folder / MODEL_FILE)
+    if record.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"{folder / MODEL_FILE}: unsupported format {record.get('format')!r}")
+    config = model_config_from_dict(record["model"], prefix=f"{folder / MODEL_FILE}: model.")
+    params = hf_weights.flatten(_restore_tree(folder / "params"))
+    vocab = folder / "vocab.txt"
+    return Pretrained(
+        config,
+        {k: np.asarray(v) for k, v in params.items()},
+        vocab if vocab.is_file() else None,
+        bool(record.get("lowercase", True)),
+        "bertjax",
+        folder,
+        tuple(record.get("labels", ())),
+    )
+
+
+def read_run(path: str | Path) -> Pretrained:
+    """The latest checkpoint of a run directory, or one `checkpoints/<step>` directory."""
+    path = Path(path)
+    if (path / "state").is_dir():  # checkpoints/<step>
+        step_dir, run_dir = path, path.parent.parent
+    else:
+        steps = sorted(
+            (int(p.name) for p in (path / "checkpoints").iterdir() if p.name.isdigit())
+            if (path / "checkpoints").is_dir()
+            else []
+        )
+        if not steps:
+            raise CheckpointError(f"run directory {path} has no checkpoint")
+        step_dir, run_dir = path / "checkpoints" / str(steps[-1]), path
+    record = _read_json(run_dir / "config.json")
+    run_config = record.get("config", {})
+    config = model_config_from_dict(run_config["model"], prefix=f"{run_dir / 'config.json'}: model.")
+    state = _restore_tree(step_dir / "state")
+    params = {k: np.asarray(v) for k, v in hf_weights.flatten(state["params"]).items()}
+    data = run_config.get("data", {})
+    vocab = Path(data["vocab_file"]) if data.get("vocab_file") else None
+    labels = tuple(record.get("labels", ()))
+    return Pretrained(config, params, vocab, bool(data.get("lowercase", True)), "run", step_dir, labels)
+
+
+def load(path: str | Path) -> Pretrained:
+    """Weights from a Hugging Face folder, a bertjax model checkpoint or a run directory."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if (path / MODEL_FILE).is_file():
+        return read_bertjax(path)
+    if (path / "state").is_dir() or (path / "checkpoints").is_dir():
+        return read_run(path)
+    if (path / "config.json").is_file():
+        return read_hf(path)
+    raise CheckpointError(
+        f"{path} is not a checkpoint: expected a Hugging Face folder (config.json + model.safetensors), "
+        f"a bertjax model checkpoint ({MODEL_FILE}) or a run directory (checkpoints/)"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+
+
+def _write_folder(destination: Path, write: Any) -> Path:
+    """Calls write(temporary_folder) and renames it to `destination`; never replaces anything."""
+    destination = Path(destination)
+    if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
+        raise CheckpointError(f"{destination} already exists: choose a new destination")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    temporary = destination.with_name(f".{destination.name}.tmp-{os.getpid()}")
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir()
+    try:
+        write(temporary)
+        if destination.exists():
+            destination.rmdir()  # empty, checked above
+        temporary.rename(destination)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    return destination
+
+
+def _copy_tokenizer_files(pretrained: Pretrained, folder: Path) -> None:
+    sources = [pretrained.path / name for name in TOKENIZER_FILES if pretrained.kind != "run"]
+    for source in sources:
+        if source.is_file():
+            shutil.copy(source, folder / source.name)
+    if pretrained.vocab_file is not None and not (folder / "vocab.txt").is_file():
+        shutil.copy(pretrained.vocab_file, folder / "vocab.txt")
+    if not (folder / "tokenizer_config.json").is_file():
+        tokenizer_config = {"do_lower_case": pretrained.lowercase, "tokenizer_class": "BertTokenizer"}
+        tokenizer_config["model_max_length"] = pretrained.config.max_position_embeddings
+        (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
+
+
+def save(pretrained: Pretrained, destination: str | Path) -> Path:
+    """A bertjax model checkpoint: bertjax_model.json, params/ (orbax), vocab and tokenizer files."""
+    import orbax.checkpoint as ocp
+
+    def write(folder: Path) -> None:
+        record = {
+            "format": FORMAT_VERSION,
+            "model": dataclasses.asdict(pretrained.config),
+            "lowercase": pretrained.lowercase,
+            "labels": list(pretrained.labels),
+            "components": pretrained.groups(),
+            "converted_from": str(pretrained.path),
+        }
+        with ocp.StandardCheckpointer() as checkpointer:
+            checkpointer.save((folder / "params").absolute(), hf_weights.unflatten(pretrained.params))
+            checkpointer.wait_until_finished()
+        _copy_tokenizer_files(pretrained, folder)
+        (folder / MODEL_FILE).write_text(json.dumps(record, indent=2))
+
+    return _write_folder(Path(destination), write)
+
+
+def hf_architecture(groups: list[str]) -> str:
+    if "classifier" in groups:
+        return "BertForSequenceClassification"
+    if "mlm_head" in groups and "nsp_head" in groups:
+        return "BertForPreTraining"
+    return "BertModel"
+
+
+def write_hf(pretrained: Pretrained, destination: str | Path) -> Path:
+    """A Hugging Face folder (config.json, model.safetensors, tokenizer files) that transformers loads.
+
+    The architecture follows the parts present: BertForPreTraining with both pretraining heads,
+    BertForSequenceClassification with a classifier, else BertModel (names without `bert.`).
+    """
+    from safetensors.numpy import save_file
+
+    groups = pretrained.groups()
+    architecture = hf_architecture(groups)
+    tensors = hf_weights.flat_to_hf(pretrained.params, pretrained.config)
+    if architecture == "BertModel":
+        tensors = {k.removeprefix("bert."): v for k, v in tensors.items() if k.startswith("bert.")}
+    hf_config: dict[str, Any] = {
+        "architectures": [architecture],
+        "model_type": "bert",
+        **{k: v for k, v in dataclasses.asdict(pretrained.config).items() if k in HF_FIELDS},
+        "pad_token_id": 0,
+        "position_embedding_type": "absolute",
+        "torch_dtype": str(next(iter(tensors.values())).dtype),
+    }
+    if "classifier" in groups:
+        num_labels = pretrained.params["classifier/bias"].shape[0]
+        labels = pretrained.labels or tuple(f"LABEL_{i}" for i in range(num_labels))
+        hf_config["id2label"] = {str(i): label for i, label in enumerate(labels)}
+        hf_config["label2id"] = {label: i for i, label in enumerate(labels)}
+        hf_config["problem_type"] = "regression" if num_labels == 1 else "single_label_classification"
+
+    def write(folder: Path) -> None:
+        save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        (folder / "config.json").write_text(json.dumps(hf_config, indent=2))
+        _copy_tokenizer_files(pretrained, folder)
+
+    return _write_folder(Path(destination), write)
+
+
+# --------------------------------------------------------------------------------------------
+# Initialising a model from a checkpoint
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadReport:
+    """What initialising from a checkpoint did."""
+
+    loaded: tuple[str, ...]  # components taken from the checkpoint
+    fresh: tuple[str, ...]  # components of the model the checkpoint lacks, initialised fresh
+    unused: tuple[str, ...]  # components of the checkpoint the model has no use for
+
+    def describe(self) -> str:
+        parts = [f"loaded {', '.join(self.loaded)}"]
+        if self.fresh:
+            parts.append(f"initialised fresh: {', '.join(self.fresh)}")
+        if self.unused:
+            parts.append(f"not used: {', '.join(self.unused)}")
+        return "; ".join(parts)
+
+
+def merge(fresh: Mapping[str, Any], pretrained: Pretrained) -> tuple[dict[str, Any], LoadReport]:
+    """`fresh` (flat path -> array) with every parameter the checkpoint has replaced by its value.
+
+    The encoder must be complete and every shape must match; heads the checkpoint lacks stay
+    fresh (reported), and its parts the model lacks are left out (reported).
+    """
+    where = f"checkpoint {pretrained.path}"
+    out, fresh_parts, loaded_parts = {}, set(), set()
+    for path, value in fresh.items():
+        if path in pretrained.params:
+            loaded = pretrained.params[path]
+            if tuple(loaded.shape) != tuple(value.shape):
+                raise CheckpointError(
+                    f"{where}: parameter {path} has shape {tuple(loaded.shape)}, the model needs {tuple(value.shape)}"
+                )
+            out[path] = loaded
+            loaded_parts.add(component(path))
+        elif component(path) == "encoder":
+            raise CheckpointError(f"{where} has no parameter {path}")
+        else:
+            out[path] = value
+            fresh_parts.add(component(path))
+    unused = {component(p) for p in pretrained.params if p not in fresh}
+    return out, LoadReport(
+        tuple(sorted(loaded_parts)), tuple(sorted(fresh_parts - loaded_parts)), tuple(sorted(unused))
+    )

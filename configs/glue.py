@@ -1,0 +1,89 @@
+"""Fine-tune BERT on a GLUE task (Devlin et al. 2018, section 4.1 and appendix A.3).
+
+    python -m bertjax.finetune --config=configs/glue.py:task=mrpc --config.init=CKPT --workdir=runs/mrpc \\
+        [--config.task.glue_dir=glue_data]      # the GLUE TSV directory; without it TFDS glue/* is read
+    python -m bertjax.sweep --config=configs/glue.py:task=rte --config.init=CKPT --workdir=runs/sweeps/rte
+
+The argument: `task=<cola|sst2|mrpc|stsb|qqp|mnli|qnli|rte|wnli>`, `size=...` (only for a random
+init, without `init`), `runlocal` (a few steps, for debugging). CKPT is a Hugging Face BERT folder,
+a bertjax model checkpoint or a pretraining run directory. `sweep` below is the paper's grid.
+"""
+
+from collections.abc import Callable
+
+import ml_collections
+
+from bertjax.config import DEFAULT_LOGICAL_AXIS_RULES, parse_config_arg
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    args = parse_config_arg(arg, known=("task", "size", "runlocal"))
+    config = ml_collections.ConfigDict()
+    config.init = ""  # the pretrained checkpoint (HF folder, bertjax checkpoint or run directory)
+
+    config.model = model = ml_collections.ConfigDict()
+    model.size = args.get("size", "base")  # used only without init: a random BERT of this size
+    model.vocab_size = 30522  # used only without init
+    model.hidden_dropout_prob = 0.1  # dropout, also on the pooled output before the classifier
+    model.attention_probs_dropout_prob = 0.1
+    model.dtype = "float32"  # compute dtype: float32 or bfloat16
+    model.param_dtype = "float32"
+
+    config.task = task = ml_collections.ConfigDict()
+    task.name = args.get("task", "mrpc")  # the GLUE task
+    task.glue_dir = ""  # GLUE TSV directory (CoLA/, SST-2/, ..., diagnostic/); empty = TFDS glue/*
+    task.tfds_data_dir = ""  # where TFDS keeps (or finds) prepared data; empty = its default
+    task.max_seq_length = 128
+    task.vocab_file = ""  # empty = the checkpoint's vocab.txt
+    task.lowercase = True  # with vocab_file only; a checkpoint's vocab keeps its own casing
+
+    config.optim = optim = ml_collections.ConfigDict()
+    optim.optimizer = "adamw"
+    optim.learning_rate = 2e-5  # peak; the paper's grid: 5e-5, 4e-5, 3e-5, 2e-5
+    optim.b1 = 0.9
+    optim.b2 = 0.999
+    optim.eps = 1e-6
+    optim.weight_decay = 0.01  # not on biases and LayerNorm
+    optim.schedule = "linear"  # linear decay to 0 after warmup
+    optim.warmup_steps = 0
+    optim.warmup_fraction = 0.1  # warm up over the first 10% of the steps
+    optim.clip_norm = 1.0
+    optim.grad_accum_steps = 1
+
+    config.train = train = ml_collections.ConfigDict()
+    train.batch_size = 32  # the paper's grid: 16, 32
+    train.num_epochs = 3.0  # the paper's grid: 2, 3, 4
+    train.eval_batch_size = 64
+    train.log_every_steps = 50
+    train.seed = 0  # classifier init, dropout and example order
+
+    config.mesh = mesh = ml_collections.ConfigDict()
+    mesh.data = -1
+    mesh.fsdp = 1
+    mesh.tensor = 1
+    mesh.logical_axis_rules = [list(r) for r in DEFAULT_LOGICAL_AXIS_RULES]
+
+    if "runlocal" in args:
+        model.size = args.get("size", "tiny")
+        task.max_seq_length = 64
+        train.batch_size = 8
+        train.eval_batch_size = 16
+        train.num_epochs = 1.0
+        train.log_every_steps = 5
+    return config
+
+
+def sweep(add: Callable[..., None]) -> None:
+    """The BERT paper's fine-tuning grid (appendix A.3), three seeds each."""
+    for learning_rate in (5e-5, 4e-5, 3e-5, 2e-5):
+        for batch_size in (16, 32):
+            for epochs in (2, 3, 4):
+                for seed in (0, 1, 2):
+                    add(
+                        **{
+                            "optim.learning_rate": learning_rate,
+                            "train.batch_size": batch_size,
+                            "train.num_epochs": epochs,
+                            "train.seed": seed,
+                        }
+                    )
