@@ -26,6 +26,12 @@ def _parse_flags(argv: list[str]) -> list[str]:
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if cause is not None and str(cause).strip() and str(cause).splitlines()[0] not in message:
             message = f"{message}: {str(cause).strip().splitlines()[0]}"
+        if isinstance(e, (AttributeError, KeyError)):  # ml_collections: an override of a key the config lacks
+            missing = str(e).strip("\"' ")
+            for arg in argv:
+                name = arg.removeprefix("--").split("=")[0]
+                if name.startswith("config.") and name.split(".")[-1] == missing:
+                    message = f"unknown config key {name.removeprefix('config.')}"
         fail(message)
 
 

@@ -162,6 +162,7 @@ class PretrainConfig:
     optim: OptimConfig
     train: TrainConfig
     mesh: MeshConfig
+    init: str = ""  # start from these weights (HF folder, bertjax checkpoint, run directory); "" = random
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,6 +194,7 @@ class TaskConfig:
     tfds_train_split: str = "train"
     tfds_dev_split: str = "validation"
     tfds_test_split: str = ""
+    published: str = ""  # a published result on this task, printed beside ours at the end
 
 
 @dataclasses.dataclass(frozen=True)
@@ -299,7 +301,7 @@ def model_config_from_dict(cd: ml_collections.ConfigDict | dict, prefix: str = "
 
 def from_config_dict(cd: ml_collections.ConfigDict) -> PretrainConfig:
     """Turns the run's ConfigDict into a validated PretrainConfig."""
-    sections = {"model", "data", "optim", "train", "mesh"}
+    sections = {"init", "model", "data", "optim", "train", "mesh"}
     for key in cd.keys():
         if key not in sections:
             raise ConfigError(f"unknown config key {key}")
@@ -320,7 +322,10 @@ def from_config_dict(cd: ml_collections.ConfigDict) -> PretrainConfig:
         )
     if train.num_train_steps < 1:
         raise ConfigError("config key train.num_train_steps must be >= 1")
-    return PretrainConfig(model=model, data=data, optim=optim, train=train, mesh=mesh)
+    init = cd.get("init", "")
+    if not isinstance(init, str):
+        raise ConfigError(f"config key init: expected a path, got {init!r}")
+    return PretrainConfig(model=model, data=data, optim=optim, train=train, mesh=mesh, init=init)
 
 
 def finetune_config_from_dict(cd: ml_collections.ConfigDict) -> FinetuneConfig:

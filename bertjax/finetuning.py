@@ -254,9 +254,7 @@ def resolve_model(config: FinetuneConfig) -> tuple[ModelConfig, pretrained.Pretr
     if not config.init:
         return config.model, None
     checkpoint = pretrained.load(config.init)
-    keep = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dtype", "param_dtype")
-    overrides = {k: getattr(config.model, k) for k in keep}
-    return dataclasses.replace(checkpoint.config, **overrides), checkpoint
+    return pretrained.model_config_for_run(checkpoint, config.model), checkpoint
 
 
 def finetune(config: FinetuneConfig, workdir: str | Path) -> dict[str, Any]:
@@ -277,10 +275,11 @@ def finetune(config: FinetuneConfig, workdir: str | Path) -> dict[str, Any]:
         raise ConfigError("config key task.vocab_file is empty and the checkpoint has no vocab.txt")
     lowercase = checkpoint.lowercase if checkpoint and not task_cfg.vocab_file else task_cfg.lowercase
     tokenizer = load_tokenizer(vocab_file, lowercase)
-    if tokenizer.get_vocab_size() != model_config.vocab_size:
-        where = f"checkpoint {config.init}" if checkpoint else "config key model.vocab_size"
-        raise CheckpointError(
-            f"{where} has vocab_size {model_config.vocab_size} but the vocab {vocab_file} has "
+    if checkpoint is not None:
+        pretrained.check_vocab(checkpoint, tokenizer.get_vocab_size(), vocab_file)
+    elif tokenizer.get_vocab_size() != model_config.vocab_size:
+        raise ConfigError(
+            f"config key model.vocab_size={model_config.vocab_size} but the vocab {vocab_file} has "
             f"{tokenizer.get_vocab_size()} tokens"
         )
     if task_cfg.max_seq_length > model_config.max_position_embeddings:
@@ -415,6 +414,7 @@ def finetune(config: FinetuneConfig, workdir: str | Path) -> dict[str, Any]:
     assert best is not None and best_params is not None
     results: dict[str, Any] = {
         "task": spec.name,
+        "published": task_cfg.published,
         "init": config.init,
         "load_report": dataclasses.asdict(report) if report else None,
         "main_split": main_eval,
@@ -458,6 +458,8 @@ def print_summary(results: dict[str, Any], workdir: str | Path) -> None:
     print(f"best epoch {best['epoch']} ({main}): {shown}")
     for name, values in results["test"].items():
         print(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+    if results.get("published"):
+        print(f"published: {results['published']}")
     for path in results["prediction_files"]:
         print(f"predictions: {path}")
     print(f"best checkpoint: {Path(workdir) / 'best'}")

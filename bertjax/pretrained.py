@@ -158,6 +158,10 @@ def _abstract_numpy(tree: Any) -> Any:
     """
     if isinstance(tree, Mapping):
         return {k: _abstract_numpy(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):  # optimizer states are (named) tuples
+        return [_abstract_numpy(v) for v in tree]
+    if tree is None or not hasattr(tree, "shape"):
+        return tree
     return np.zeros(tuple(tree.shape), np.dtype(tree.dtype))
 
 
@@ -326,6 +330,21 @@ def write_hf(pretrained: Pretrained, destination: str | Path) -> Path:
 
 # --------------------------------------------------------------------------------------------
 # Initialising a model from a checkpoint
+
+RUN_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dtype", "param_dtype")
+
+
+def model_config_for_run(checkpoint: Pretrained, run_model: ModelConfig) -> ModelConfig:
+    """The checkpoint's shape with the run's dropout and dtypes."""
+    return dataclasses.replace(checkpoint.config, **{k: getattr(run_model, k) for k in RUN_FIELDS})
+
+
+def check_vocab(checkpoint: Pretrained, vocab_size: int, vocab_file: str | Path) -> None:
+    if checkpoint.config.vocab_size != vocab_size:
+        raise CheckpointError(
+            f"checkpoint {checkpoint.path} has vocab_size {checkpoint.config.vocab_size} but the vocab "
+            f"{vocab_file} has {vocab_size} tokens"
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,10 +24,11 @@ from flax import struct
 
 from bertjax import checkpoint as checkpointing
 from bertjax import config as config_lib
-from bertjax import optim, reporting, sharding
+from bertjax import optim, pretrained, reporting, sharding
 from bertjax.config import ModelConfig, PretrainConfig
 from bertjax.data import pretraining
 from bertjax.errors import ConfigError
+from bertjax.hf_weights import flatten, unflatten
 from bertjax.model import BertForPreTraining
 from bertjax.tokenizer import load_tokenizer
 
@@ -245,6 +246,22 @@ def evaluate(
     return metrics
 
 
+def init_from_checkpoint(
+    state: TrainState,
+    checkpoint: pretrained.Pretrained,
+    tx: optax.GradientTransformation,
+    shardings: Any,
+    verbose: bool,
+) -> TrainState:
+    """The state with the checkpoint's parameters (heads it lacks stay fresh) and a new optimizer state."""
+    merged, report = pretrained.merge(flatten(jax.device_get(state.params)), checkpoint)
+    params = jax.device_put(unflatten(merged), shardings.params)
+    if verbose:
+        print(f"init from {checkpoint.path}: {report.describe()}")
+    opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
+    return TrainState(step=state.step, params=params, opt_state=opt_state)
+
+
 def resolve_model_config(model: ModelConfig, tokenizer_vocab_size: int) -> ModelConfig:
     """vocab_size 0 means "the vocab's size"; a model vocab smaller than the vocab is an error."""
     if model.vocab_size == 0:
@@ -264,7 +281,12 @@ def pretrain(config: PretrainConfig, workdir: str | Path) -> dict[str, float]:
     workdir = Path(workdir)
     is_main = jax.process_index() == 0
     tokenizer = load_tokenizer(config.data.vocab_file, config.data.lowercase)
-    model_config = resolve_model_config(config.model, tokenizer.get_vocab_size())
+    checkpoint = pretrained.load(config.init) if config.init else None
+    if checkpoint is not None:
+        pretrained.check_vocab(checkpoint, tokenizer.get_vocab_size(), config.data.vocab_file)
+        model_config = pretrained.model_config_for_run(checkpoint, config.model)
+    else:
+        model_config = resolve_model_config(config.model, tokenizer.get_vocab_size())
     config = dataclasses.replace(config, model=model_config)
     data_cfg, train_cfg = config.data, config.train
 
@@ -289,6 +311,8 @@ def pretrain(config: PretrainConfig, workdir: str | Path) -> dict[str, float]:
     manager = checkpointing.manager(workdir / "checkpoints", train_cfg.keep_checkpoints)
     state, progress = checkpointing.restore_latest(manager, state)
     first_step = int(progress.get("step", 0))
+    if checkpoint is not None and first_step == 0:  # a new run from pretrained weights
+        state = init_from_checkpoint(state, checkpoint, tx, shardings, is_main)
     examples_offset = int(progress.get("examples_seen", 0)) - first_step * train_cfg.batch_size
 
     writer = reporting.Writer(workdir, enabled=is_main)

@@ -16,6 +16,7 @@ from bertjax.config import DEFAULT_LOGICAL_AXIS_RULES, parse_config_arg
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = parse_config_arg(arg, known=("size", "runlocal"))
     config = ml_collections.ConfigDict()
+    config.init = ""  # start from pretrained weights (HF folder, bertjax checkpoint, run dir); "" = random
 
     config.model = model = ml_collections.ConfigDict()
     model.size = args.get("size", "base")  # a row of the size table: sets layers, hidden, heads, intermediate

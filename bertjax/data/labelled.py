@@ -250,6 +250,12 @@ def read_tfds(
             else:
                 labels.append(-1)
         ids.append(str(record[layout.index]) if layout.index and layout.index in record else str(i))
+    if layout.index and all(i.lstrip("-").isdigit() for i in ids):
+        # TFDS shuffles records when it prepares a split: put them back in their original order.
+        order = sorted(range(len(ids)), key=lambda i: int(ids[i]))
+        text_a, ids = [text_a[i] for i in order], [ids[i] for i in order]
+        text_b = [text_b[i] for i in order] if text_b else text_b
+        labels = [labels[i] for i in order] if labels else labels
     unlabelled = not layout.label or (spec.kind != "regression" and all(v == -1 for v in labels))
     if not unlabelled and spec.kind != "regression" and any(v == -1 for v in labels):
         raise DataError(f"{where}: some records have no label")
