@@ -128,7 +128,9 @@ def test_init_from_hugging_face_reports_fresh_heads(tmp_path, vocab_file):
     assert "loaded encoder, pooler; initialised fresh: classifier" in result.stdout
 
 
-@pytest.mark.parametrize("case", ["unknown_task", "unknown_key", "ragged_row", "unknown_label", "vocab_mismatch", "empty_split"])
+@pytest.mark.parametrize(
+    "case", ["unknown_task", "unknown_key", "ragged_row", "unknown_label", "vocab_mismatch", "empty_split"]
+)
 def test_bad_input_is_one_line_and_exit_2(tmp_path, vocab_file, case):
     toy = write_toy(tmp_path / "toy")
     train = toy / "train.tsv"
