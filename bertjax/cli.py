@@ -8,9 +8,10 @@ from typing import Any, NoReturn
 
 from absl import app, flags, logging
 
-from bertjax.errors import BertjaxError
+from bertjax.errors import BertjaxError, TrainingStopped
 
 EXIT_BAD_INPUT = 2
+EXIT_STOPPED = 1  # training could not go on (e.g. a non-finite loss); what was saved is kept
 
 
 def fail(message: str) -> NoReturn:
@@ -45,5 +46,8 @@ def run(main: Callable[[list[str]], Any]) -> None:
             return main(argv)
         except BertjaxError as e:
             fail(str(e))
+        except TrainingStopped as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(EXIT_STOPPED)
 
     app.run(guarded, flags_parser=_parse_flags)

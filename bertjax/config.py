@@ -8,8 +8,10 @@ the ConfigDict. Unknown keys and bad values raise `ConfigError` with the key's d
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
 import ml_collections
@@ -122,7 +124,8 @@ class OptimConfig:
     b2: float = 0.999
     eps: float = 1e-6
     weight_decay: float = 0.01
-    schedule: str = "linear"  # "linear", "cosine" or "constant" (after warmup)
+    schedule: str = "linear"  # "linear", "polynomial", "cosine" or "constant" (after warmup)
+    decay_power: float = 1.0  # the power of the "polynomial" decay
     warmup_steps: int = 10000
     warmup_fraction: float = 0.0  # > 0: warmup over this share of all steps instead of warmup_steps
     clip_norm: float = 1.0  # global-norm clipping; 0 disables
@@ -141,16 +144,50 @@ class TrainConfig:
     keep_checkpoints: int = 3
     log_every_steps: int = 100
     seed: int = 0
+    nonfinite: str = "stop"  # a NaN/Inf loss or gradient: "stop" the run, or "skip" the update and count it
+    nsp_weight: float = 1.0  # weight of the NSP loss; 0 = MLM only (with data.random_next_prob=0)
 
 
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:
-    """Device mesh sizes (-1 = the remaining devices) and logical-axis rules."""
+    """Device mesh sizes (-1 = the remaining devices) and logical-axis rules.
 
+    A `preset` sets the sizes: "dp" (data parallel), "fsdp" (parameters, gradients and optimizer
+    state sharded over all devices), "fsdp_tp" (FSDP times 2-way tensor parallelism).
+    """
+
+    preset: str = ""  # "", "dp", "fsdp" or "fsdp_tp"; "" = the sizes below
     data: int = -1
     fsdp: int = 1
     tensor: int = 1
     logical_axis_rules: tuple[tuple[str, Any], ...] = DEFAULT_LOGICAL_AXIS_RULES
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributedConfig:
+    """How the processes of a multi-host run find each other (bertjax.distributed)."""
+
+    mode: str = "auto"  # "auto" (TPU pods, SLURM, MPI, JAX_COORDINATOR_ADDRESS), "explicit" or "off"
+    coordinator_address: str = ""  # explicit: host:port of process 0, e.g. 127.0.0.1:12355
+    num_processes: int = 0  # explicit: how many processes
+    process_id: int = -1  # explicit: this process's index
+    timeout_seconds: int = 300
+
+
+MESH_PRESETS: dict[str, dict[str, int]] = {
+    "dp": {"data": -1, "fsdp": 1, "tensor": 1},
+    "fsdp": {"data": 1, "fsdp": -1, "tensor": 1},
+    "fsdp_tp": {"data": 1, "fsdp": -1, "tensor": 2},
+}
+
+
+def mesh_config_from_dict(cd: ml_collections.ConfigDict | dict, prefix: str = "mesh.") -> MeshConfig:
+    """A MeshConfig; a preset fills the sizes (and wins over them)."""
+    mesh = _build(MeshConfig, cd, prefix)
+    if mesh.preset:
+        _check_choice(prefix + "preset", mesh.preset, tuple(MESH_PRESETS))
+        mesh = dataclasses.replace(mesh, **MESH_PRESETS[mesh.preset])
+    return mesh
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,6 +200,7 @@ class PretrainConfig:
     train: TrainConfig
     mesh: MeshConfig
     init: str = ""  # start from these weights (HF folder, bertjax checkpoint, run directory); "" = random
+    distributed: DistributedConfig = DistributedConfig()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,6 +268,20 @@ def parse_config_arg(arg: str | None, known: tuple[str, ...]) -> dict[str, str]:
     if unknown:
         raise ValueError(f"unknown config argument {sorted(unknown)[0]!r} (known: {', '.join(known)})")
     return out
+
+
+def load_config_module(path: str | Path) -> types.ModuleType:
+    """A config file as a module (configs/ is not a package: config files are loaded by path)."""
+    path = Path(path)
+    spec = importlib.util.spec_from_file_location(f"bertjax_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def sibling_config(config_file: str, name: str, arg: str | None = None) -> ml_collections.ConfigDict:
+    """`get_config(arg)` of the config file `name` next to `config_file` (for configs built on another)."""
+    return load_config_module(Path(config_file).with_name(name)).get_config(arg)
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
@@ -301,18 +353,21 @@ def model_config_from_dict(cd: ml_collections.ConfigDict | dict, prefix: str = "
 
 def from_config_dict(cd: ml_collections.ConfigDict) -> PretrainConfig:
     """Turns the run's ConfigDict into a validated PretrainConfig."""
-    sections = {"init", "model", "data", "optim", "train", "mesh"}
+    sections = {"init", "model", "data", "optim", "train", "mesh", "distributed"}
     for key in cd.keys():
         if key not in sections:
             raise ConfigError(f"unknown config key {key}")
     model = model_config_from_dict(cd.get("model", {}))
+    distributed = _build(DistributedConfig, cd.get("distributed", {}), "distributed.")
+    _check_choice("distributed.mode", distributed.mode, ("auto", "explicit", "off"))
     data = _build(DataConfig, cd.get("data", {}), "data.")
     optim = _build(OptimConfig, cd.get("optim", {}), "optim.")
     train = _build(TrainConfig, cd.get("train", {}), "train.")
-    mesh = _build(MeshConfig, cd.get("mesh", {}), "mesh.")
+    mesh = mesh_config_from_dict(cd.get("mesh", {}))
     validate_data(data, model)
     _check_choice("optim.optimizer", optim.optimizer, ("adamw", "lamb"))
-    _check_choice("optim.schedule", optim.schedule, ("linear", "cosine", "constant"))
+    _check_choice("optim.schedule", optim.schedule, ("linear", "polynomial", "cosine", "constant"))
+    _check_choice("train.nonfinite", train.nonfinite, ("stop", "skip"))
     if optim.grad_accum_steps < 1:
         raise ConfigError("config key optim.grad_accum_steps must be >= 1")
     if train.batch_size % optim.grad_accum_steps:
@@ -325,7 +380,9 @@ def from_config_dict(cd: ml_collections.ConfigDict) -> PretrainConfig:
     init = cd.get("init", "")
     if not isinstance(init, str):
         raise ConfigError(f"config key init: expected a path, got {init!r}")
-    return PretrainConfig(model=model, data=data, optim=optim, train=train, mesh=mesh, init=init)
+    return PretrainConfig(
+        model=model, data=data, optim=optim, train=train, mesh=mesh, init=init, distributed=distributed
+    )
 
 
 def finetune_config_from_dict(cd: ml_collections.ConfigDict) -> FinetuneConfig:
@@ -341,10 +398,10 @@ def finetune_config_from_dict(cd: ml_collections.ConfigDict) -> FinetuneConfig:
     task = _build(TaskConfig, cd.get("task", {}), "task.")
     optim = _build(OptimConfig, cd.get("optim", {}), "optim.")
     train = _build(FinetuneTrainConfig, cd.get("train", {}), "train.")
-    mesh = _build(MeshConfig, cd.get("mesh", {}), "mesh.")
+    mesh = mesh_config_from_dict(cd.get("mesh", {}))
     _check_choice("task.kind", task.kind, ("classification", "regression"))
     _check_choice("optim.optimizer", optim.optimizer, ("adamw", "lamb"))
-    _check_choice("optim.schedule", optim.schedule, ("linear", "cosine", "constant"))
+    _check_choice("optim.schedule", optim.schedule, ("linear", "polynomial", "cosine", "constant"))
     if task.file_format:
         _check_choice("task.file_format", task.file_format, ("tsv", "csv", "jsonl"))
     if task.max_seq_length < 8:

@@ -15,3 +15,10 @@ class DataError(BertjaxError):
 
 class CheckpointError(BertjaxError):
     """A checkpoint does not match the model being trained."""
+
+
+class TrainingStopped(Exception):
+    """Training cannot go on (e.g. a non-finite loss under train.nonfinite=stop); what was saved is kept.
+
+    Not bad input: entry points print it on one line and exit with code 1.
+    """

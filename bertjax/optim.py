@@ -24,6 +24,8 @@ def learning_rate_schedule(optim: OptimConfig, total_steps: int) -> optax.Schedu
     peak = optim.learning_rate
     if optim.schedule == "linear":
         after = optax.linear_schedule(peak, 0.0, decay_steps)
+    elif optim.schedule == "polynomial":  # (1 - t/T)^power, as in LAMB's BERT recipe (power 0.5)
+        after = optax.polynomial_schedule(peak, 0.0, optim.decay_power, decay_steps)
     elif optim.schedule == "cosine":
         after = optax.cosine_decay_schedule(peak, decay_steps)
     else:

@@ -7,7 +7,7 @@
 from absl import flags
 from ml_collections import config_flags
 
-from bertjax import cli, train
+from bertjax import cli, distributed, train
 from bertjax import config as config_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Pretraining config file.", lock_config=True)
@@ -18,6 +18,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv: list[str]) -> None:
     del argv
     config = config_lib.from_config_dict(_CONFIG.value)
+    distributed.initialize(config.distributed)  # before anything else touches JAX
     metrics = train.pretrain(config, _WORKDIR.value)
     train.print_summary(metrics, _WORKDIR.value)
 

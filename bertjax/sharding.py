@@ -58,3 +58,14 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
+
+
+def bytes_per_device(abstract: Any, shardings: Any) -> int:
+    """The bytes the most loaded device holds of a pytree of abstract arrays placed by `shardings`."""
+    totals: dict[Any, int] = {}
+    for leaf, leaf_sharding in zip(jax.tree.leaves(abstract), jax.tree.leaves(shardings)):
+        shard = leaf_sharding.shard_shape(leaf.shape)
+        size = int(np.prod(shard, dtype=np.int64)) * np.dtype(leaf.dtype).itemsize
+        for device in leaf_sharding.device_set:
+            totals[device] = totals.get(device, 0) + size
+    return max(totals.values())

@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
-import importlib.util
 import json
 import shlex
 import sys
@@ -77,9 +76,7 @@ def expand(sweep_fn: Callable[[Callable[..., None]], None]) -> list[Run]:
 def load_sweep(config_file: str) -> Callable[[Callable[..., None]], None]:
     """The `sweep` function of a config file (configs/ is not a package: loaded by path)."""
     path = Path(config_file.split(":")[0])
-    spec = importlib.util.spec_from_file_location(f"sweep_config_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = config_lib.load_config_module(path)
     if not hasattr(module, "sweep"):
         raise ConfigError(f"config file {path} declares no sweep(add) function")
     return module.sweep

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,14 +22,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import logging
 from flax import struct
+from jax.experimental import multihost_utils
 
 from bertjax import checkpoint as checkpointing
 from bertjax import config as config_lib
 from bertjax import optim, pretrained, reporting, sharding
 from bertjax.config import ModelConfig, PretrainConfig
 from bertjax.data import pretraining
-from bertjax.errors import ConfigError
+from bertjax.errors import ConfigError, TrainingStopped
 from bertjax.hf_weights import flatten, unflatten
 from bertjax.model import BertForPreTraining
 from bertjax.tokenizer import load_tokenizer
@@ -86,7 +90,13 @@ def create_sharded_state(
 
 
 def _losses(
-    params: Any, batch: Batch, rng: jax.Array | None, model: nn.Module, mlm_denominator: jax.Array, nsp_denominator: int
+    params: Any,
+    batch: Batch,
+    rng: jax.Array | None,
+    model: nn.Module,
+    mlm_denominator: jax.Array,
+    nsp_denominator: int,
+    nsp_weight: float = 1.0,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Loss of one (micro)batch, normalised by the whole batch's counts, and its metric sums."""
     deterministic = rng is None
@@ -110,7 +120,7 @@ def _losses(
         "nsp_correct": (nsp_logits.argmax(-1) == batch["next_sentence_labels"]).sum().astype(jnp.float32),
         "nsp_count": jnp.asarray(nsp_xent.shape[0], jnp.float32),
     }
-    loss = sums["mlm_loss"] / mlm_denominator + sums["nsp_loss"] / nsp_denominator
+    loss = sums["mlm_loss"] / mlm_denominator + nsp_weight * sums["nsp_loss"] / nsp_denominator
     return loss, sums
 
 
@@ -136,6 +146,7 @@ def train_step(
     tx: optax.GradientTransformation,
     schedule: optax.Schedule,
     grad_accum_steps: int = 1,
+    nsp_weight: float = 1.0,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer update on a global batch: MLM + NSP loss, gradients, clipping, AdamW/LAMB.
 
@@ -149,7 +160,7 @@ def train_step(
     grad_fn = jax.grad(_losses, has_aux=True)
 
     if grad_accum_steps == 1:
-        grads, sums = grad_fn(state.params, batch, step_rng, model, mlm_denominator, nsp_denominator)
+        grads, sums = grad_fn(state.params, batch, step_rng, model, mlm_denominator, nsp_denominator, nsp_weight)
     else:
         micro = jax.tree.map(lambda x: x.reshape(grad_accum_steps, -1, *x.shape[1:]), batch)
 
@@ -157,7 +168,13 @@ def train_step(
             grads_acc, sums_acc = carry
             index, microbatch = inputs
             grads, sums = grad_fn(
-                state.params, microbatch, jax.random.fold_in(step_rng, index), model, mlm_denominator, nsp_denominator
+                state.params,
+                microbatch,
+                jax.random.fold_in(step_rng, index),
+                model,
+                mlm_denominator,
+                nsp_denominator,
+                nsp_weight,
             )
             return (jax.tree.map(jnp.add, grads_acc, grads), jax.tree.map(jnp.add, sums_acc, sums)), None
 
@@ -168,10 +185,17 @@ def train_step(
 
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    grad_norm = optax.global_norm(grads)
+    # A non-finite loss or gradient never reaches the state: the update is dropped (and counted);
+    # the loop then stops or goes on, as train.nonfinite says.
+    finite = jnp.isfinite(grad_norm) & jnp.isfinite(sums["mlm_loss"] + sums["nsp_loss"])
+    params = jax.tree.map(lambda new, old: jnp.where(finite, new, old), params, state.params)
+    opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), opt_state, state.opt_state)
     metrics = _summarise(sums)
-    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["grad_norm"] = grad_norm
     metrics["param_norm"] = optax.global_norm(params)
     metrics["learning_rate"] = schedule(state.step)
+    metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
@@ -203,11 +227,19 @@ def compile_steps(
     mesh: jax.sharding.Mesh,
     grad_accum_steps: int,
     most_frequent_token: int = 0,
+    nsp_weight: float = 1.0,
 ) -> Steps:
     batch_shard = sharding.batch_sharding(mesh)
     replicated = sharding.replicated(mesh)
     train = jax.jit(
-        functools.partial(train_step, model=model, tx=tx, schedule=schedule, grad_accum_steps=grad_accum_steps),
+        functools.partial(
+            train_step,
+            model=model,
+            tx=tx,
+            schedule=schedule,
+            grad_accum_steps=grad_accum_steps,
+            nsp_weight=nsp_weight,
+        ),
         in_shardings=(state_shardings, batch_shard, replicated),
         out_shardings=(state_shardings, replicated),
         donate_argnums=0,
@@ -306,7 +338,9 @@ def pretrain(config: PretrainConfig, workdir: str | Path) -> dict[str, float]:
     rng = jax.random.key(train_cfg.seed)
     init_rng, dropout_rng = jax.random.split(rng)
     state, shardings = create_sharded_state(init_rng, model, tx, data_cfg.max_seq_length, mesh, config.mesh)
-    steps = compile_steps(model, tx, schedule, shardings, mesh, config.optim.grad_accum_steps, most_frequent_token)
+    steps = compile_steps(
+        model, tx, schedule, shardings, mesh, config.optim.grad_accum_steps, most_frequent_token, train_cfg.nsp_weight
+    )
 
     manager = checkpointing.manager(workdir / "checkpoints", train_cfg.keep_checkpoints)
     state, progress = checkpointing.restore_latest(manager, state)
@@ -333,18 +367,24 @@ def pretrain(config: PretrainConfig, workdir: str | Path) -> dict[str, float]:
     pending: list[dict[str, jax.Array]] = []
     last_time, last_step = time.perf_counter(), first_step
     rules = sharding.rules(config.mesh)
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    skipped_steps = int(progress.get("skipped_steps", 0))
+    stopped_at = None
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules), StopSignal() as stop_signal:
         for step in range(first_step, train_cfg.num_train_steps):
             batch = to_global(next(batches), steps.batch_sharding)
             state, metrics = steps.train(state, batch, dropout_rng)
             pending.append(metrics)
             done = step + 1
             is_last = done == train_cfg.num_train_steps
-            if done % train_cfg.log_every_steps == 0 or is_last:
+            checkpoint_now = done % train_cfg.checkpoint_every_steps == 0 or is_last
+            if done % train_cfg.log_every_steps == 0 or is_last or checkpoint_now:
                 fetched = jax.device_get(pending)  # waits for the steps dispatched so far
                 now = time.perf_counter()
                 summary = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
                 summary["seq_per_second"] = (done - last_step) * train_cfg.batch_size / (now - last_time)
+                bad = [done - len(fetched) + 1 + i for i, m in enumerate(fetched) if m["nonfinite"]]
+                skipped_steps += len(bad)
+                summary["skipped_steps"] = float(skipped_steps)
                 last_time, last_step, pending = now, done, []
                 writer.write_scalars(done, "train", summary)
                 progress_bar.set_postfix(
@@ -352,20 +392,36 @@ def pretrain(config: PretrainConfig, workdir: str | Path) -> dict[str, float]:
                     mlm_acc=f"{summary['mlm_accuracy']:.3f}",
                     seq_s=f"{summary['seq_per_second']:.1f}",
                 )
+                if bad and train_cfg.nonfinite == "stop":
+                    manager.wait_until_finished()
+                    kept = manager.latest_step()
+                    raise TrainingStopped(
+                        f"non-finite loss or gradient at step {bad[0]} (train.nonfinite=stop); the update was not "
+                        f"applied and nothing after step {kept or 0} was saved: the latest checkpoint is "
+                        f"{'step ' + str(kept) if kept else 'none'} in {workdir / 'checkpoints'}"
+                    )
+                if bad:
+                    logging.warning("skipped %d non-finite update(s), at steps %s", len(bad), bad[:10])
             if done % train_cfg.eval_every_steps == 0 or is_last:
                 eval_metrics = evaluate(
                     steps, state.params, eval_examples, train_cfg.batch_size, train_cfg.eval_batches
                 )
                 writer.write_scalars(done, "eval", eval_metrics)
                 last_time = time.perf_counter()  # evaluation time is not training throughput
-            if done % train_cfg.checkpoint_every_steps == 0 or is_last:
-                checkpointing.save(
-                    manager, done, state, {"step": done, "examples_seen": examples_offset + done * train_cfg.batch_size}
-                )
+            stop = stop_signal.agreed()
+            if checkpoint_now or stop:
+                position = {"step": done, "examples_seen": examples_offset + done * train_cfg.batch_size}
+                checkpointing.save(manager, done, state, {**position, "skipped_steps": skipped_steps})
             progress_bar.update(1)
+            if stop and not is_last:
+                stopped_at = done
+                break
     progress_bar.close()
     manager.wait_until_finished()
     manager.close()
+    if stopped_at is not None:
+        writer.close()
+        return {"stopped_at_step": float(stopped_at)}
     if not eval_metrics:  # nothing left to train: evaluate the restored state
         with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
             eval_metrics = evaluate(steps, state.params, eval_examples, train_cfg.batch_size, train_cfg.eval_batches)
@@ -376,9 +432,50 @@ def pretrain(config: PretrainConfig, workdir: str | Path) -> dict[str, float]:
     return eval_metrics
 
 
+class StopSignal:
+    """SIGTERM / SIGINT (preemption, Ctrl-C) noted, to stop at the next step boundary after a checkpoint.
+
+    With several processes, `agreed()` is true on all of them at the same step once any of them
+    received a signal (a tiny all-gather per step), so they save the same checkpoint together.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.received = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignal:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._note)
+        return self
+
+    def _note(self, signum: int, frame: Any) -> None:
+        del frame
+        self.received = True
+        logging.warning("received signal %d: saving a checkpoint at the end of this step, then stopping", signum)
+
+    def agreed(self) -> bool:
+        if jax.process_count() == 1:
+            return self.received
+        flags = multihost_utils.process_allgather(np.asarray(self.received, np.int32))
+        return bool(np.asarray(flags).any())
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 def print_summary(metrics: dict[str, float], workdir: str | Path) -> None:
     """The lines a user reads at the end of a run: held-out accuracy and where things are."""
     workdir = Path(workdir)
+    if "stopped_at_step" in metrics:
+        print(
+            f"stopped by a signal: checkpoint saved at step {int(metrics['stopped_at_step'])} in "
+            f"{workdir / 'checkpoints'}; run the same command to resume"
+        )
+        return
     print(
         f"held-out MLM accuracy {metrics['mlm_accuracy']:.4f} "
         f"(unigram-frequency baseline {metrics['unigram_mlm_accuracy']:.4f}), "

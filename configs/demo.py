@@ -7,23 +7,14 @@ data/samples by `make data`. The held-out MLM accuracy printed at the end is com
 unigram-frequency baseline (always predicting the most frequent training token).
 """
 
-import importlib.util
-from pathlib import Path
-
 import ml_collections
 
-
-def _base_config(arg: str) -> ml_collections.ConfigDict:
-    """configs/pretrain.py's get_config, loaded by path (configs/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("pretrain_config", Path(__file__).with_name("pretrain.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+from bertjax.config import sibling_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     del arg
-    config = _base_config("size=mini")
+    config = sibling_config(__file__, "pretrain.py", "size=mini")
     config.data.cache_dir = "data/prepared"  # reuse the tokenized corpus across demo runs
     config.train.batch_size = 32
     config.train.num_train_steps = 600

@@ -45,6 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     optim.eps = 1e-6
     optim.weight_decay = 0.01  # not on biases and LayerNorm
     optim.schedule = "linear"  # linear decay to 0 after warmup
+    optim.decay_power = 1.0  # power of the "polynomial" schedule (LAMB recipes use 0.5)
     optim.warmup_steps = 0
     optim.warmup_fraction = 0.1  # warm up over the first 10% of the steps
     optim.clip_norm = 1.0
@@ -58,9 +59,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     train.seed = 0  # classifier init, dropout and example order
 
     config.mesh = mesh = ml_collections.ConfigDict()
-    mesh.data = -1
-    mesh.fsdp = 1
-    mesh.tensor = 1
+    mesh.preset = ""  # "dp", "fsdp" or "fsdp_tp" set the sizes below; "" = use them as given
+    mesh.data = -1  # -1 = the devices left over
+    mesh.fsdp = 1  # FSDP: parameters, gradients and optimizer state split over these devices
+    mesh.tensor = 1  # tensor parallelism: attention heads, MLP and vocab split over these devices
     mesh.logical_axis_rules = [list(r) for r in DEFAULT_LOGICAL_AXIS_RULES]
 
     if "runlocal" in args:

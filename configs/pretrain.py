@@ -68,6 +68,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     optim.eps = 1e-6
     optim.weight_decay = 0.01  # not applied to biases and LayerNorm
     optim.schedule = "linear"  # after warmup: "linear" decay to 0, "cosine" or "constant"
+    optim.decay_power = 1.0  # power of the "polynomial" schedule (LAMB recipes use 0.5)
     optim.warmup_steps = 10000
     optim.warmup_fraction = 0.0  # > 0: warm up over this share of all steps (overrides warmup_steps)
     optim.clip_norm = 1.0  # global-norm clipping; 0 disables
@@ -82,12 +83,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     train.keep_checkpoints = 3
     train.log_every_steps = 100
     train.seed = 0  # parameter init and dropout
+    train.nonfinite = "stop"  # NaN/Inf loss or gradient: "stop" (keep the last good checkpoint) or "skip" the update
+    train.nsp_weight = 1.0  # weight of the NSP loss; 0 with data.random_next_prob=0 = MLM only (RoBERTa-style)
 
     config.mesh = mesh = ml_collections.ConfigDict()
+    mesh.preset = ""  # "dp", "fsdp" or "fsdp_tp" set the sizes below; "" = use them as given
     mesh.data = -1  # -1 = the devices left over
-    mesh.fsdp = 1
-    mesh.tensor = 1
+    mesh.fsdp = 1  # FSDP: parameters, gradients and optimizer state split over these devices
+    mesh.tensor = 1  # tensor parallelism: attention heads, MLP and vocab split over these devices
     mesh.logical_axis_rules = [list(r) for r in DEFAULT_LOGICAL_AXIS_RULES]  # logical name -> mesh axis
+
+    config.distributed = distributed = ml_collections.ConfigDict()
+    distributed.mode = "auto"  # "auto": TPU pods, SLURM, MPI, JAX_COORDINATOR_ADDRESS; "explicit"; "off"
+    distributed.coordinator_address = ""  # explicit: host:port of process 0 (bound on that address only)
+    distributed.num_processes = 0  # explicit: how many processes
+    distributed.process_id = -1  # explicit: this process's index
+    distributed.timeout_seconds = 300
 
     if "runlocal" in args:
         model.size = args.get("size", "tiny")

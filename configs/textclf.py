@@ -10,26 +10,16 @@ task.labels lists them. A TFDS builder works too: task.tfds_name, task.tfds_*_sp
 """
 
 from collections.abc import Callable
-from pathlib import Path
 
 import ml_collections
 
-from bertjax.config import parse_config_arg
-
-
-def _glue_config(arg: str) -> ml_collections.ConfigDict:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("glue_config", Path(__file__).with_name("glue.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+from bertjax.config import parse_config_arg, sibling_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = parse_config_arg(arg, known=("size", "runlocal"))
     passed = ",".join(f"{k}={v}" if v != "true" else k for k, v in args.items())
-    config = _glue_config(passed)  # the same model, optimizer and loop settings as GLUE
+    config = sibling_config(__file__, "glue.py", passed)  # the same model, optimizer and loop settings as GLUE
     task = config.task
     task.name = "custom"
     task.kind = "classification"  # or "regression" (one score per example)

@@ -1,0 +1,98 @@
+"""Run by tests/test_recipes.py with 8 simulated CPU devices: every paper recipe's config builds,
+and its train step lowers and compiles on the 8-device mesh (FSDP, as the launch scripts run it)
+for a reduced batch of 8 sequences, from abstract shapes only (no parameter is materialised).
+Prints one JSON line: per recipe, its parameter count, sequence length and compile seconds."""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import dataclasses  # noqa: E402
+import functools  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from bertjax import config as config_lib  # noqa: E402
+from bertjax import optim, sharding, train  # noqa: E402
+from bertjax.model import BertForPreTraining  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = [
+    "recipe=bert,size=base,phase=1",
+    "recipe=bert,size=base,phase=2",
+    "recipe=bert,size=large,phase=1",
+    "recipe=bert,size=large,phase=2",
+    "recipe=lamb,phase=1",
+    "recipe=lamb,phase=2",
+    "recipe=academic",
+    "recipe=mosaic",
+]
+BATCH = 8
+
+
+def compile_step(config: config_lib.PretrainConfig) -> float:
+    """Seconds to lower and compile the sharded train step for BATCH sequences."""
+    model_config = dataclasses.replace(config.model, vocab_size=30522)
+    mesh_config = dataclasses.replace(config.mesh, **config_lib.MESH_PRESETS["fsdp"])
+    mesh = sharding.make_mesh(mesh_config)
+    model = BertForPreTraining(model_config)
+    tx, schedule = optim.make_optimizer(config.optim, config.train.num_train_steps)
+    length, predictions = config.data.max_seq_length, config.data.max_predictions_per_seq
+    init = functools.partial(train.init_state, model=model, tx=tx, seq_length=length)
+    boxed = jax.eval_shape(init, jax.random.key(0))
+    shardings = sharding.state_shardings(boxed, mesh, mesh_config)
+    abstract_state = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.meta.unbox(boxed), shardings
+    )
+    batch_sharding = sharding.batch_sharding(mesh)
+    shapes = {
+        "input_ids": (BATCH, length),
+        "token_type_ids": (BATCH, length),
+        "attention_mask": (BATCH, length),
+        "masked_lm_positions": (BATCH, predictions),
+        "masked_lm_ids": (BATCH, predictions),
+        "next_sentence_labels": (BATCH,),
+    }
+    batch = {k: jax.ShapeDtypeStruct(v, jnp.int32, sharding=batch_sharding) for k, v in shapes.items()}
+    batch["masked_lm_weights"] = jax.ShapeDtypeStruct((BATCH, predictions), jnp.float32, sharding=batch_sharding)
+    steps = train.compile_steps(model, tx, schedule, shardings, mesh, 1, 0, config.train.nsp_weight)
+    start = time.perf_counter()
+    with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules(mesh_config)):
+        steps.train.lower(abstract_state, batch, jax.random.key(0)).compile()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    assert len(jax.devices()) == 8
+    recipes_file = ROOT / "experiments" / "recipes.py"
+    module = config_lib.load_config_module(recipes_file)
+    report = {}
+    selected = [r for r in RECIPES if not sys.argv[1:] or r in sys.argv[1:]]
+    compiled: dict[tuple[int, int, int, float], float] = {}
+    for arg in selected:
+        config = config_lib.from_config_dict(module.get_config(arg))
+        model = dataclasses.replace(config.model, vocab_size=30522)
+        key = (model.hidden_size, model.num_hidden_layers, config.data.max_seq_length, config.train.nsp_weight)
+        if key not in compiled:  # the same shapes compile the same program: once is enough
+            compiled[key] = compile_step(config)
+        report[arg] = {
+            "params": model.num_params(),
+            "layers": model.num_hidden_layers,
+            "hidden": model.hidden_size,
+            "seq_len": config.data.max_seq_length,
+            "batch_size": config.train.batch_size,
+            "optimizer": config.optim.optimizer,
+            "compile_seconds": round(compiled[key], 1),
+        }
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

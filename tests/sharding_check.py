@@ -1,0 +1,166 @@
+"""Run by tests/test_sharding.py in a fresh process with 8 simulated CPU devices (XLA_FLAGS must
+be set before jax is imported). Trains a small BERT for a few steps on one device and on several
+meshes with the same batches and keys, and prints one JSON line of what it measured."""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import functools  # noqa: E402
+import json  # noqa: E402
+import tempfile  # noqa: E402
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bertjax import checkpoint as checkpointing  # noqa: E402
+from bertjax import optim, sharding, train  # noqa: E402
+from bertjax.config import MESH_PRESETS, MeshConfig, ModelConfig, OptimConfig  # noqa: E402
+from bertjax.model import BertForPreTraining  # noqa: E402
+
+MODEL = ModelConfig(
+    vocab_size=256,
+    hidden_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=512,
+    max_position_embeddings=32,
+    hidden_dropout_prob=0.1,
+    attention_probs_dropout_prob=0.1,
+)
+STEPS, BATCH, LENGTH, PREDICTIONS = 4, 16, 32, 5
+MESHES = {
+    "single": ([0], MeshConfig(data=1)),
+    "dp": (None, MeshConfig(**MESH_PRESETS["dp"])),
+    "fsdp": (None, MeshConfig(**MESH_PRESETS["fsdp"])),
+    "data2_fsdp2_tensor2": (None, MeshConfig(data=2, fsdp=2, tensor=2)),
+}
+
+
+def batches() -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(STEPS):
+        lengths = rng.integers(LENGTH // 2, LENGTH + 1, BATCH)
+        mask = (np.arange(LENGTH)[None] < lengths[:, None]).astype(np.int32)
+        out.append(
+            {
+                "input_ids": (rng.integers(5, MODEL.vocab_size, (BATCH, LENGTH)) * mask).astype(np.int32),
+                "token_type_ids": (np.arange(LENGTH)[None] >= lengths[:, None] // 2).astype(np.int32) * mask,
+                "attention_mask": mask,
+                "masked_lm_positions": rng.integers(1, LENGTH // 2, (BATCH, PREDICTIONS)).astype(np.int32),
+                "masked_lm_ids": rng.integers(5, MODEL.vocab_size, (BATCH, PREDICTIONS)).astype(np.int32),
+                "masked_lm_weights": np.ones((BATCH, PREDICTIONS), np.float32),
+                "next_sentence_labels": rng.integers(0, 2, BATCH).astype(np.int32),
+            }
+        )
+    return out
+
+
+def bytes_per_device(tree: object) -> tuple[int, int]:
+    """(total bytes, bytes on device 0) of a pytree of global arrays."""
+    total = on_first = 0
+    first = jax.devices()[0]
+    for leaf in jax.tree.leaves(tree):
+        total += leaf.size * leaf.dtype.itemsize
+        on_first += sum(s.data.nbytes for s in leaf.addressable_shards if s.device == first)
+    return total, on_first
+
+
+def run(devices: list[int] | None, mesh_config: MeshConfig) -> dict[str, object]:
+    devs = [jax.devices()[i] for i in devices] if devices else jax.devices()
+    mesh = sharding.make_mesh(mesh_config, devs)
+    model = BertForPreTraining(MODEL)
+    tx, schedule = optim.make_optimizer(OptimConfig(learning_rate=1e-3, warmup_steps=1), 100)
+    state, shardings = train.create_sharded_state(jax.random.key(0), model, tx, LENGTH, mesh, mesh_config)
+    steps = train.compile_steps(model, tx, schedule, shardings, mesh, 1)
+    losses = []
+    with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules(mesh_config)):
+        for batch in batches():
+            state, metrics = steps.train(state, train.to_global(batch, steps.batch_sharding), jax.random.key(1))
+            losses.append(float(metrics["loss"]))
+    total, first = bytes_per_device((state.params, state.opt_state))
+    kernel = state.params["bert"]["layer_0"]["intermediate"]["kernel"]
+    return {
+        "losses": losses,
+        "params": jax.tree.map(lambda x: np.asarray(jax.device_get(x)), state.params),
+        "state_bytes": total,
+        "state_bytes_device0": first,
+        "kernel_shard_shape": list(kernel.addressable_shards[0].data.shape),
+        "kernel_shape": list(kernel.shape),
+        "compilations": steps.train._cache_size(),
+        "mesh_shape": dict(mesh.shape),
+    }
+
+
+def restore_across_meshes(directory: str) -> dict[str, float]:
+    """Saves an FSDP-8 state, restores it on 4 devices (data parallel) and on 1: max differences."""
+    model = BertForPreTraining(MODEL)
+    tx, _ = optim.make_optimizer(OptimConfig(learning_rate=1e-3, warmup_steps=1), 100)
+
+    def state_on(devices: list, mesh_config: MeshConfig) -> object:
+        mesh = sharding.make_mesh(mesh_config, devices)
+        return train.create_sharded_state(jax.random.key(7), model, tx, LENGTH, mesh, mesh_config)[0]
+
+    saved = state_on(jax.devices(), MeshConfig(**MESH_PRESETS["fsdp"]))
+    saved = saved.replace(params=jax.tree.map(lambda x: x * 1.5 + 0.25, saved.params))  # not the init values
+    manager = checkpointing.manager(directory, 2)
+    checkpointing.save(manager, 1, saved, {"step": 1})
+    manager.wait_until_finished()
+    expected = jax.device_get(saved)
+    out = {}
+    for name, devices, mesh_config in (
+        ("dp4", jax.devices()[:4], MeshConfig(**MESH_PRESETS["dp"])),
+        ("single", jax.devices()[:1], MeshConfig(data=1)),
+    ):
+        target = state_on(devices, mesh_config)  # another init (key 7, unscaled): must be overwritten
+        restored, progress = checkpointing.restore_latest(manager, target)
+        leaf = restored.params["bert"]["layer_0"]["intermediate"]["kernel"]
+        diffs = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - b).max()), restored, expected))
+        out[name] = {
+            "max_diff": max(diffs),
+            "devices": len(leaf.sharding.device_set),
+            "step": progress["step"],
+            "replicated": leaf.addressable_shards[0].data.shape == leaf.shape,
+        }
+    manager.close()
+    return out
+
+
+def base_state_memory() -> dict[str, float]:
+    """MiB per device of BERT-base's parameters + AdamW state under each preset (abstract shapes)."""
+    base = ModelConfig(vocab_size=30522)  # L12 H768, fp32
+    model = BertForPreTraining(base)
+    tx, _ = optim.make_optimizer(OptimConfig(), 100)
+    init = functools.partial(train.init_state, model=model, tx=tx, seq_length=128)
+    boxed = jax.eval_shape(init, jax.random.key(0))
+    abstract = nn.meta.unbox(boxed)
+    out = {}
+    for preset in ("dp", "fsdp", "fsdp_tp"):
+        mesh_config = MeshConfig(**MESH_PRESETS[preset])
+        shardings = sharding.state_shardings(boxed, sharding.make_mesh(mesh_config), mesh_config)
+        out[preset] = (
+            sharding.bytes_per_device((abstract.params, abstract.opt_state), (shardings.params, shardings.opt_state))
+            / 2**20
+        )
+    return out
+
+
+def main() -> None:
+    assert len(jax.devices()) == 8, jax.devices()
+    results = {name: run(devices, config) for name, (devices, config) in MESHES.items()}
+    reference = results["single"]["params"]
+    report = {}
+    for name, result in results.items():
+        diffs = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()), result.pop("params"), reference))
+        report[name] = {**result, "max_param_diff": max(diffs)}
+    with tempfile.TemporaryDirectory() as directory:
+        report["restore"] = restore_across_meshes(directory)
+    report["base_state_mib_per_device"] = base_state_memory()
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Two processes x 2 CPU devices, joined by jax.distributed on 127.0.0.1 (gloo collectives),
+train exactly as one process x 4 devices: same losses, and the checkpoint resumes in one process."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _command(workdir, sample_files, cache, *extra):
+    return [
+        sys.executable,
+        "-m",
+        "bertjax.pretrain",
+        "--config=configs/pretrain.py:runlocal",
+        f"--workdir={workdir}",
+        f"--config.data.train_files={sample_files['news']}",
+        f"--config.data.vocab_file={sample_files['vocab']}",
+        "--config.data.max_documents=200",
+        f"--config.data.cache_dir={cache}",
+        "--config.train.num_train_steps=6",
+        "--config.train.log_every_steps=1",
+        "--config.train.checkpoint_every_steps=3",
+        "--config.train.eval_every_steps=6",
+        *extra,
+    ]
+
+
+def _env(devices: int) -> dict[str, str]:
+    return {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+
+
+def _losses(workdir: Path) -> dict[int, float]:
+    records = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in records if r["split"] == "train"}
+
+
+def test_two_processes_equal_one_process_with_as_many_devices(tmp_path, sample_files):
+    cache = tmp_path / "cache"
+    single = tmp_path / "single"
+    one = subprocess.run(_command(single, sample_files, cache), cwd=ROOT, env=_env(4), capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr[-3000:]
+
+    multi = tmp_path / "multi"
+    port = _free_port()
+    processes = [
+        subprocess.Popen(
+            _command(
+                multi,
+                sample_files,
+                cache,
+                "--config.distributed.mode=explicit",
+                f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+                "--config.distributed.num_processes=2",
+                f"--config.distributed.process_id={i}",
+                "--config.distributed.timeout_seconds=120",
+            ),
+            cwd=ROOT,
+            env=_env(2),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=600) for p in processes]
+    for p, (_, err) in zip(processes, outputs):
+        assert p.returncode == 0, err[-3000:]
+    assert "held-out MLM accuracy" in outputs[0][0]
+
+    ours, reference = _losses(multi), _losses(single)
+    assert sorted(ours) == sorted(reference) == list(range(1, 7))
+    for step in reference:
+        assert abs(ours[step] - reference[step]) <= 1e-5 * abs(reference[step]), (step, ours, reference)
+    assert sorted(p.name for p in (multi / "checkpoints").iterdir() if p.name.isdigit()) == ["3", "6"]
+    final = [json.loads((d / "final_eval.json").read_text()) for d in (multi, single)]
+    assert abs(final[0]["mlm_accuracy"] - final[1]["mlm_accuracy"]) < 1e-6
+
+    # The two-process checkpoint restores in one process with 4 devices and training goes on.
+    more = subprocess.run(
+        _command(multi, sample_files, cache, "--config.train.num_train_steps=8"),
+        cwd=ROOT,
+        env=_env(4),
+        capture_output=True,
+        text=True,
+    )
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert max(_losses(multi)) == 8
