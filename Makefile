@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 DEMO_WORKDIR ?= runs/demo
 FINETUNE_WORKDIR ?= runs/r8
 
-.PHONY: venv data data-finetune demo demo-finetune test lint format bench clean
+.PHONY: venv data data-finetune demo demo-finetune test test-recipes lint format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ format: $(STAMP)
 
 test: lint
 	$(PY) -m pytest -q
+
+# Compiles every paper recipe's sharded train step on 8 simulated devices (~4 min more than make test).
+test-recipes: $(STAMP)
+	BERTJAX_ALL_RECIPES=1 $(PY) -m pytest -q tests/test_recipes.py
 
 clean:
 	rm -rf runs data/samples data/prepared .pytest_cache .ruff_cache

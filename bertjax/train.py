@@ -393,6 +393,7 @@ def pretrain(config: PretrainConfig, workdir: str | Path) -> dict[str, float]:
                     seq_s=f"{summary['seq_per_second']:.1f}",
                 )
                 if bad and train_cfg.nonfinite == "stop":
+                    progress_bar.close()  # the error is the last line the user sees
                     manager.wait_until_finished()
                     kept = manager.latest_step()
                     raise TrainingStopped(

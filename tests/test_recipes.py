@@ -1,5 +1,11 @@
 """Every paper recipe builds, has its paper's parameter count, and its sharded train step compiles
-on an 8-device CPU mesh (FSDP) at a reduced batch, from abstract shapes."""
+on an 8-device CPU mesh (FSDP) at a reduced batch, from abstract shapes.
+
+Compiling all eight programs takes about 4 minutes on 2 CPU cores, too long for every `make test`:
+by default two are compiled that between them cover both sizes, both lengths and both optimizers
+(BERT-base phase 1 with AdamW at 128, LAMB BERT-large phase 2 at 512);
+BERTJAX_ALL_RECIPES=1 (`make test-recipes`) compiles every one.
+"""
 
 import json
 import os
@@ -10,13 +16,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_COMPILED = ["recipe=bert,size=base,phase=1", "recipe=lamb,phase=2"]
 
 
 @pytest.fixture(scope="module")
 def recipes():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    selected = [] if os.environ.get("BERTJAX_ALL_RECIPES") else DEFAULT_COMPILED
     result = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "recipes_check.py")], cwd=ROOT, capture_output=True, text=True, env=env
+        [sys.executable, str(ROOT / "tests" / "recipes_check.py"), *selected],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -40,6 +52,8 @@ def test_phases_and_batches(recipes):
     assert recipes["recipe=mosaic"]["batch_size"] == 4096
 
 
-def test_every_train_step_compiled(recipes):
+def test_train_steps_compile(recipes):
     assert len(recipes) == 8
-    assert all(r["compile_seconds"] > 0 for r in recipes.values())
+    expected = recipes if os.environ.get("BERTJAX_ALL_RECIPES") else DEFAULT_COMPILED
+    for name in expected:
+        assert recipes[name]["compile_seconds"] > 0, name

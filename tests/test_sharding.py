@@ -37,7 +37,6 @@ def test_meshes_give_the_same_training_as_one_device(measured):
     assert single["mesh_shape"] == {"data": 1, "fsdp": 1, "tensor": 1}
     assert measured["dp"]["mesh_shape"] == {"data": 8, "fsdp": 1, "tensor": 1}
     assert measured["fsdp"]["mesh_shape"] == {"data": 1, "fsdp": 8, "tensor": 1}
-    assert single["losses"][-1] < single["losses"][0]
     for name in ("dp", "fsdp", "data2_fsdp2_tensor2"):
         run = measured[name]
         for a, b in zip(run["losses"], single["losses"]):
