@@ -47,5 +47,9 @@ test: lint
 test-recipes: $(STAMP)
 	BERTJAX_ALL_RECIPES=1 $(PY) -m pytest -q tests/test_recipes.py
 
+# Train-step speed of bertjax beside transformers' torch BERT (prints a table, writes runs/bench/bench.json).
+bench: data
+	$(PY) -m bertjax.bench --out=runs/bench/bench.json
+
 clean:
 	rm -rf runs data/samples data/prepared .pytest_cache .ruff_cache

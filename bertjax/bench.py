@@ -1,0 +1,384 @@
+"""`make bench`: the speed of bertjax's train steps, side by side with transformers' torch BERT.
+
+    python -m bertjax.bench [--rows=mini-128,base-128,base-512] [--steps=5] [--no-peers] [--out=runs/bench/bench.json]
+
+For each row (model size, batch, sequence length) and each task (pretraining: MLM + NSP;
+fine-tuning: sequence classification) it measures, in a fresh process per measurement so that
+peak memory is the row's own: compile time, the median step time over `--steps` timed steps after
+`--warmup` steps, sequences/s, tokens/s, useful TFLOP/s and their share of a matmul peak measured
+in the same run, and peak memory (device peak on an accelerator, process peak RSS on the CPU).
+With the peers (transformers' BertForPreTraining / BertForSequenceClassification with torch
+AdamW, same shapes, same objective, same threads) each row also gets the ratio bertjax / peer.
+It also measures how many pretraining examples per second the input pipeline builds.
+
+Useful FLOPs of one training step = 3 x forward FLOPs (backward = 2 x forward), forward per sequence:
+    layers x (length x (8 H^2 + 4 H I) + 4 length^2 H)      encoder matmuls + attention scores/values
+    + predictions x (2 H^2 + 2 H V)                          MLM head at the masked positions only
+    + 2 H^2                                                  pooler (+ the 2-way heads, negligible)
+where H = hidden, I = intermediate, V = vocab. The peer computes MLM logits at every position
+(its default); its extra work is not counted as useful.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+SIZES = {
+    "tiny": (2, 128),
+    "mini": (4, 256),
+    "small": (4, 512),
+    "medium": (8, 512),
+    "base": (12, 768),
+    "large": (24, 1024),
+}
+DEFAULT_ROWS = ("mini-16-128", "base-8-128", "base-8-512")
+VOCAB = 30522
+
+
+def parse_row(row: str) -> tuple[str, int, int]:
+    """'base-8-512' -> ('base', 8, 512)."""
+    size, batch, length = row.split("-")
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r} in row {row!r}")
+    return size, int(batch), int(length)
+
+
+def predictions_for(length: int) -> int:
+    return (
+        max(1, round(length * 0.15)) if length < 128 else 20 * length // 128
+    )  # google-research/bert: 20 at 128, 80 at 512
+
+
+def useful_flops(size: str, batch: int, length: int, task: str) -> float:
+    """Training FLOPs of one step (see the module docstring)."""
+    layers, hidden = SIZES[size]
+    inner = 4 * hidden
+    forward = layers * (length * (8 * hidden**2 + 4 * hidden * inner) + 4 * length**2 * hidden) + 2 * hidden**2
+    if task == "pretrain":
+        forward += predictions_for(length) * (2 * hidden**2 + 2 * hidden * VOCAB)
+    return 3.0 * forward * batch
+
+
+# --------------------------------------------------------------------------------------------
+# One measurement (run in its own process)
+
+
+def _random_batch(batch: int, length: int, seed: int = 0) -> dict[str, Any]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    predictions = predictions_for(length)
+    lengths = rng.integers(length // 2, length + 1, batch)
+    lengths[0] = length
+    mask = (np.arange(length)[None] < lengths[:, None]).astype(np.int32)
+    positions = np.sort(
+        np.stack([rng.choice(np.arange(1, n - 1), predictions, replace=False) for n in lengths]), axis=1
+    )
+    return {
+        "input_ids": (rng.integers(1000, VOCAB, (batch, length)) * mask).astype(np.int32),
+        "token_type_ids": ((np.arange(length)[None] >= lengths[:, None] // 2) * mask).astype(np.int32),
+        "attention_mask": mask,
+        "masked_lm_positions": positions.astype(np.int32),
+        "masked_lm_ids": rng.integers(1000, VOCAB, (batch, predictions)).astype(np.int32),
+        "masked_lm_weights": np.ones((batch, predictions), np.float32),
+        "next_sentence_labels": rng.integers(0, 2, batch).astype(np.int32),
+        "labels": rng.integers(0, 2, batch).astype(np.float32),
+        "weights": np.ones(batch, np.float32),
+    }
+
+
+def _timed(step: Any, steps: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def measure_bertjax(
+    size: str, batch: int, length: int, task: str, steps: int, warmup: int, dtype: str
+) -> dict[str, Any]:
+    import functools
+
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    from bertjax import finetuning, optim, sharding, train
+    from bertjax.config import MeshConfig, ModelConfig, OptimConfig
+    from bertjax.model import BertForPreTraining, BertForSequenceClassification
+
+    layers, hidden = SIZES[size]
+    config = ModelConfig(
+        vocab_size=VOCAB,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=hidden // 64,
+        intermediate_size=4 * hidden,
+        dtype=dtype,
+    )
+    mesh_config = MeshConfig()
+    mesh = sharding.make_mesh(mesh_config)
+    tx, schedule = optim.make_optimizer(OptimConfig(learning_rate=1e-4, warmup_steps=10), 1000)
+    data = _random_batch(batch, length)
+    batch_sharding = sharding.batch_sharding(mesh)
+    if task == "pretrain":
+        model = BertForPreTraining(config)
+        state, shardings = train.create_sharded_state(jax.random.key(0), model, tx, length, mesh, mesh_config)
+        step_fn = train.compile_steps(model, tx, schedule, shardings, mesh, 1).train
+        inputs = {k: jax.device_put(data[k], batch_sharding) for k in train.BATCH_KEYS}
+    else:
+        model = BertForSequenceClassification(config, 2)
+        dummy = jnp.zeros((1, length), jnp.int32)
+
+        def init(key: jax.Array) -> train.TrainState:
+            params = model.init({"params": key}, dummy, dummy, dummy)["params"]
+            return train.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+        shardings = sharding.state_shardings(jax.eval_shape(init, jax.random.key(0)), mesh, mesh_config)
+        with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules(mesh_config)):
+            state = jax.jit(lambda k: nn.meta.unbox(init(k)), out_shardings=shardings)(jax.random.key(0))
+        step_fn = jax.jit(
+            functools.partial(finetuning.classifier_step, model=model, tx=tx, schedule=schedule, regression=False),
+            in_shardings=(shardings, batch_sharding, sharding.replicated(mesh)),
+            out_shardings=(shardings, sharding.replicated(mesh)),
+            donate_argnums=0,
+        )
+        keys = (*finetuning.INPUT_KEYS, "labels", "weights")
+        inputs = {k: jax.device_put(data[k], batch_sharding) for k in keys}
+    rng = jax.random.key(1)
+    holder = {"state": state}
+    with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules(mesh_config)):
+        start = time.perf_counter()
+        compiled = step_fn.lower(state, inputs, rng).compile()
+        compile_seconds = time.perf_counter() - start
+
+        def one_step() -> None:
+            holder["state"], metrics = compiled(holder["state"], inputs, rng)
+            jax.block_until_ready(metrics)
+
+        times = _timed(one_step, steps, warmup)
+    return {"compile_seconds": compile_seconds, "step_times": times, "peak_bytes": _peak_bytes(jax)}
+
+
+def _peak_bytes(jax_module: Any = None) -> int:
+    if jax_module is not None:
+        stats = jax_module.devices()[0].memory_stats() or {}
+        if "peak_bytes_in_use" in stats:
+            return int(stats["peak_bytes_in_use"])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def measure_torch(size: str, batch: int, length: int, task: str, steps: int, warmup: int) -> dict[str, Any]:
+    import torch
+    import transformers
+
+    layers, hidden = SIZES[size]
+    config = transformers.BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=hidden // 64,
+        intermediate_size=4 * hidden,
+    )
+    data = _random_batch(batch, length)
+    inputs = {k: torch.tensor(data[k], dtype=torch.long) for k in ("input_ids", "token_type_ids", "attention_mask")}
+    if task == "pretrain":
+        model = transformers.BertForPreTraining(config).train()
+        labels = torch.full((batch, length), -100, dtype=torch.long)
+        positions = torch.tensor(data["masked_lm_positions"], dtype=torch.long)
+        labels.scatter_(1, positions, torch.tensor(data["masked_lm_ids"], dtype=torch.long))
+        inputs |= {
+            "labels": labels,
+            "next_sentence_label": torch.tensor(data["next_sentence_labels"], dtype=torch.long),
+        }
+    else:
+        model = transformers.BertForSequenceClassification(config).train()
+        inputs["labels"] = torch.tensor(data["labels"], dtype=torch.long)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, eps=1e-6, weight_decay=0.01)
+
+    def one_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss = model(**inputs).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+
+    start = time.perf_counter()
+    one_step()  # the first step builds the optimizer state: counted as its "compile"
+    compile_seconds = time.perf_counter() - start
+    times = _timed(one_step, steps, warmup)
+    return {"compile_seconds": compile_seconds, "step_times": times, "peak_bytes": _peak_bytes()}
+
+
+def measure_matmul_peak(repeats: int = 5) -> float:
+    """FLOP/s of a large fp32 matmul on the default device (the peak the step is compared with)."""
+    import jax
+    import jax.numpy as jnp
+
+    n = 4096 if jax.default_backend() != "cpu" else 2048
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    matmul = jax.jit(lambda x: x @ x)
+    times = _timed(lambda: matmul(a).block_until_ready(), repeats, 2)
+    return 2 * n**3 / statistics.median(times)
+
+
+def measure_pipeline(batch: int, seconds: float = 5.0) -> float:
+    """Pretraining examples per second built by the input pipeline (grain threads, read-time masking)."""
+    import tempfile
+
+    from bertjax.config import DataConfig
+    from bertjax.data import pretraining, samples
+    from bertjax.tokenizer import load_tokenizer
+
+    root = Path(__file__).resolve().parents[1]
+    files = samples.fetch_samples(root / "data" / "samples", root / "data" / "cache")
+    config = DataConfig(
+        train_files=(str(files["news"]),), corpus_format="paragraphs", vocab_file=str(files["vocab"]), max_documents=300
+    )
+    tokenizer = load_tokenizer(config.vocab_file)
+    with tempfile.TemporaryDirectory() as cache:
+        prepared = pretraining.prepare(config, tokenizer, cache)
+        examples = pretraining.load_split(prepared, "train", config, tokenizer)
+        iterator = pretraining.batch_iterator(examples, 0, 10**9, batch, num_threads=2)
+        next(iterator)
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            next(iterator)
+            count += batch
+        return count / (time.perf_counter() - start)
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One measurement, printed as a JSON line (run in a child process)."""
+    kind, task, row = args.worker.split(":")
+    if kind == "peak":
+        print(json.dumps({"matmul_flops": measure_matmul_peak()}))
+        return
+    if kind == "pipeline":
+        print(json.dumps({"examples_per_second": measure_pipeline(int(row))}))
+        return
+    size, batch, length = parse_row(row)
+    if kind == "bertjax":
+        result = measure_bertjax(size, batch, length, task, args.steps, args.warmup, args.dtype)
+    else:
+        result = measure_torch(size, batch, length, task, args.steps, args.warmup)
+    print(json.dumps(result))
+
+
+def _child(spec: str, args: argparse.Namespace) -> dict[str, Any]:
+    command = [sys.executable, "-m", "bertjax.bench", f"--worker={spec}", f"--steps={args.steps}"]
+    command += [f"--warmup={args.warmup}", f"--dtype={args.dtype}"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"benchmark {spec} failed:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------------------------
+# The table
+
+
+def summarise(name: str, task: str, row: str, measured: dict[str, Any], peak_flops: float) -> dict[str, Any]:
+    size, batch, length = parse_row(row)
+    step = statistics.median(measured["step_times"])
+    flops = useful_flops(size, batch, length, task) / step
+    return {
+        "impl": name,
+        "task": task,
+        "row": row,
+        "step_seconds": step,
+        "seq_per_second": batch / step,
+        "tokens_per_second": batch * length / step,
+        "useful_tflops": flops / 1e12,
+        "fraction_of_matmul_peak": flops / peak_flops,
+        "peak_memory_mib": measured["peak_bytes"] / 2**20,
+        "compile_seconds": measured["compile_seconds"],
+    }
+
+
+def format_table(records: list[dict[str, Any]]) -> str:
+    header = "| impl | task | size-batch-length | step (s) | seq/s | tokens/s | useful TFLOP/s | of matmul peak | peak MiB | compile (s) | bertjax / peer |"
+    lines = [header, "|" + "---|" * 11]
+    peers = {(r["task"], r["row"]): r for r in records if r["impl"] != "bertjax"}
+    for r in records:
+        peer = peers.get((r["task"], r["row"])) if r["impl"] == "bertjax" else None
+        ratio = f"{r['seq_per_second'] / peer['seq_per_second']:.2f}x" if peer else ""
+        lines.append(
+            f"| {r['impl']} | {r['task']} | {r['row']} | {r['step_seconds']:.3f} | {r['seq_per_second']:.1f} | "
+            f"{r['tokens_per_second']:.0f} | {r['useful_tflops']:.3f} | {r['fraction_of_matmul_peak']:.0%} | "
+            f"{r['peak_memory_mib']:.0f} | {r['compile_seconds']:.1f} | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bertjax.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", default=",".join(DEFAULT_ROWS), help="size-batch-length, comma-separated")
+    parser.add_argument("--tasks", default="pretrain,finetune")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps (the median is reported)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
+    parser.add_argument("--dtype", default="float32", help="bertjax compute dtype (float32 or bfloat16)")
+    parser.add_argument("--no-peers", action="store_true", help="skip transformers' torch BERT")
+    parser.add_argument("--no-pipeline", action="store_true", help="skip the input-pipeline measurement")
+    parser.add_argument("--out", default="runs/bench/bench.json")
+    parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker(args)
+        return
+    import jax
+
+    rows = [r for r in args.rows.split(",") if r]
+    for row in rows:
+        parse_row(row)
+    peak = _child("peak:-:-", args)["matmul_flops"]
+    print(f"matmul peak: {peak / 1e12:.3f} TFLOP/s (fp32, {jax.default_backend()})", flush=True)
+    records = []
+    for task in args.tasks.split(","):
+        for row in rows:
+            implementations = ["bertjax"] + ([] if args.no_peers else ["torch"])
+            for impl in implementations:
+                measured = _child(f"{impl}:{task}:{row}", args)
+                record = summarise("bertjax" if impl == "bertjax" else "transformers-torch", task, row, measured, peak)
+                records.append(record)
+                print(f"{record['impl']:>18} {task:8s} {row:12s} {record['seq_per_second']:8.1f} seq/s", flush=True)
+    result: dict[str, Any] = {
+        "date": date.today().isoformat(),
+        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, backend {jax.default_backend()}, "
+        f"{jax.devices()[0].device_kind}",
+        "dtype": args.dtype,
+        "matmul_peak_tflops": peak / 1e12,
+        "rows": records,
+    }
+    if not args.no_pipeline:
+        batch = parse_row(rows[0])[1]
+        pipeline = _child(f"pipeline:-:{batch}", args)["examples_per_second"]
+        consumed = max(r["seq_per_second"] for r in records if r["impl"] == "bertjax" and r["task"] == "pretrain")
+        result["pipeline_examples_per_second"] = pipeline
+        result["pipeline_over_fastest_step"] = pipeline / consumed
+        print(f"input pipeline: {pipeline:.0f} examples/s = {pipeline / consumed:.1f}x the fastest pretraining step")
+    table = format_table(records)
+    print(table)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({**result, "table": table}, indent=2))
+    print(f"written: {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""The benchmark runs end to end on a tiny size (its figures are not checked: tests never time);
+its FLOP formula is checked against a count by hand."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bertjax import bench
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_useful_flops_formula():
+    # base, batch 1, length 128: 12 layers x (128 x (8*768^2 + 4*768*3072) + 4*128^2*768)
+    # + 20 x (2*768^2 + 2*768*30522) + 2*768^2, times 3 for forward + backward.
+    layer = 128 * (8 * 768**2 + 4 * 768 * 3072) + 4 * 128**2 * 768
+    forward = 12 * layer + 20 * (2 * 768**2 + 2 * 768 * 30522) + 2 * 768**2
+    assert bench.useful_flops("base", 1, 128, "pretrain") == 3 * forward
+    assert bench.useful_flops("base", 4, 128, "finetune") == 4 * 3 * (12 * layer + 2 * 768**2)
+    assert bench.predictions_for(512) == 80 and bench.predictions_for(128) == 20
+
+
+def test_bench_runs_on_a_tiny_size(tmp_path):
+    out = tmp_path / "bench.json"
+    command = [sys.executable, "-m", "bertjax.bench", "--rows=tiny-4-32", "--steps=2", "--warmup=1", f"--out={out}"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    rows = {(r["impl"], r["task"]) for r in report["rows"]}
+    assert rows == {(i, t) for i in ("bertjax", "transformers-torch") for t in ("pretrain", "finetune")}
+    for r in report["rows"]:
+        assert r["seq_per_second"] > 0 and r["peak_memory_mib"] > 0 and 0 < r["fraction_of_matmul_peak"]
+    assert report["matmul_peak_tflops"] > 0 and report["pipeline_examples_per_second"] > 0
+    assert "bertjax / peer" in report["table"] and "x |" in report["table"]
