@@ -34,14 +34,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-SIZES = {
-    "tiny": (2, 128),
-    "mini": (4, 256),
-    "small": (4, 512),
-    "medium": (8, 512),
-    "base": (12, 768),
-    "large": (24, 1024),
-}
+from bertjax.config import SIZES
+
 DEFAULT_ROWS = ("mini-16-128", "base-8-128", "base-8-512")
 VOCAB = 30522
 

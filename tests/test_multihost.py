@@ -5,8 +5,9 @@ import json
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
+
+from pretrain_runs import pretrain_command, train_records
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,22 +19,8 @@ def _free_port() -> int:
 
 
 def _command(workdir, sample_files, cache, *extra):
-    return [
-        sys.executable,
-        "-m",
-        "bertjax.pretrain",
-        "--config=configs/pretrain.py:runlocal",
-        f"--workdir={workdir}",
-        f"--config.data.train_files={sample_files['news']}",
-        f"--config.data.vocab_file={sample_files['vocab']}",
-        "--config.data.max_documents=200",
-        f"--config.data.cache_dir={cache}",
-        "--config.train.num_train_steps=6",
-        "--config.train.log_every_steps=1",
-        "--config.train.checkpoint_every_steps=3",
-        "--config.train.eval_every_steps=6",
-        *extra,
-    ]
+    steps = ["--config.train.num_train_steps=6", "--config.train.checkpoint_every_steps=3"]
+    return pretrain_command(workdir, sample_files, cache, *steps, "--config.train.eval_every_steps=6", *extra)
 
 
 def _env(devices: int) -> dict[str, str]:
@@ -41,8 +28,7 @@ def _env(devices: int) -> dict[str, str]:
 
 
 def _losses(workdir: Path) -> dict[int, float]:
-    records = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r["loss"] for r in records if r["split"] == "train"}
+    return {r["step"]: r["loss"] for r in train_records(workdir)}
 
 
 def test_two_processes_equal_one_process_with_as_many_devices(tmp_path, sample_files):

@@ -6,39 +6,22 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from pretrain_runs import pretrain_command, train_records
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
 
 
 def _command(workdir, sample_files, cache, *overrides):
-    return [
-        sys.executable,
-        "-m",
-        "bertjax.pretrain",
-        "--config=configs/pretrain.py:runlocal",
-        f"--workdir={workdir}",
-        f"--config.data.train_files={sample_files['news']}",
-        f"--config.data.vocab_file={sample_files['vocab']}",
-        "--config.data.max_documents=200",
-        f"--config.data.cache_dir={cache}",
-        "--config.train.log_every_steps=1",
-        "--config.train.eval_every_steps=1000",
-        *overrides,
-    ]
+    return pretrain_command(workdir, sample_files, cache, "--config.train.eval_every_steps=1000", *overrides)
 
 
 def _steps_logged(workdir: Path) -> int:
-    path = workdir / "metrics.jsonl"
-    if not path.is_file():
-        return 0
-    steps = [json.loads(line)["step"] for line in path.read_text().splitlines() if line.strip()]
-    return max(steps, default=0)
+    return max((r["step"] for r in train_records(workdir)), default=0)
 
 
 def _final_params(workdir: Path, step: int):
@@ -131,6 +114,6 @@ def test_nonfinite_loss_stops_or_is_skipped(tmp_path, sample_files):
     )
     result = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
-    last = [json.loads(x) for x in (skip / "metrics.jsonl").read_text().splitlines() if '"train"' in x][-1]
+    last = train_records(skip)[-1]
     assert last["step"] == 8 and 1 <= last["skipped_steps"] <= 7
     assert all(np.isfinite(v).all() for v in _final_params(skip, 8).values())

