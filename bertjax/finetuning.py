@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from bertjax.config import FinetuneConfig, ModelConfig, TaskConfig
 from bertjax.data import labelled
 from bertjax.data.labelled import Encoded, Examples, Layout, TaskSpec
 from bertjax.errors import CheckpointError, ConfigError, DataError
+from bertjax.fileio import write_text_atomically
 from bertjax.hf_weights import flatten, unflatten
 from bertjax.model import BertForSequenceClassification
 from bertjax.tokenizer import load_tokenizer
@@ -220,17 +220,10 @@ def evaluate_split(spec: TaskSpec, labels: np.ndarray, predictions: np.ndarray) 
 # Outputs
 
 
-def _write_text_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(text)
-    os.replace(temporary, path)
-
-
 def write_predictions(path: Path, ids: list[str], cells: list[str]) -> None:
     """A leaderboard-style TSV: header `index<TAB>prediction`, one row per example."""
     rows = [f"{i}\t{c}" for i, c in zip(ids, cells)]
-    _write_text_atomically(path, "index\tprediction\n" + "\n".join(rows) + "\n")
+    write_text_atomically(path, "index\tprediction\n" + "\n".join(rows) + "\n")
 
 
 def _save_best(best: pretrained.Pretrained, workdir: Path) -> None:
@@ -446,7 +439,7 @@ def finetune(config: FinetuneConfig, workdir: str | Path) -> dict[str, Any]:
             results["prediction_files"].append(str(path))
     if is_main:
         writer.plot_curves(panels=(("loss", "train loss"), ("accuracy", "train accuracy"), ("score", "eval score")))
-        _write_text_atomically(results_file, json.dumps(results, indent=2))
+        write_text_atomically(results_file, json.dumps(results, indent=2))
     writer.close()
     return results
 

