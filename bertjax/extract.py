@@ -21,6 +21,7 @@ import numpy as np
 import tqdm
 
 from bertjax import pretrained
+from bertjax.data.labelled import encode_inputs
 from bertjax.errors import BertjaxError, DataError
 from bertjax.hf_weights import unflatten
 from bertjax.model import BertModel
@@ -64,11 +65,7 @@ def extract(
     if not vocab:
         raise DataError(f"checkpoint {checkpoint} has no vocab.txt: pass --vocab")
     tokenizer = load_tokenizer(vocab, loaded.lowercase if not vocab_file else True)
-    if tokenizer.get_vocab_size() != loaded.config.vocab_size:
-        raise DataError(
-            f"checkpoint {checkpoint} has vocab_size {loaded.config.vocab_size} but the vocab {vocab} has "
-            f"{tokenizer.get_vocab_size()} tokens"
-        )
+    pretrained.check_vocab(loaded, tokenizer.get_vocab_size(), vocab)
     if max_seq_length > loaded.config.max_position_embeddings:
         raise DataError(
             f"--max_seq_length={max_seq_length} exceeds the model's {loaded.config.max_position_embeddings}"
@@ -79,12 +76,7 @@ def extract(
     model = BertModel(loaded.config)
     apply = jax.jit(lambda p, i, t, m: model.apply({"params": p}, i, t, m))
 
-    tokenizer.enable_truncation(max_seq_length, strategy="longest_first")
-    tokenizer.enable_padding(length=max_seq_length, pad_id=tokenizer.token_to_id("[PAD]"), pad_token="[PAD]")
-    encodings = tokenizer.encode_batch(texts)
-    ids = np.asarray([e.ids for e in encodings], np.int32)
-    types = np.asarray([e.type_ids for e in encodings], np.int32)
-    mask = np.asarray([e.attention_mask for e in encodings], np.int32)
+    ids, types, mask, _ = encode_inputs(texts, tokenizer, max_seq_length)
     hidden, pooled = [], []
     for start in tqdm.trange(0, len(ids), batch_size, unit="batch", disable=not show_progress):
         rows = slice(start, start + batch_size)

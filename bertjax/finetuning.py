@@ -26,13 +26,13 @@ import numpy as np
 import optax
 
 from bertjax import config as config_lib
-from bertjax import glue, metrics, optim, pretrained, reporting, sharding
+from bertjax import glue, metrics, optim, pretrained, reporting, sharding, train
 from bertjax.config import FinetuneConfig, ModelConfig, TaskConfig
 from bertjax.data import labelled
 from bertjax.data.labelled import Encoded, Examples, Layout, TaskSpec
 from bertjax.errors import CheckpointError, ConfigError, DataError
 from bertjax.fileio import write_text_atomically
-from bertjax.hf_weights import flatten, unflatten
+from bertjax.hf_weights import flatten
 from bertjax.model import BertForSequenceClassification
 from bertjax.tokenizer import load_tokenizer
 from bertjax.train import TrainState
@@ -312,16 +312,10 @@ def finetune(config: FinetuneConfig, workdir: str | Path) -> dict[str, Any]:
     shardings = sharding.state_shardings(jax.eval_shape(init, init_rng), mesh, config.mesh)
     rules = sharding.rules(config.mesh)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        fresh = jax.jit(lambda k: nn.meta.unbox(model.init({"params": k}, dummy, dummy, dummy)["params"]))(init_rng)
+        state = jax.jit(lambda k: nn.meta.unbox(init(k)), out_shardings=shardings)(init_rng)
     report = None
     if checkpoint is not None:
-        merged, report = pretrained.merge(flatten(jax.device_get(fresh)), checkpoint)
-        fresh = unflatten(merged)
-        if is_main:
-            print(f"init from {config.init}: {report.describe()}")
-    params = jax.device_put(fresh, shardings.params)
-    opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
-    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
+        state, report = train.init_from_checkpoint(state, checkpoint, tx, shardings, is_main)
 
     batch_sharding = sharding.batch_sharding(mesh)
     replicated = sharding.replicated(mesh)
@@ -339,7 +333,9 @@ def finetune(config: FinetuneConfig, workdir: str | Path) -> dict[str, Any]:
 
     writer = reporting.Writer(workdir, enabled=is_main)
     if is_main:
-        writer.write_config(config_lib.to_dict(config), sum(x.size for x in jax.tree.leaves(fresh)), Path(vocab_file))
+        writer.write_config(
+            config_lib.to_dict(config), sum(x.size for x in jax.tree.leaves(state.params)), Path(vocab_file)
+        )
         print(
             f"{spec.name}: {len(train_set)} train examples ({train_set.truncated} truncated to "
             f"{task_cfg.max_seq_length} tokens), {total_steps} steps of {train_cfg.batch_size}; "

@@ -284,14 +284,14 @@ def init_from_checkpoint(
     tx: optax.GradientTransformation,
     shardings: Any,
     verbose: bool,
-) -> TrainState:
+) -> tuple[TrainState, pretrained.LoadReport]:
     """The state with the checkpoint's parameters (heads it lacks stay fresh) and a new optimizer state."""
     merged, report = pretrained.merge(flatten(jax.device_get(state.params)), checkpoint)
     params = jax.device_put(unflatten(merged), shardings.params)
     if verbose:
         print(f"init from {checkpoint.path}: {report.describe()}")
     opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
-    return TrainState(step=state.step, params=params, opt_state=opt_state)
+    return TrainState(step=state.step, params=params, opt_state=opt_state), report
 
 
 def resolve_model_config(model: ModelConfig, tokenizer_vocab_size: int) -> ModelConfig:
@@ -346,7 +346,7 @@ def pretrain(config: PretrainConfig, workdir: str | Path) -> dict[str, float]:
     state, progress = checkpointing.restore_latest(manager, state)
     first_step = int(progress.get("step", 0))
     if checkpoint is not None and first_step == 0:  # a new run from pretrained weights
-        state = init_from_checkpoint(state, checkpoint, tx, shardings, is_main)
+        state, _ = init_from_checkpoint(state, checkpoint, tx, shardings, is_main)
     examples_offset = int(progress.get("examples_seen", 0)) - first_step * train_cfg.batch_size
 
     writer = reporting.Writer(workdir, enabled=is_main)

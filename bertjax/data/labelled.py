@@ -298,11 +298,11 @@ class Encoded:
         return len(self.input_ids)
 
 
-def encode(examples: Examples, tokenizer: tokenizers.Tokenizer, max_seq_length: int) -> Encoded:
-    """Token ids with [CLS]/[SEP] and token types, the longer text truncated first."""
-    inputs: list[Any] = (
-        list(zip(examples.text_a, examples.text_b)) if examples.text_b is not None else list(examples.text_a)
-    )
+def encode_inputs(
+    inputs: list[str | tuple[str, str]], tokenizer: tokenizers.Tokenizer, max_seq_length: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(input_ids, token_type_ids, attention_mask, truncated count) of texts and pairs, padded to
+    max_seq_length with the BERT template, the longer text of a pair truncated first."""
     tokenizer.enable_truncation(max_seq_length, strategy="longest_first")
     tokenizer.enable_padding(length=max_seq_length, pad_id=tokenizer.token_to_id("[PAD]"), pad_token="[PAD]")
     try:
@@ -310,11 +310,18 @@ def encode(examples: Examples, tokenizer: tokenizers.Tokenizer, max_seq_length: 
     finally:
         tokenizer.no_padding()
         tokenizer.no_truncation()
-    return Encoded(
-        input_ids=np.asarray([e.ids for e in encodings], np.int32),
-        token_type_ids=np.asarray([e.type_ids for e in encodings], np.int32),
-        attention_mask=np.asarray([e.attention_mask for e in encodings], np.int32),
-        labels=examples.labels,
-        ids=examples.ids,
-        truncated=sum(1 for e in encodings if e.overflowing),
+    return (
+        np.asarray([e.ids for e in encodings], np.int32).reshape(-1, max_seq_length),
+        np.asarray([e.type_ids for e in encodings], np.int32).reshape(-1, max_seq_length),
+        np.asarray([e.attention_mask for e in encodings], np.int32).reshape(-1, max_seq_length),
+        sum(1 for e in encodings if e.overflowing),
     )
+
+
+def encode(examples: Examples, tokenizer: tokenizers.Tokenizer, max_seq_length: int) -> Encoded:
+    """Model inputs of a split (see `encode_inputs`)."""
+    inputs: list[Any] = (
+        list(zip(examples.text_a, examples.text_b)) if examples.text_b is not None else list(examples.text_a)
+    )
+    input_ids, token_type_ids, attention_mask, truncated = encode_inputs(inputs, tokenizer, max_seq_length)
+    return Encoded(input_ids, token_type_ids, attention_mask, examples.labels, examples.ids, truncated)
