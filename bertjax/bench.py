@@ -22,6 +22,7 @@ where H = hidden, I = intermediate, V = vocab. The peer computes MLM logits at e
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -106,8 +107,6 @@ def _timed(step: Any, steps: int, warmup: int) -> list[float]:
 def measure_bertjax(
     size: str, batch: int, length: int, task: str, steps: int, warmup: int, dtype: str
 ) -> dict[str, Any]:
-    import functools
-
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
@@ -177,7 +176,9 @@ def _peak_bytes(jax_module: Any = None) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def measure_torch(size: str, batch: int, length: int, task: str, steps: int, warmup: int) -> dict[str, Any]:
+def measure_torch(size: str, batch: int, length: int, task: str, steps: int, warmup: int, dtype: str) -> dict[str, Any]:
+    import contextlib
+
     import torch
     import transformers
 
@@ -205,9 +206,13 @@ def measure_torch(size: str, batch: int, length: int, task: str, steps: int, war
         inputs["labels"] = torch.tensor(data["labels"], dtype=torch.long)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, eps=1e-6, weight_decay=0.01)
 
+    # bf16: torch's automatic mixed precision (fp32 parameters), the peer of bertjax's bf16 compute.
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bfloat16" else contextlib.nullcontext()
+
     def one_step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        loss = model(**inputs).loss
+        with autocast:
+            loss = model(**inputs).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -219,16 +224,19 @@ def measure_torch(size: str, batch: int, length: int, task: str, steps: int, war
     return {"compile_seconds": compile_seconds, "step_times": times, "peak_bytes": _peak_bytes()}
 
 
-def measure_matmul_peak(repeats: int = 5) -> float:
-    """FLOP/s of a large fp32 matmul on the default device (the peak the step is compared with)."""
+def measure_matmul_peak(dtype: str, repeats: int = 5) -> float:
+    """FLOP/s of large square matmuls in `dtype` (float32 accumulation) on the default device: the
+    best of two sizes, each the median of `repeats`. The peak the step is compared with."""
     import jax
     import jax.numpy as jnp
 
-    n = 4096 if jax.default_backend() != "cpu" else 2048
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    matmul = jax.jit(lambda x: x @ x)
-    times = _timed(lambda: matmul(a).block_until_ready(), repeats, 2)
-    return 2 * n**3 / statistics.median(times)
+    matmul = jax.jit(lambda x: jnp.matmul(x, x, preferred_element_type=jnp.float32))
+    best = 0.0
+    for n in (1024, 2048) if jax.default_backend() == "cpu" else (4096, 8192):
+        a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32).astype(dtype)
+        times = _timed(functools.partial(lambda x: matmul(x).block_until_ready(), a), repeats, 2)
+        best = max(best, 2 * n**3 / statistics.median(times))
+    return best
 
 
 def measure_pipeline(batch: int, seconds: float = 5.0) -> float:
@@ -261,7 +269,7 @@ def worker(args: argparse.Namespace) -> None:
     """One measurement, printed as a JSON line (run in a child process)."""
     kind, task, row = args.worker.split(":")
     if kind == "peak":
-        print(json.dumps({"matmul_flops": measure_matmul_peak()}))
+        print(json.dumps({"matmul_flops": measure_matmul_peak(args.dtype)}))
         return
     if kind == "pipeline":
         print(json.dumps({"examples_per_second": measure_pipeline(int(row))}))
@@ -270,13 +278,13 @@ def worker(args: argparse.Namespace) -> None:
     if kind == "bertjax":
         result = measure_bertjax(size, batch, length, task, args.steps, args.warmup, args.dtype)
     else:
-        result = measure_torch(size, batch, length, task, args.steps, args.warmup)
+        result = measure_torch(size, batch, length, task, args.steps, args.warmup, args.dtype)
     print(json.dumps(result))
 
 
-def _child(spec: str, args: argparse.Namespace) -> dict[str, Any]:
+def _child(spec: str, args: argparse.Namespace, dtype: str = "float32") -> dict[str, Any]:
     command = [sys.executable, "-m", "bertjax.bench", f"--worker={spec}", f"--steps={args.steps}"]
-    command += [f"--warmup={args.warmup}", f"--dtype={args.dtype}"]
+    command += [f"--warmup={args.warmup}", f"--dtype={dtype}"]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"benchmark {spec} failed:\n{result.stderr[-2000:]}")
@@ -287,12 +295,15 @@ def _child(spec: str, args: argparse.Namespace) -> dict[str, Any]:
 # The table
 
 
-def summarise(name: str, task: str, row: str, measured: dict[str, Any], peak_flops: float) -> dict[str, Any]:
+def summarise(
+    name: str, task: str, row: str, dtype: str, measured: dict[str, Any], peak_flops: float
+) -> dict[str, Any]:
     size, batch, length = parse_row(row)
     step = statistics.median(measured["step_times"])
     flops = useful_flops(size, batch, length, task) / step
     return {
         "impl": name,
+        "dtype": dtype,
         "task": task,
         "row": row,
         "step_seconds": step,
@@ -306,14 +317,14 @@ def summarise(name: str, task: str, row: str, measured: dict[str, Any], peak_flo
 
 
 def format_table(records: list[dict[str, Any]]) -> str:
-    header = "| impl | task | size-batch-length | step (s) | seq/s | tokens/s | useful TFLOP/s | of matmul peak | peak MiB | compile (s) | bertjax / peer |"
-    lines = [header, "|" + "---|" * 11]
-    peers = {(r["task"], r["row"]): r for r in records if r["impl"] != "bertjax"}
+    header = "| impl | dtype | task | size-batch-length | step (s) | seq/s | tokens/s | useful TFLOP/s | of matmul peak | peak MiB | compile (s) | bertjax / peer |"
+    lines = [header, "|" + "---|" * 12]
+    peers = {(r["task"], r["row"], r["dtype"]): r for r in records if r["impl"] != "bertjax"}
     for r in records:
-        peer = peers.get((r["task"], r["row"])) if r["impl"] == "bertjax" else None
+        peer = peers.get((r["task"], r["row"], r["dtype"])) if r["impl"] == "bertjax" else None
         ratio = f"{r['seq_per_second'] / peer['seq_per_second']:.2f}x" if peer else ""
         lines.append(
-            f"| {r['impl']} | {r['task']} | {r['row']} | {r['step_seconds']:.3f} | {r['seq_per_second']:.1f} | "
+            f"| {r['impl']} | {r['dtype']} | {r['task']} | {r['row']} | {r['step_seconds']:.3f} | {r['seq_per_second']:.1f} | "
             f"{r['tokens_per_second']:.0f} | {r['useful_tflops']:.3f} | {r['fraction_of_matmul_peak']:.0%} | "
             f"{r['peak_memory_mib']:.0f} | {r['compile_seconds']:.1f} | {ratio} |"
         )
@@ -326,7 +337,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks", default="pretrain,finetune")
     parser.add_argument("--steps", type=int, default=5, help="timed steps (the median is reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
-    parser.add_argument("--dtype", default="float32", help="bertjax compute dtype (float32 or bfloat16)")
+    parser.add_argument(
+        "--dtypes",
+        default="float32,bfloat16",
+        help="compute dtypes, comma-separated: float32, bfloat16 (fp32 params; the peer under torch autocast)",
+    )
+    parser.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)  # a worker's dtype
     parser.add_argument("--no-peers", action="store_true", help="skip transformers' torch BERT")
     parser.add_argument("--no-pipeline", action="store_true", help="skip the input-pipeline measurement")
     parser.add_argument("--out", default="runs/bench/bench.json")
@@ -340,23 +356,26 @@ def main(argv: list[str] | None = None) -> None:
     rows = [r for r in args.rows.split(",") if r]
     for row in rows:
         parse_row(row)
-    peak = _child("peak:-:-", args)["matmul_flops"]
-    print(f"matmul peak: {peak / 1e12:.3f} TFLOP/s (fp32, {jax.default_backend()})", flush=True)
-    records = []
-    for task in args.tasks.split(","):
-        for row in rows:
-            implementations = ["bertjax"] + ([] if args.no_peers else ["torch"])
-            for impl in implementations:
-                measured = _child(f"{impl}:{task}:{row}", args)
-                record = summarise("bertjax" if impl == "bertjax" else "transformers-torch", task, row, measured, peak)
-                records.append(record)
-                print(f"{record['impl']:>18} {task:8s} {row:12s} {record['seq_per_second']:8.1f} seq/s", flush=True)
+    dtypes = [d for d in args.dtypes.split(",") if d]
+    records, peaks = [], {}
+    for dtype in dtypes:
+        peaks[dtype] = _child("peak:-:-", args, dtype)["matmul_flops"]
+        print(f"matmul peak: {peaks[dtype] / 1e12:.3f} TFLOP/s ({dtype}, {jax.default_backend()})", flush=True)
+        for task in args.tasks.split(","):
+            for row in rows:
+                for impl in ["bertjax"] + ([] if args.no_peers else ["torch"]):
+                    measured = _child(f"{impl}:{task}:{row}", args, dtype)
+                    name = "bertjax" if impl == "bertjax" else "transformers-torch"
+                    record = summarise(name, task, row, dtype, measured, peaks[dtype])
+                    records.append(record)
+                    print(
+                        f"{name:>18} {dtype:8s} {task:8s} {row:12s} {record['seq_per_second']:8.1f} seq/s", flush=True
+                    )
     result: dict[str, Any] = {
         "date": date.today().isoformat(),
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, backend {jax.default_backend()}, "
         f"{jax.devices()[0].device_kind}",
-        "dtype": args.dtype,
-        "matmul_peak_tflops": peak / 1e12,
+        "matmul_peak_tflops": {dtype: peak / 1e12 for dtype, peak in peaks.items()},
         "rows": records,
     }
     if not args.no_pipeline:

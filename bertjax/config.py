@@ -110,6 +110,7 @@ class DataConfig:
     whole_word_masking: bool = False
     masking: str = "static"  # "static" (fixed per dupe copy) or "dynamic" (fresh each epoch)
     dupe_factor: int = 1
+    pack_examples: int = 1  # > 1: up to this many examples share a row (attention kept within each)
     seed: int = 12345
     num_threads: int = 2  # loader threads that build batches ahead of the step
 
@@ -432,6 +433,8 @@ def validate_data(data: DataConfig, model: ModelConfig) -> None:
         raise ConfigError(f"config key data.random_next_prob={data.random_next_prob} must be in [0, 1]")
     if data.dupe_factor < 1:
         raise ConfigError(f"config key data.dupe_factor={data.dupe_factor} must be >= 1")
+    if not 1 <= data.pack_examples <= 16:
+        raise ConfigError(f"config key data.pack_examples={data.pack_examples} must be in [1, 16]")
     _check_choice("data.corpus_format", data.corpus_format, ("sentences", "paragraphs"))
     _check_choice("data.masking", data.masking, ("static", "dynamic"))
     if not data.train_files and not data.tfds_name:

@@ -171,8 +171,7 @@ def classifier_step(
     step_rng = jax.random.fold_in(rng, state.step)
     grad_fn = jax.grad(classifier_loss, has_aux=True)
     grads, step_metrics = grad_fn(state.params, batch, step_rng, model, regression)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    params, opt_state = train.apply_update(tx, grads, state.params, state.opt_state)
     step_metrics["grad_norm"] = optax.global_norm(grads)
     step_metrics["learning_rate"] = schedule(state.step)
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), step_metrics

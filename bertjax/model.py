@@ -63,6 +63,102 @@ def layer_norm(config: ModelConfig, name: str | None = None) -> nn.LayerNorm:
     )
 
 
+def einsum(spec: str, x: Array, w: Array, dtype: Any) -> Array:
+    """`jnp.einsum(spec, x, w)` with both operands in `dtype`; float32 result.
+
+    Below float32 this is mixed precision done by hand: the products accumulate in float32 in
+    the forward pass and in both backward matmuls, whose incoming gradient is cast to `dtype`
+    (as under torch autocast). XLA's own transpose of a bf16 einsum would give bf16 x bf16 ->
+    bf16 matmuls, which the CPU backend upcasts to float32; these run at the bf16 rate.
+    `spec` is a two-operand einsum with an explicit output in which every index of one
+    operand appears in the other or in the output, so both gradients are einsums of the same kind;
+    a leading `...` on `x` and the output stands for x's leading axes.
+    """
+    if "..." in spec:
+        x_spec = spec.split(",")[0]
+        spec = spec.replace("...", "ABCDEFG"[: x.ndim - len(x_spec) + 3])
+    dtype = jnp.dtype(dtype)
+    if dtype != jnp.float32 and _batched(spec) and jax.default_backend() == "cpu":
+        # XLA's CPU runtime has no bf16 x bf16 -> f32 kernel for some batched matmul layouts
+        # (attention's backward); those run in float32 there.
+        dtype = jnp.dtype(jnp.float32)
+    if dtype == jnp.float32:
+        return jnp.einsum(spec, x.astype(dtype), w.astype(dtype))
+    return _mixed_einsum(spec, x.astype(dtype), w.astype(dtype))
+
+
+def _batched(spec: str) -> bool:
+    operands, out = spec.split("->")
+    x_spec, w_spec = operands.split(",")
+    return bool(set(x_spec) & set(w_spec) & set(out))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _mixed_einsum(spec: str, x: Array, w: Array) -> Array:
+    return jnp.einsum(spec, x, w, preferred_element_type=jnp.float32)
+
+
+def _mixed_einsum_fwd(spec: str, x: Array, w: Array) -> tuple[Array, tuple[Array, Array]]:
+    return _mixed_einsum(spec, x, w), (x, w)
+
+
+def _mixed_einsum_bwd(spec: str, residuals: tuple[Array, Array], grad: Array) -> tuple[Array, Array]:
+    x, w = residuals
+    operands, out = spec.split("->")
+    x_spec, w_spec = operands.split(",")
+    grad = grad.astype(x.dtype)
+    dx = jnp.einsum(f"{out},{w_spec}->{x_spec}", grad, w, preferred_element_type=jnp.float32)
+    dw = jnp.einsum(f"{x_spec},{out}->{w_spec}", x, grad, preferred_element_type=jnp.float32)
+    return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+_mixed_einsum.defvjp(_mixed_einsum_fwd, _mixed_einsum_bwd)
+
+
+def keep_mask(rng: Array, rate: float, shape: tuple[int, ...]) -> Array:
+    """Dropout's keep mask: True with probability 1 - rate, from 16 random bits per element.
+
+    Each 32-bit word of threefry output decides two elements, which halves the cost of the
+    random numbers (a large part of a CPU step). The rate is rounded to a multiple of 1/65536.
+    The bits keep the array's leading axes, so the mask shards like the activation.
+    """
+    threshold = round(rate * 65536)
+    if not shape or shape[-1] % 2:
+        return jax.random.bits(rng, shape, jnp.uint32) >= jnp.uint32(threshold * 65536)
+    words = jax.random.bits(rng, (*shape[:-1], shape[-1] // 2), jnp.uint32)
+    halves = jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(shape)
+    return halves >= jnp.uint16(threshold)
+
+
+class Dropout(nn.Module):
+    """Inverted dropout (as nn.Dropout) drawing its mask with `keep_mask`."""
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, x: Array, deterministic: bool) -> Array:
+        if deterministic or self.rate == 0.0:
+            return x
+        keep = keep_mask(self.make_rng("dropout"), self.rate, x.shape)
+        return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros_like(x)).astype(x.dtype)
+
+
+def position_ids(segments: Array) -> Array:
+    """Token positions counted from the start of each segment (see BertModel); padding goes on
+    counting from the segment before it, so a 0/1 mask gives 0, 1, 2, ... along the row."""
+    index = jnp.arange(segments.shape[-1])
+    previous = jnp.pad(segments[:, :-1], ((0, 0), (1, 0)), constant_values=-1)
+    starts = (segments != previous) & ((segments != 0) | (index == 0))
+    return index - jax.lax.cummax(jnp.where(starts, index, 0), axis=1)
+
+
+def attention_allowed(segments: Array) -> Array:
+    """[batch, 1, query, key] True where the query may attend to the key: a key of the query's
+    own segment (padding keys never; padding queries, whose outputs are unused, see all keys)."""
+    query, key = segments[:, None, :, None], segments[:, None, None, :]
+    return (key > 0) & ((query == key) | (query == 0))
+
+
 class Embeddings(nn.Module):
     """Word + position + token-type embeddings, then LayerNorm and dropout."""
 
@@ -81,22 +177,23 @@ class Embeddings(nn.Module):
             cfg.type_vocab_size, cfg.hidden_size, embedding_init=_kernel_init(cfg, ("token_type", "embed"))
         )
         self.layer_norm = layer_norm(cfg)
-        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+        self.dropout = Dropout(cfg.hidden_dropout_prob)
 
-    def __call__(self, input_ids: Array, token_type_ids: Array, deterministic: bool) -> Array:
-        positions = jnp.arange(input_ids.shape[-1])[None, :]
-        x = self.word_embeddings(input_ids) + self.position_embeddings(positions)
+    def __call__(self, input_ids: Array, token_type_ids: Array, segments: Array, deterministic: bool) -> Array:
+        x = self.word_embeddings(input_ids) + self.position_embeddings(position_ids(segments))
         x = x + self.token_type_embeddings(token_type_ids)
         x = nn.with_logical_constraint(x, BATCH_LENGTH_EMBED)
         return self.dropout(self.layer_norm(x), deterministic=deterministic)
 
     def attend(self, x: Array) -> Array:
         """Logits against the word-embedding table (the tied MLM decoder)."""
-        return self.word_embeddings.attend(x)
+        return einsum("...d,vd->...v", x, self.word_embeddings.embedding, self.config.dtype)
 
 
 class Projection(nn.Module):
     """An einsum projection with a bias: `einsum(spec, x, kernel) + bias`, kernel of any rank.
+
+    The bias is added in float32, then the result is cast to the compute dtype.
 
     (flax's DenseGeneral creates multi-axis kernels flat and reshapes them, which breaks
     logical sharding constraints at initialisation; this makes the kernel in its real shape.)
@@ -114,17 +211,28 @@ class Projection(nn.Module):
         kernel = self.param("kernel", _kernel_init(cfg, self.kernel_axes), self.kernel_shape, _dtype(cfg.param_dtype))
         bias_shape = self.kernel_shape[-len(self.bias_axes) :]
         bias = self.param("bias", _zeros(self.bias_axes), bias_shape, _dtype(cfg.param_dtype))
-        dtype = _dtype(cfg.dtype)
-        return jnp.einsum(self.spec, x.astype(dtype), kernel.astype(dtype)) + bias.astype(dtype)
+        out = einsum(self.spec, x, kernel, cfg.dtype) + bias.astype(jnp.float32)
+        return out.astype(_dtype(cfg.dtype))
+
+
+def dense(
+    config: ModelConfig,
+    features_in: int,
+    features: int,
+    axes: tuple[str | None, str | None],
+    name: str | None = None,
+) -> Projection:
+    """A Dense layer (kernel [in, out], bias [out]) as a Projection."""
+    return Projection(config, "...i,io->...o", (features_in, features), axes, axes[1:], name=name)
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with a key padding mask, output projection included."""
+    """Multi-head self-attention under a [batch, 1, query, key] mask, output projection included."""
 
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x: Array, key_mask: Array, deterministic: bool) -> Array:
+    def __call__(self, x: Array, allowed: Array, deterministic: bool) -> Array:
         cfg = self.config
         heads, head_dim = cfg.num_attention_heads, cfg.head_dim
         project = functools.partial(
@@ -143,21 +251,14 @@ class SelfAttention(nn.Module):
         key = nn.with_logical_constraint(key, heads_axes)
         value = nn.with_logical_constraint(value, heads_axes)
 
-        dropout_rng = None
-        if not deterministic and cfg.attention_probs_dropout_prob > 0:
-            dropout_rng = self.make_rng("dropout")
-        context = nn.dot_product_attention(
-            query,
-            key,
-            value,
-            mask=key_mask[:, None, None, :],
-            dropout_rng=dropout_rng,
-            dropout_rate=cfg.attention_probs_dropout_prob,
-            broadcast_dropout=False,
-            deterministic=deterministic,
-            dtype=_dtype(cfg.dtype),
-            force_fp32_for_softmax=True,
-        )
+        # Scores and softmax in float32 (as flax's dot_product_attention with
+        # force_fp32_for_softmax), masked keys at the dtype's minimum, dropout on the probabilities.
+        dtype = _dtype(cfg.dtype)
+        scores = einsum("bqhd,bkhd->bhqk", query / jnp.sqrt(head_dim).astype(dtype), key, dtype)
+        scores = jnp.where(allowed, scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
+        probs = Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic)
+        context = einsum("bhqk,bkhd->bqhd", probs, value, dtype).astype(dtype)
         context = nn.with_logical_constraint(context, heads_axes)
         out = Projection(
             cfg,
@@ -176,28 +277,17 @@ class EncoderLayer(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x: Array, key_mask: Array, deterministic: bool) -> Array:
+    def __call__(self, x: Array, allowed: Array, deterministic: bool) -> Array:
         cfg = self.config
-        dense = functools.partial(nn.Dense, dtype=_dtype(cfg.dtype), param_dtype=_dtype(cfg.param_dtype))
-        dropout = nn.Dropout(cfg.hidden_dropout_prob)
+        dropout = Dropout(cfg.hidden_dropout_prob)
 
-        attended = SelfAttention(cfg, name="attention")(x, key_mask, deterministic)
+        attended = SelfAttention(cfg, name="attention")(x, allowed, deterministic)
         x = layer_norm(cfg, "attention_layer_norm")(x + dropout(attended, deterministic=deterministic))
 
-        h = dense(
-            cfg.intermediate_size,
-            kernel_init=_kernel_init(cfg, ("embed", "mlp")),
-            bias_init=_zeros(("mlp",)),
-            name="intermediate",
-        )(x)
+        h = dense(cfg, cfg.hidden_size, cfg.intermediate_size, ("embed", "mlp"), "intermediate")(x)
         h = activation(cfg.hidden_act)(h)
         h = nn.with_logical_constraint(h, ("activation_batch", "activation_length", "activation_mlp"))
-        h = dense(
-            cfg.hidden_size,
-            kernel_init=_kernel_init(cfg, ("mlp", "embed")),
-            bias_init=_zeros(("embed",)),
-            name="output",
-        )(h)
+        h = dense(cfg, cfg.intermediate_size, cfg.hidden_size, ("mlp", "embed"), "output")(h)
         x = layer_norm(cfg, "output_layer_norm")(x + dropout(h, deterministic=deterministic))
         return nn.with_logical_constraint(x, BATCH_LENGTH_EMBED)
 
@@ -205,7 +295,11 @@ class EncoderLayer(nn.Module):
 class BertModel(nn.Module):
     """The encoder: embeddings, N layers, and the tanh pooler on the first ([CLS]) token.
 
-    Returns (sequence_output [batch, length, hidden], pooled_output [batch, hidden]).
+    `attention_mask` [batch, length] is 0 on padding and otherwise a segment number: tokens attend
+    only to tokens of their own segment, and positions restart at each segment's first token. A
+    0/1 mask is the usual one-example row; a packed row numbers its examples 1, 2, 3, ...
+    Returns (sequence_output [batch, length, hidden], pooled_output [batch, hidden]); with
+    `pooled_positions` [batch, slots] the pooler runs at those positions: [batch, slots, hidden].
     """
 
     config: ModelConfig
@@ -214,13 +308,7 @@ class BertModel(nn.Module):
         cfg = self.config
         self.embeddings = Embeddings(cfg)
         self.layers = [EncoderLayer(cfg, name=f"layer_{i}") for i in range(cfg.num_hidden_layers)]
-        self.pooler = nn.Dense(
-            cfg.hidden_size,
-            dtype=_dtype(cfg.dtype),
-            param_dtype=_dtype(cfg.param_dtype),
-            kernel_init=_kernel_init(cfg, ("embed", "embed_out")),
-            bias_init=_zeros(("embed_out",)),
-        )
+        self.pooler = dense(cfg, cfg.hidden_size, cfg.hidden_size, ("embed", "embed_out"))
 
     def __call__(
         self,
@@ -228,12 +316,18 @@ class BertModel(nn.Module):
         token_type_ids: Array,
         attention_mask: Array,
         deterministic: bool = True,
+        pooled_positions: Array | None = None,
     ) -> tuple[Array, Array]:
-        x = self.embeddings(input_ids, token_type_ids, deterministic)
-        key_mask = attention_mask.astype(bool)
+        segments = attention_mask.astype(jnp.int32)
+        x = self.embeddings(input_ids, token_type_ids, segments, deterministic)
+        allowed = attention_allowed(segments)
         for layer in self.layers:
-            x = layer(x, key_mask, deterministic)
-        pooled = jnp.tanh(self.pooler(x[:, 0]))
+            x = layer(x, allowed, deterministic)
+        if pooled_positions is None:
+            first = x[:, 0]
+        else:
+            first = jnp.take_along_axis(x, pooled_positions[..., None], axis=1)
+        pooled = jnp.tanh(self.pooler(first))
         return x, pooled
 
     def attend(self, x: Array) -> Array:
@@ -248,14 +342,7 @@ class MaskedLMHead(nn.Module):
     @nn.compact
     def __call__(self, hidden: Array, decode: Any) -> Array:
         cfg = self.config
-        h = nn.Dense(
-            cfg.hidden_size,
-            dtype=_dtype(cfg.dtype),
-            param_dtype=_dtype(cfg.param_dtype),
-            kernel_init=_kernel_init(cfg, ("embed", "embed_out")),
-            bias_init=_zeros(("embed_out",)),
-            name="transform",
-        )(hidden)
+        h = dense(cfg, cfg.hidden_size, cfg.hidden_size, ("embed", "embed_out"), "transform")(hidden)
         h = activation(cfg.hidden_act)(h)
         h = layer_norm(cfg, "transform_layer_norm")(h)
         logits = decode(h)
@@ -267,7 +354,9 @@ class MaskedLMHead(nn.Module):
 class BertForPreTraining(nn.Module):
     """BERT with the masked-LM head (evaluated only at the masked positions) and the NSP head.
 
-    Returns (mlm_logits [batch, predictions, vocab], nsp_logits [batch, 2]), both float32.
+    Returns (mlm_logits [batch, predictions, vocab], nsp_logits [batch, 2]), both float32. For
+    packed rows (see BertModel), `next_sentence_positions` [batch, slots] gives each example's
+    [CLS] position and nsp_logits are [batch, slots, 2].
     """
 
     config: ModelConfig
@@ -275,13 +364,7 @@ class BertForPreTraining(nn.Module):
     def setup(self) -> None:
         self.bert = BertModel(self.config)
         self.mlm_head = MaskedLMHead(self.config)
-        self.nsp_head = nn.Dense(
-            2,
-            dtype=_dtype(self.config.dtype),
-            param_dtype=_dtype(self.config.param_dtype),
-            kernel_init=_kernel_init(self.config, ("embed", "classes")),
-            bias_init=_zeros(("classes",)),
-        )
+        self.nsp_head = dense(self.config, self.config.hidden_size, 2, ("embed", "classes"))
 
     def __call__(
         self,
@@ -290,8 +373,9 @@ class BertForPreTraining(nn.Module):
         attention_mask: Array,
         masked_lm_positions: Array,
         deterministic: bool = True,
+        next_sentence_positions: Array | None = None,
     ) -> tuple[Array, Array]:
-        sequence, pooled = self.bert(input_ids, token_type_ids, attention_mask, deterministic)
+        sequence, pooled = self.bert(input_ids, token_type_ids, attention_mask, deterministic, next_sentence_positions)
         # Gather the hidden states at the masked positions only (google-research/bert).
         gathered = jnp.take_along_axis(sequence, masked_lm_positions[..., None], axis=1)
         gathered = nn.with_logical_constraint(gathered, BATCH_LENGTH_EMBED)
@@ -320,13 +404,6 @@ class BertForSequenceClassification(nn.Module):
     ) -> Array:
         cfg = self.config
         _, pooled = BertModel(cfg, name="bert")(input_ids, token_type_ids, attention_mask, deterministic)
-        pooled = nn.Dropout(cfg.hidden_dropout_prob)(pooled, deterministic=deterministic)
-        logits = nn.Dense(
-            self.num_labels,
-            dtype=_dtype(cfg.dtype),
-            param_dtype=_dtype(cfg.param_dtype),
-            kernel_init=_kernel_init(cfg, ("embed", "classes")),
-            bias_init=_zeros(("classes",)),
-            name="classifier",
-        )(pooled)
+        pooled = Dropout(cfg.hidden_dropout_prob)(pooled, deterministic=deterministic)
+        logits = dense(cfg, cfg.hidden_size, self.num_labels, ("embed", "classes"), "classifier")(pooled)
         return logits.astype(jnp.float32)

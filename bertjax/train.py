@@ -89,13 +89,20 @@ def create_sharded_state(
     return state, shardings
 
 
+def nsp_slot_weights(batch: Batch) -> jax.Array:
+    """1/0 per next-sentence prediction: one per row, or the packed rows' `next_sentence_weights`."""
+    if "next_sentence_weights" in batch:
+        return batch["next_sentence_weights"]
+    return jnp.ones(batch["next_sentence_labels"].shape, jnp.float32)
+
+
 def _losses(
     params: Any,
     batch: Batch,
     rng: jax.Array | None,
     model: nn.Module,
     mlm_denominator: jax.Array,
-    nsp_denominator: int,
+    nsp_denominator: jax.Array,
     nsp_weight: float = 1.0,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Loss of one (micro)batch, normalised by the whole batch's counts, and its metric sums."""
@@ -107,18 +114,21 @@ def _losses(
         batch["attention_mask"],
         batch["masked_lm_positions"],
         deterministic=deterministic,
+        next_sentence_positions=batch.get("next_sentence_positions"),
         rngs=None if deterministic else {"dropout": rng},
     )
     weights = batch["masked_lm_weights"]
     mlm_xent = optax.softmax_cross_entropy_with_integer_labels(mlm_logits, batch["masked_lm_ids"]) * weights
-    nsp_xent = optax.softmax_cross_entropy_with_integer_labels(nsp_logits, batch["next_sentence_labels"])
+    nsp_labels = batch["next_sentence_labels"]
+    nsp_weights = nsp_slot_weights(batch)
+    nsp_xent = optax.softmax_cross_entropy_with_integer_labels(nsp_logits, nsp_labels) * nsp_weights
     sums = {
         "mlm_loss": mlm_xent.sum(),
         "mlm_correct": ((mlm_logits.argmax(-1) == batch["masked_lm_ids"]) * weights).sum(),
         "mlm_weight": weights.sum(),
         "nsp_loss": nsp_xent.sum(),
-        "nsp_correct": (nsp_logits.argmax(-1) == batch["next_sentence_labels"]).sum().astype(jnp.float32),
-        "nsp_count": jnp.asarray(nsp_xent.shape[0], jnp.float32),
+        "nsp_correct": ((nsp_logits.argmax(-1) == nsp_labels) * nsp_weights).sum(),
+        "nsp_count": nsp_weights.sum(),
     }
     loss = sums["mlm_loss"] / mlm_denominator + nsp_weight * sums["nsp_loss"] / nsp_denominator
     return loss, sums
@@ -135,6 +145,12 @@ def _summarise(sums: dict[str, jax.Array]) -> dict[str, jax.Array]:
         "nsp_loss": nsp_loss,
         "nsp_accuracy": sums["nsp_correct"] / sums["nsp_count"],
     }
+
+
+def apply_update(tx: optax.GradientTransformation, grads: Any, params: Any, opt_state: Any) -> tuple[Any, Any]:
+    """One optimizer update: (new params, new optimizer state)."""
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
 
 
 def train_step(
@@ -156,7 +172,7 @@ def train_step(
     """
     step_rng = jax.random.fold_in(rng, state.step)
     mlm_denominator = jnp.maximum(batch["masked_lm_weights"].sum(), 1.0)
-    nsp_denominator = batch["input_ids"].shape[0]
+    nsp_denominator = jnp.maximum(nsp_slot_weights(batch).sum(), 1.0)
     grad_fn = jax.grad(_losses, has_aux=True)
 
     if grad_accum_steps == 1:
@@ -183,14 +199,16 @@ def train_step(
         zero_sums |= {"nsp_correct": jnp.zeros((), jnp.float32), "nsp_count": jnp.zeros((), jnp.float32)}
         (grads, sums), _ = jax.lax.scan(accumulate, (zeros, zero_sums), (jnp.arange(grad_accum_steps), micro))
 
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
     grad_norm = optax.global_norm(grads)
     # A non-finite loss or gradient never reaches the state: the update is dropped (and counted);
-    # the loop then stops or goes on, as train.nonfinite says.
+    # the loop then stops or goes on, as train.nonfinite says. (lax.cond, not a per-leaf
+    # jnp.where: the select costs a pass over the parameters and the optimizer state.)
     finite = jnp.isfinite(grad_norm) & jnp.isfinite(sums["mlm_loss"] + sums["nsp_loss"])
-    params = jax.tree.map(lambda new, old: jnp.where(finite, new, old), params, state.params)
-    opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), opt_state, state.opt_state)
+    params, opt_state = jax.lax.cond(
+        finite,
+        lambda: apply_update(tx, grads, state.params, state.opt_state),
+        lambda: (state.params, state.opt_state),
+    )
     metrics = _summarise(sums)
     metrics["grad_norm"] = grad_norm
     metrics["param_norm"] = optax.global_norm(params)
@@ -205,7 +223,7 @@ def eval_step(params: Any, batch: Batch, *, model: nn.Module, most_frequent_toke
     `unigram_correct` counts the masked tokens equal to `most_frequent_token`: the hits of the
     unigram-frequency baseline that always predicts it.
     """
-    _, sums = _losses(params, batch, None, model, jnp.ones(()), 1)
+    _, sums = _losses(params, batch, None, model, jnp.ones(()), jnp.ones(()))
     hits = (batch["masked_lm_ids"] == most_frequent_token) * batch["masked_lm_weights"]
     return {**sums, "unigram_correct": hits.sum()}
 
@@ -254,7 +272,7 @@ def compile_steps(
 
 def to_global(batch: dict[str, np.ndarray], batch_sharding: jax.sharding.NamedSharding) -> Batch:
     """A global batch on the mesh from this host's rows."""
-    return {k: jax.make_array_from_process_local_data(batch_sharding, batch[k]) for k in BATCH_KEYS}
+    return {k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in batch.items()}
 
 
 def evaluate(
@@ -327,6 +345,13 @@ def pretrain(config: PretrainConfig, workdir: str | Path) -> dict[str, float]:
     prepared = pretraining.prepare(data_cfg, tokenizer, cache_dir)
     train_examples = pretraining.load_split(prepared, "train", data_cfg, tokenizer)
     eval_examples = pretraining.load_split(prepared, "eval", data_cfg, tokenizer)
+    logging.info(
+        "train rows: %d (%d pairs, up to %d per row); tokens fill %.1f%% of the rows",
+        len(train_examples),
+        len(train_examples.instances),
+        data_cfg.pack_examples,
+        100 * train_examples.fill,
+    )
     token_counts = np.load(prepared / "train_token_counts.npy")
     most_frequent_token = int(token_counts.argmax())
 

@@ -55,6 +55,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     data.masked_lm_prob = 0.15
     data.max_predictions_per_seq = 20
     data.whole_word_masking = False
+    # Sequence packing: > 1 puts up to this many short examples in one row, each attending only
+    # to itself, with its own positions and NSP prediction (Krell et al. 2021). 1 = one per row.
+    data.pack_examples = 1
     data.masking = "static"  # "static" (google-research/bert) or "dynamic" (new masks each epoch)
     data.dupe_factor = 1  # copies of the corpus with different pairings (google uses 10 with static masks)
     data.seed = 12345

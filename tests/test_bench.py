@@ -27,9 +27,11 @@ def test_bench_runs_on_a_tiny_size(tmp_path):
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
-    rows = {(r["impl"], r["task"]) for r in report["rows"]}
-    assert rows == {(i, t) for i in ("bertjax", "transformers-torch") for t in ("pretrain", "finetune")}
+    rows = {(r["impl"], r["task"], r["dtype"]) for r in report["rows"]}
+    impls, tasks, dtypes = ("bertjax", "transformers-torch"), ("pretrain", "finetune"), ("float32", "bfloat16")
+    assert rows == {(i, t, d) for i in impls for t in tasks for d in dtypes}
     for r in report["rows"]:
         assert r["seq_per_second"] > 0 and r["peak_memory_mib"] > 0 and 0 < r["fraction_of_matmul_peak"]
-    assert report["matmul_peak_tflops"] > 0 and report["pipeline_examples_per_second"] > 0
+    assert report["matmul_peak_tflops"]["float32"] > 0 and report["matmul_peak_tflops"]["bfloat16"] > 0
+    assert report["pipeline_examples_per_second"] > 0
     assert "bertjax / peer" in report["table"] and "x |" in report["table"]

@@ -9,7 +9,7 @@ from flax import traverse_util
 
 from bertjax.config import ModelConfig
 from bertjax.hf_weights import params_from_hf, params_to_hf
-from bertjax.model import BertForPreTraining
+from bertjax.model import BertForPreTraining, Dropout, einsum, keep_mask
 
 CONFIG = ModelConfig(
     vocab_size=211,
@@ -118,3 +118,47 @@ def test_every_parameter_has_logical_axes():
     assert leaves and all(isinstance(x, nn.LogicallyPartitioned) for x in leaves)
     for leaf in leaves:
         assert len(leaf.names) == len(leaf.value.shape)
+
+
+@pytest.mark.parametrize("shape", [(64, 2048), (64, 2047)])
+def test_dropout_keep_mask_rate_and_independence(shape):
+    keep = np.asarray(keep_mask(jax.random.key(3), 0.1, shape))
+    n = keep.size
+    # Kept fraction within 5 standard deviations of 0.9.
+    assert abs(keep.mean() - 0.9) < 5 * np.sqrt(0.09 / n)
+    # Neighbours (which share a 32-bit word on the even path) are uncorrelated.
+    a, b = keep[:, 0 : shape[1] - 1 : 2].ravel(), keep[:, 1::2].ravel()[: keep[:, 0 : shape[1] - 1 : 2].size]
+    assert abs(np.corrcoef(a, b)[0, 1]) < 5 / np.sqrt(a.size)
+    # Different keys give different masks; the same key the same mask.
+    assert (keep != np.asarray(keep_mask(jax.random.key(4), 0.1, shape))).mean() > 0.1
+    np.testing.assert_array_equal(keep, np.asarray(keep_mask(jax.random.key(3), 0.1, shape)))
+
+
+def test_dropout_preserves_the_mean():
+    x = jnp.ones((256, 512))
+    y = np.asarray(Dropout(0.25).apply({}, x, False, rngs={"dropout": jax.random.key(0)}))
+    np.testing.assert_allclose(np.unique(y), [0.0, 1 / 0.75], rtol=1e-6)
+    assert abs(y.mean() - 1.0) < 0.01
+    np.testing.assert_array_equal(Dropout(0.25).apply({}, x, True), x)
+
+
+@pytest.mark.parametrize("spec", ["btd,dhk->bthk", "...i,io->...o", "...d,vd->...v"])
+def test_mixed_precision_einsum_gradients_match_float32(spec):
+    rng = np.random.default_rng(0)
+    shapes = {
+        "btd,dhk->bthk": ((2, 8, 32), (32, 4, 8)),
+        "...i,io->...o": ((2, 8, 32), (32, 16)),
+        "...d,vd->...v": ((2, 5, 32), (50, 32)),
+    }[spec]
+    x, w = (jnp.asarray(rng.normal(size=s), jnp.float32) for s in shapes)
+    target = jnp.asarray(rng.normal(size=jnp.einsum(spec, x, w).shape), jnp.float32)
+
+    def loss(x, w, dtype):
+        return ((einsum(spec, x, w, dtype) - target) ** 2).sum()
+
+    value32, grads32 = jax.value_and_grad(loss, argnums=(0, 1))(x, w, jnp.float32)
+    value16, grads16 = jax.value_and_grad(loss, argnums=(0, 1))(x, w, jnp.bfloat16)
+    assert grads16[0].dtype == jnp.float32 and grads16[1].dtype == jnp.float32
+    assert abs(float(value16) - float(value32)) < 2e-2 * float(value32)
+    for g16, g32 in zip(grads16, grads32):
+        assert float(jnp.linalg.norm(g16 - g32) / jnp.linalg.norm(g32)) < 2e-2

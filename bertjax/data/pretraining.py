@@ -317,8 +317,39 @@ def prepare(config: DataConfig, tokenizer: tokenizers.Tokenizer, cache_dir: str 
 # Stage 2: examples masked at read time, batches, the loader.
 
 
+def pack(lengths: np.ndarray, row_length: int, max_per_row: int) -> np.ndarray:
+    """Best-fit-decreasing packing of items of `lengths` into rows of `row_length` tokens, at most
+    `max_per_row` items per row. Returns [rows, max_per_row] item indices, -1 in empty slots.
+
+    Items are placed longest first (ties by index, so the plan is deterministic), each into the
+    open row with the least room that still fits it. Rows are kept in buckets by free room, so a
+    placement costs at most `row_length` bucket checks.
+    """
+    order = np.argsort(-lengths, kind="stable")
+    rows: list[list[int]] = []
+    by_room: list[list[int]] = [[] for _ in range(row_length + 1)]  # open rows by free room
+    room: list[int] = []
+    for item in order.tolist():
+        need = int(lengths[item])
+        if need > row_length:
+            raise ValueError(f"item {item} has {need} tokens, more than a row of {row_length}")
+        row = next((by_room[r].pop() for r in range(need, row_length + 1) if by_room[r]), None)
+        if row is None:
+            row = len(rows)
+            rows.append([])
+            room.append(row_length)
+        rows[row].append(item)
+        room[row] -= need
+        if len(rows[row]) < max_per_row and room[row] > 0:
+            by_room[room[row]].append(row)
+    plan = np.full((len(rows), max_per_row), -1, np.int64)
+    for r, items in enumerate(rows):
+        plan[r, : len(items)] = items
+    return plan
+
+
 class PretrainingExamples:
-    """Random access to the masked examples of one prepared split."""
+    """Random access to the masked rows of one prepared split (one pair per row, or packed)."""
 
     def __init__(self, prepared: Path, split: str, config: DataConfig, tokenizer: tokenizers.Tokenizer) -> None:
         self.tokens = np.load(prepared / f"{split}_tokens.npy", mmap_mode="r")
@@ -329,52 +360,97 @@ class PretrainingExamples:
         vocab_size = tokenizer.get_vocab_size()
         specials = [self.special.pad, self.special.unk, self.special.cls, self.special.sep, self.special.mask]
         self.random_tokens = np.setdiff1d(np.arange(vocab_size), specials).astype(np.int32)
+        lengths = self.instances[:, 1] - self.instances[:, 0] + self.instances[:, 3] - self.instances[:, 2] + 3
+        if config.pack_examples == 1:
+            self.rows = np.arange(len(self.instances))[:, None]
+            self.predictions_per_row = config.max_predictions_per_seq
+        else:
+            self.rows = pack(lengths, config.max_seq_length, config.pack_examples)
+            # Each pair predicts at most max(1, round(len * p)) (capped) tokens: a row of
+            # max_seq_length tokens at most ceil(p * max_seq_length) + one per pair.
+            bound = int(np.ceil(config.masked_lm_prob * config.max_seq_length)) + config.pack_examples
+            self.predictions_per_row = min(config.pack_examples * config.max_predictions_per_seq, bound)
+        self.fill = float(lengths.sum()) / (len(self.rows) * config.max_seq_length) if len(self.rows) else 0.0
 
     def __len__(self) -> int:
-        return len(self.instances)
+        """The number of rows (pairs, or packs of pairs) in one epoch."""
+        return len(self.rows)
 
     def _masking_rng(self, index: int, epoch: int) -> np.random.Generator:
         masking_epoch = epoch if self.config.masking == "dynamic" else 0
         return np.random.default_rng([self.config.seed, _MASKING, masking_epoch, index])
 
-    def example(self, index: int, epoch: int = 0) -> Example:
-        """Instance `index` as model inputs, masked with the key (seed, epoch or 0, index)."""
-        cfg, special = self.config, self.special
-        a_start, a_end, b_start, b_end, is_random_next = (int(v) for v in self.instances[index])
+    def _masked_pair(self, instance: int, epoch: int) -> tuple[np.ndarray, ...]:
+        """Instance `instance` as unpadded (input_ids, token_type_ids, positions, labels, is_random_next),
+        masked with the key (seed, epoch or 0, instance)."""
+        special = self.special
+        a_start, a_end, b_start, b_end, is_random_next = (int(v) for v in self.instances[instance])
         a = np.asarray(self.tokens[a_start:a_end], np.int32)
         b = np.asarray(self.tokens[b_start:b_end], np.int32)
-        length = len(a) + len(b) + 3
-        input_ids = np.zeros(cfg.max_seq_length, np.int32)
-        input_ids[:length] = np.concatenate([[special.cls], a, [special.sep], b, [special.sep]])
-        token_type_ids = np.zeros(cfg.max_seq_length, np.int32)
-        token_type_ids[len(a) + 2 : length] = 1
-        attention_mask = np.zeros(cfg.max_seq_length, np.int32)
-        attention_mask[:length] = 1
+        input_ids = np.concatenate([[special.cls], a, [special.sep], b, [special.sep]]).astype(np.int32)
+        token_type_ids = np.zeros(len(input_ids), np.int32)
+        token_type_ids[len(a) + 2 :] = 1
 
-        rng = self._masking_rng(index, epoch)
-        positions = self._choose_positions(input_ids[:length], rng)
+        rng = self._masking_rng(instance, epoch)
+        positions = self._choose_positions(input_ids, rng)
         labels = input_ids[positions].copy()
         draw = rng.random(len(positions))
         replacement = np.where(draw < 0.8, special.mask, labels)  # 80% [MASK]
         random_rows = draw >= 0.9  # 10% a random token, the other 10% keep theirs
         replacement[random_rows] = rng.choice(self.random_tokens, size=int(random_rows.sum()))
         input_ids[positions] = replacement
+        return input_ids, token_type_ids, positions, labels, np.int32(is_random_next)
 
-        predictions = cfg.max_predictions_per_seq
+    def example(self, index: int, epoch: int = 0) -> Example:
+        """Row `index` as model inputs: one masked pair, or with packing up to `pack_examples`.
+
+        A packed row holds its pairs one after another; `attention_mask` is 1, 2, ... on the
+        tokens of the first, second, ... pair (0 on padding), so the model keeps attention and
+        positions within each pair. Its masked-LM positions index the row, and it has one NSP
+        slot per pair: `next_sentence_positions` (the pair's [CLS]), labels and weights.
+        """
+        cfg = self.config
+        length = cfg.max_seq_length
+        input_ids = np.zeros(length, np.int32)
+        token_type_ids = np.zeros(length, np.int32)
+        attention_mask = np.zeros(length, np.int32)
+        pieces = [self._masked_pair(int(i), epoch) for i in self.rows[index] if i >= 0]
+        offset = 0
+        all_positions, all_labels, cls_positions, nsp_labels = [], [], [], []
+        for segment, (ids, types, positions, labels, is_random_next) in enumerate(pieces, start=1):
+            input_ids[offset : offset + len(ids)] = ids
+            token_type_ids[offset : offset + len(ids)] = types
+            attention_mask[offset : offset + len(ids)] = segment
+            all_positions.append(positions + offset)
+            all_labels.append(labels)
+            cls_positions.append(offset)
+            nsp_labels.append(is_random_next)
+            offset += len(ids)
+        positions, labels = np.concatenate(all_positions), np.concatenate(all_labels)
+
+        predictions = self.predictions_per_row
         masked_lm_positions = np.zeros(predictions, np.int32)
         masked_lm_ids = np.zeros(predictions, np.int32)
         masked_lm_weights = np.zeros(predictions, np.float32)
         masked_lm_positions[: len(positions)] = positions
         masked_lm_ids[: len(positions)] = labels
         masked_lm_weights[: len(positions)] = 1.0
-        return {
+        example = {
             "input_ids": input_ids,
             "token_type_ids": token_type_ids,
             "attention_mask": attention_mask,
             "masked_lm_positions": masked_lm_positions,
             "masked_lm_ids": masked_lm_ids,
             "masked_lm_weights": masked_lm_weights,
-            "next_sentence_labels": np.asarray(is_random_next, np.int32),
+        }
+        if cfg.pack_examples == 1:
+            return example | {"next_sentence_labels": nsp_labels[0]}
+        slots = cfg.pack_examples
+        pad = slots - len(pieces)
+        return example | {
+            "next_sentence_positions": np.asarray(cls_positions + [0] * pad, np.int32),
+            "next_sentence_labels": np.asarray(nsp_labels + [0] * pad, np.int32),
+            "next_sentence_weights": np.asarray([1.0] * len(pieces) + [0.0] * pad, np.float32),
         }
 
     def _choose_positions(self, ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
