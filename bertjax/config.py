@@ -52,6 +52,10 @@ DEFAULT_LOGICAL_AXIS_RULES: tuple[tuple[str, str | None], ...] = (
 )
 
 
+# Activation memory for compute: what each encoder layer keeps for the backward pass.
+REMAT_POLICIES = ("none", "full", "dots")
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """BERT hyper-parameters, named as in Hugging Face's BertConfig."""
@@ -70,6 +74,7 @@ class ModelConfig:
     layer_norm_eps: float = 1e-12
     dtype: str = "float32"  # compute dtype, e.g. "bfloat16"
     param_dtype: str = "float32"
+    remat: str = "none"  # per-layer rematerialisation: "none", "full" or "dots" (keep matmul outputs)
 
     @property
     def head_dim(self) -> int:
@@ -212,6 +217,9 @@ class TaskConfig:
     glue_dir: str = ""  # the GLUE directory of TSV files; empty = the TFDS glue/* builders
     tfds_data_dir: str = ""
     max_seq_length: int = 128
+    # Each batch is cut to its longest row rounded up to a multiple of this (few shapes to
+    # compile, no work on padding columns); 0 = every batch is max_seq_length long.
+    pad_to_multiple_of: int = 32
     vocab_file: str = ""  # empty = the checkpoint's own vocab
     lowercase: bool = True  # used with vocab_file; a checkpoint's vocab keeps its own casing
     # A custom task ("custom"): files (TSV, CSV, JSONL) or a TFDS builder, and their columns.
@@ -349,6 +357,7 @@ def model_config_from_dict(cd: ml_collections.ConfigDict | dict, prefix: str = "
     _check_choice(prefix + "dtype", model.dtype, ("float32", "bfloat16", "float16"))
     _check_choice(prefix + "param_dtype", model.param_dtype, ("float32", "bfloat16"))
     _check_choice(prefix + "hidden_act", model.hidden_act, ("gelu", "gelu_new", "relu"))
+    _check_choice(prefix + "remat", model.remat, tuple(REMAT_POLICIES))
     return model
 
 
@@ -407,6 +416,8 @@ def finetune_config_from_dict(cd: ml_collections.ConfigDict) -> FinetuneConfig:
         _check_choice("task.file_format", task.file_format, ("tsv", "csv", "jsonl"))
     if task.max_seq_length < 8:
         raise ConfigError(f"config key task.max_seq_length={task.max_seq_length} is below the minimum of 8")
+    if task.pad_to_multiple_of < 0:
+        raise ConfigError(f"config key task.pad_to_multiple_of={task.pad_to_multiple_of} must be >= 0")
     if train.batch_size < 1 or train.eval_batch_size < 1:
         raise ConfigError("config keys train.batch_size and train.eval_batch_size must be >= 1")
     if train.num_epochs <= 0:

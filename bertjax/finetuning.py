@@ -181,10 +181,16 @@ def predict_logits(params: Any, batch: dict[str, jax.Array], *, model: nn.Module
     return model.apply({"params": params}, *(batch[k] for k in INPUT_KEYS))
 
 
-def _rows(encoded: Encoded, rows: np.ndarray, pad_to: int) -> dict[str, np.ndarray]:
-    """The batch of `rows`, padded with weight-0 copies of row 0 up to `pad_to` rows."""
+def _rows(encoded: Encoded, rows: np.ndarray, pad_to: int, multiple: int = 0) -> dict[str, np.ndarray]:
+    """The batch of `rows`, padded with weight-0 copies of row 0 up to `pad_to` rows. With
+    `multiple`, the columns are cut to the longest row rounded up to a multiple of it: the
+    padding columns they drop change no real position's output."""
     padded = np.concatenate([rows, np.zeros(pad_to - len(rows), rows.dtype)]) if len(rows) < pad_to else rows
     batch = {k: getattr(encoded, k)[padded] for k in INPUT_KEYS}
+    if multiple:
+        longest = int(batch["attention_mask"].sum(1).max())
+        keep = min(-(-longest // multiple) * multiple, batch["input_ids"].shape[1])
+        batch = {k: v[:, :keep] for k, v in batch.items()}
     labels = encoded.labels if encoded.labels is not None else np.zeros(len(encoded), np.float32)
     batch["labels"] = labels[padded].astype(np.float32)
     batch["weights"] = (np.arange(pad_to) < len(rows)).astype(np.float32)
@@ -192,13 +198,18 @@ def _rows(encoded: Encoded, rows: np.ndarray, pad_to: int) -> dict[str, np.ndarr
 
 
 def predict(
-    predict_fn: Any, params: Any, encoded: Encoded, batch_size: int, batch_sharding: jax.sharding.NamedSharding
+    predict_fn: Any,
+    params: Any,
+    encoded: Encoded,
+    batch_size: int,
+    batch_sharding: jax.sharding.NamedSharding,
+    pad_to_multiple_of: int = 0,
 ) -> np.ndarray:
     """Logits of every example of a split, in order."""
     outputs = []
     for start in range(0, len(encoded), batch_size):
         rows = np.arange(start, min(start + batch_size, len(encoded)))
-        batch = _rows(encoded, rows, batch_size)
+        batch = _rows(encoded, rows, batch_size, pad_to_multiple_of)
         batch = {k: jax.device_put(v, batch_sharding) for k, v in batch.items() if k in INPUT_KEYS}
         outputs.append(np.asarray(jax.device_get(predict_fn(params, batch)))[: len(rows)])
     return np.concatenate(outputs)
@@ -356,7 +367,10 @@ def finetune(config: FinetuneConfig, workdir: str | Path) -> dict[str, Any]:
                     np.random.default_rng([train_cfg.seed, 6, epoch]).permutation(len(train_set)),
                 )
             rows = order[row : row + train_cfg.batch_size]
-            batch = {k: jax.device_put(v, batch_sharding) for k, v in _rows(train_set, rows, len(rows)).items()}
+            batch = {
+                k: jax.device_put(v, batch_sharding)
+                for k, v in _rows(train_set, rows, len(rows), task_cfg.pad_to_multiple_of).items()
+            }
             state, step_metrics = step_fn(state, batch, dropout_rng)
             pending.append(step_metrics)
             done = step + 1
@@ -372,7 +386,14 @@ def finetune(config: FinetuneConfig, workdir: str | Path) -> dict[str, Any]:
                 continue
             record: dict[str, Any] = {"epoch": round(done / steps_per_epoch, 3), "step": done}
             for name, split in eval_sets.items():
-                logits = predict(predict_fn, state.params, split, train_cfg.eval_batch_size, batch_sharding)
+                logits = predict(
+                    predict_fn,
+                    state.params,
+                    split,
+                    train_cfg.eval_batch_size,
+                    batch_sharding,
+                    task_cfg.pad_to_multiple_of,
+                )
                 record[name] = evaluate_split(spec, split.labels, to_predictions(logits, spec))
                 writer.write_scalars(done, name, record[name])
             epochs.append(record)
@@ -415,7 +436,15 @@ def finetune(config: FinetuneConfig, workdir: str | Path) -> dict[str, Any]:
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         for name, split in test_sets.items():
             predictions = to_predictions(
-                predict(predict_fn, best_on_mesh, split, train_cfg.eval_batch_size, batch_sharding), spec
+                predict(
+                    predict_fn,
+                    best_on_mesh,
+                    split,
+                    train_cfg.eval_batch_size,
+                    batch_sharding,
+                    task_cfg.pad_to_multiple_of,
+                ),
+                spec,
             )
             if data.glue_task is not None:
                 path = workdir / "submission" / data.glue_task.submission[name]

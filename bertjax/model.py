@@ -307,7 +307,14 @@ class BertModel(nn.Module):
     def setup(self) -> None:
         cfg = self.config
         self.embeddings = Embeddings(cfg)
-        self.layers = [EncoderLayer(cfg, name=f"layer_{i}") for i in range(cfg.num_hidden_layers)]
+        layer = EncoderLayer
+        if cfg.remat != "none":  # recompute the layer's activations in the backward pass
+            policy = {
+                "full": jax.checkpoint_policies.nothing_saveable,
+                "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+            }[cfg.remat]
+            layer = nn.remat(EncoderLayer, policy=policy, static_argnums=(3,))  # (self, x, allowed, deterministic)
+        self.layers = [layer(cfg, name=f"layer_{i}") for i in range(cfg.num_hidden_layers)]
         self.pooler = dense(cfg, cfg.hidden_size, cfg.hidden_size, ("embed", "embed_out"))
 
     def __call__(

@@ -331,11 +331,11 @@ def write_hf(pretrained: Pretrained, destination: str | Path) -> Path:
 # --------------------------------------------------------------------------------------------
 # Initialising a model from a checkpoint
 
-RUN_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dtype", "param_dtype")
+RUN_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dtype", "param_dtype", "remat")
 
 
 def model_config_for_run(checkpoint: Pretrained, run_model: ModelConfig) -> ModelConfig:
-    """The checkpoint's shape with the run's dropout and dtypes."""
+    """The checkpoint's shape with the run's dropout, dtypes and rematerialisation."""
     return dataclasses.replace(checkpoint.config, **{k: getattr(run_model, k) for k in RUN_FIELDS})
 
 

@@ -28,12 +28,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     model.attention_probs_dropout_prob = 0.1
     model.dtype = "float32"  # compute dtype: float32 or bfloat16
     model.param_dtype = "float32"
+    model.remat = "none"  # "full" or "dots": recompute layer activations in the backward pass
 
     config.task = task = ml_collections.ConfigDict()
     task.name = args.get("task", "mrpc")  # the GLUE task
     task.glue_dir = ""  # GLUE TSV directory (CoLA/, SST-2/, ..., diagnostic/); empty = TFDS glue/*
     task.tfds_data_dir = ""  # where TFDS keeps (or finds) prepared data; empty = its default
     task.max_seq_length = 128
+    task.pad_to_multiple_of = 32  # cut each batch to its longest row, rounded up to this; 0 = no cut
     task.vocab_file = ""  # empty = the checkpoint's vocab.txt
     task.lowercase = True  # with vocab_file only; a checkpoint's vocab keeps its own casing
 

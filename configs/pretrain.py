@@ -34,6 +34,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     model.layer_norm_eps = 1e-12
     model.dtype = "float32"  # compute dtype: float32 or bfloat16
     model.param_dtype = "float32"  # parameter (and optimizer state) dtype
+    model.remat = "none"  # "full" or "dots": recompute layer activations in the backward pass (less memory)
 
     config.data = data = ml_collections.ConfigDict()
     data.train_files = "data/samples/news.txt"  # comma-separated glob patterns of text files

@@ -164,3 +164,40 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, vocab_file, case):
     assert result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr
     assert result.stderr.startswith("error: ") and expected in result.stderr, result.stderr
     assert not (workdir / "results.json").exists() and not (workdir / "best").exists()
+
+
+def test_batches_cut_to_their_longest_row_give_the_same_logits():
+    import jax
+    import jax.numpy as jnp
+    from flax import linen as nn
+
+    from bertjax import finetuning, sharding
+    from bertjax.config import MeshConfig, ModelConfig
+    from bertjax.data.labelled import Encoded
+    from bertjax.model import BertForSequenceClassification
+
+    rng = np.random.default_rng(0)
+    n, length = 12, 128
+    lengths = rng.integers(5, 40, n)
+    mask = (np.arange(length)[None] < lengths[:, None]).astype(np.int32)
+    encoded = Encoded(
+        (rng.integers(5, 100, (n, length)) * mask).astype(np.int32),
+        ((np.arange(length)[None] >= lengths[:, None] // 2) * mask).astype(np.int32),
+        mask,
+        rng.integers(0, 2, n).astype(np.float32),
+        [str(i) for i in range(n)],
+        0,
+    )
+    batch = finetuning._rows(encoded, np.arange(5), 8, multiple=32)
+    assert batch["input_ids"].shape == (8, 32 if lengths[:5].max() <= 32 else 64)
+    config = ModelConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    )
+    model = BertForSequenceClassification(config, 2)
+    ids = jnp.ones((1, length), jnp.int32)
+    params = nn.meta.unbox(model.init(jax.random.key(0), ids, ids, ids)["params"])
+    predict_fn = jax.jit(lambda p, b: finetuning.predict_logits(p, b, model=model))
+    batch_sharding = sharding.batch_sharding(sharding.make_mesh(MeshConfig()))
+    full = finetuning.predict(predict_fn, params, encoded, 4, batch_sharding)
+    cut = finetuning.predict(predict_fn, params, encoded, 4, batch_sharding, pad_to_multiple_of=32)
+    np.testing.assert_allclose(cut, full, atol=2e-6)

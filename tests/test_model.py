@@ -1,5 +1,7 @@
 """The Linen BERT against transformers' torch BertForPreTraining, and padding invariance."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -162,3 +164,23 @@ def test_mixed_precision_einsum_gradients_match_float32(spec):
     assert abs(float(value16) - float(value32)) < 2e-2 * float(value32)
     for g16, g32 in zip(grads16, grads32):
         assert float(jnp.linalg.norm(g16 - g32) / jnp.linalg.norm(g32)) < 2e-2
+
+
+@pytest.mark.parametrize("remat", ["full", "dots"])
+def test_remat_gives_the_same_gradients(remat):
+    rng = np.random.default_rng(0)
+    ids, types, mask, positions = _random_batch(rng, 2, 16, 5, CONFIG.vocab_size)
+    params = _init(CONFIG)
+
+    def grads(config):
+        def loss(p):
+            mlm, nsp = BertForPreTraining(config).apply(
+                {"params": p}, ids, types, mask, positions, False, rngs={"dropout": jax.random.key(1)}
+            )
+            return mlm.mean() + nsp.mean()
+
+        return jax.grad(loss)(params)
+
+    plain, recomputed = grads(CONFIG), grads(dataclasses.replace(CONFIG, remat=remat))
+    for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(recomputed)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
