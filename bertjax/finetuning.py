@@ -340,6 +340,13 @@ def finetune(config: FinetuneConfig, workdir: str | Path) -> dict[str, Any]:
         in_shardings=(shardings.params, batch_sharding),
         out_shardings=replicated,
     )
+    predict_split = functools.partial(
+        predict,
+        predict_fn,
+        batch_size=train_cfg.eval_batch_size,
+        batch_sharding=batch_sharding,
+        pad_to_multiple_of=task_cfg.pad_to_multiple_of,
+    )
 
     writer = reporting.Writer(workdir, enabled=is_main)
     if is_main:
@@ -386,14 +393,7 @@ def finetune(config: FinetuneConfig, workdir: str | Path) -> dict[str, Any]:
                 continue
             record: dict[str, Any] = {"epoch": round(done / steps_per_epoch, 3), "step": done}
             for name, split in eval_sets.items():
-                logits = predict(
-                    predict_fn,
-                    state.params,
-                    split,
-                    train_cfg.eval_batch_size,
-                    batch_sharding,
-                    task_cfg.pad_to_multiple_of,
-                )
+                logits = predict_split(state.params, split)
                 record[name] = evaluate_split(spec, split.labels, to_predictions(logits, spec))
                 writer.write_scalars(done, name, record[name])
             epochs.append(record)
@@ -435,17 +435,7 @@ def finetune(config: FinetuneConfig, workdir: str | Path) -> dict[str, Any]:
     best_on_mesh = jax.device_put(best_params, shardings.params)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         for name, split in test_sets.items():
-            predictions = to_predictions(
-                predict(
-                    predict_fn,
-                    best_on_mesh,
-                    split,
-                    train_cfg.eval_batch_size,
-                    batch_sharding,
-                    task_cfg.pad_to_multiple_of,
-                ),
-                spec,
-            )
+            predictions = to_predictions(predict_split(best_on_mesh, split), spec)
             if data.glue_task is not None:
                 path = workdir / "submission" / data.glue_task.submission[name]
                 cells = glue.submission_rows(data.glue_task, predictions)

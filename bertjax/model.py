@@ -75,7 +75,7 @@ def einsum(spec: str, x: Array, w: Array, dtype: Any) -> Array:
     a leading `...` on `x` and the output stands for x's leading axes.
     """
     if "..." in spec:
-        x_spec = spec.split(",")[0]
+        x_spec = _specs(spec)[0]
         spec = spec.replace("...", "ABCDEFG"[: x.ndim - len(x_spec) + 3])
     dtype = jnp.dtype(dtype)
     if dtype != jnp.float32 and _batched(spec) and jax.default_backend() == "cpu":
@@ -87,9 +87,15 @@ def einsum(spec: str, x: Array, w: Array, dtype: Any) -> Array:
     return _mixed_einsum(spec, x.astype(dtype), w.astype(dtype))
 
 
-def _batched(spec: str) -> bool:
+def _specs(spec: str) -> tuple[str, str, str]:
+    """'xs,ws->out' -> (xs, ws, out)."""
     operands, out = spec.split("->")
     x_spec, w_spec = operands.split(",")
+    return x_spec, w_spec, out
+
+
+def _batched(spec: str) -> bool:
+    x_spec, w_spec, out = _specs(spec)
     return bool(set(x_spec) & set(w_spec) & set(out))
 
 
@@ -104,8 +110,7 @@ def _mixed_einsum_fwd(spec: str, x: Array, w: Array) -> tuple[Array, tuple[Array
 
 def _mixed_einsum_bwd(spec: str, residuals: tuple[Array, Array], grad: Array) -> tuple[Array, Array]:
     x, w = residuals
-    operands, out = spec.split("->")
-    x_spec, w_spec = operands.split(",")
+    x_spec, w_spec, out = _specs(spec)
     grad = grad.astype(x.dtype)
     dx = jnp.einsum(f"{out},{w_spec}->{x_spec}", grad, w, preferred_element_type=jnp.float32)
     dw = jnp.einsum(f"{x_spec},{out}->{w_spec}", x, grad, preferred_element_type=jnp.float32)
