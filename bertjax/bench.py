@@ -35,6 +35,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from bertjax import cli
 from bertjax.config import SIZES
 
 DEFAULT_ROWS = ("mini-16-128", "base-8-128", "base-8-512")
@@ -283,6 +284,7 @@ def worker(args: argparse.Namespace) -> None:
         return
     size, batch, length = parse_row(row)
     if kind == "bertjax":
+        cli.use_huge_pages()  # as bertjax's entry points run; the peer keeps glibc's defaults
         result = measure_bertjax(size, batch, length, task, args.steps, args.warmup, args.dtype)
     else:
         result = measure_torch(size, batch, length, task, args.steps, args.warmup, args.dtype)
