@@ -11,6 +11,7 @@ one to the other by rule.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -120,19 +121,54 @@ def _mixed_einsum_bwd(spec: str, residuals: tuple[Array, Array], grad: Array) ->
 _mixed_einsum.defvjp(_mixed_einsum_fwd, _mixed_einsum_bwd)
 
 
+def _mix32(x: Array) -> Array:
+    """A bijection of uint32 with near-ideal avalanche: "lowbias32" from C. Wellons' hash-prospector
+    (two xorshift-multiply rounds; flipping one input bit flips each output bit with probability ~1/2)."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = x * jnp.uint32(0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def random_words(rng: Array, shape: tuple[int, ...]) -> Array:
+    """uint32 random words of `shape`: a keyed hash of each word's position, with two keys drawn from
+    `rng` (threefry).
+
+    word = mix(mix(position-in-row XOR row key) + k1), row key = mix(row XOR k0), rows being the
+    leading axis. Cheap (a few integer ops per word, about 12x less than threefry on a CPU, where
+    dropout's random bits were a tenth of a BERT-base step at length 512); a pure function of the
+    position, so the words are the same however the array is sharded; different keys give unrelated
+    words, not shifted copies (the keys enter between the two mixing rounds).
+    """
+    k0, k1 = jax.random.bits(rng, (2,), jnp.uint32)
+    if len(shape) < 2:
+        shape2 = (1, *shape) if shape else (1, 1)
+        return random_words(rng, shape2).reshape(shape)
+    if math.prod(shape[1:]) >= 2**32:
+        raise ValueError(f"random_words: {math.prod(shape[1:])} words per row, more than 2**32")
+    rows = jax.lax.broadcasted_iota(jnp.uint32, shape, 0)
+    position = jnp.zeros(shape, jnp.uint32)
+    for axis in range(1, len(shape)):
+        stride = math.prod(shape[axis + 1 :])
+        position = position + jax.lax.broadcasted_iota(jnp.uint32, shape, axis) * jnp.uint32(stride)
+    return _mix32(_mix32(position ^ _mix32(rows ^ k0)) + k1)
+
+
 def keep_mask(rng: Array, rate: float, shape: tuple[int, ...]) -> Array:
     """Dropout's keep mask: True with probability 1 - rate, from 16 random bits per element.
 
-    Each 32-bit word of threefry output decides two elements, which halves the cost of the
-    random numbers (a large part of a CPU step). The rate is rounded to a multiple of 1/65536.
-    The bits keep the array's leading axes, so the mask shards like the activation.
+    Each 32-bit word of `random_words` decides two neighbouring elements. The rate is rounded to a
+    multiple of 1/65536. The words keep the array's leading axes, so the mask shards like the
+    activation.
     """
     threshold = round(rate * 65536)
-    if not shape or shape[-1] % 2:
-        return jax.random.bits(rng, shape, jnp.uint32) >= jnp.uint32(threshold * 65536)
-    words = jax.random.bits(rng, (*shape[:-1], shape[-1] // 2), jnp.uint32)
-    halves = jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(shape)
-    return halves >= jnp.uint16(threshold)
+    if not shape:
+        return keep_mask(rng, rate, (1,)).reshape(())
+    last = shape[-1]
+    words = random_words(rng, (*shape[:-1], (last + 1) // 2))
+    halves = jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(*shape[:-1], 2 * words.shape[-1])
+    return halves[..., :last] >= jnp.uint16(threshold)
 
 
 class Dropout(nn.Module):

@@ -11,7 +11,7 @@ from flax import traverse_util
 
 from bertjax.config import ModelConfig
 from bertjax.hf_weights import params_from_hf, params_to_hf
-from bertjax.model import BertForPreTraining, Dropout, einsum, keep_mask
+from bertjax.model import BertForPreTraining, Dropout, einsum, keep_mask, random_words
 
 CONFIG = ModelConfig(
     vocab_size=211,
@@ -122,18 +122,34 @@ def test_every_parameter_has_logical_axes():
         assert len(leaf.names) == len(leaf.value.shape)
 
 
-@pytest.mark.parametrize("shape", [(64, 2048), (64, 2047)])
+@pytest.mark.parametrize("shape", [(64, 2048), (64, 2047), (4, 3, 64, 64)])
 def test_dropout_keep_mask_rate_and_independence(shape):
-    keep = np.asarray(keep_mask(jax.random.key(3), 0.1, shape))
-    n = keep.size
+    keep = np.asarray(keep_mask(jax.random.key(3), 0.1, shape)).reshape(shape[0], -1)
+    n, bound = keep.size, 5 / np.sqrt(keep.size)
     # Kept fraction within 5 standard deviations of 0.9.
     assert abs(keep.mean() - 0.9) < 5 * np.sqrt(0.09 / n)
-    # Neighbours (which share a 32-bit word on the even path) are uncorrelated.
-    a, b = keep[:, 0 : shape[1] - 1 : 2].ravel(), keep[:, 1::2].ravel()[: keep[:, 0 : shape[1] - 1 : 2].size]
-    assert abs(np.corrcoef(a, b)[0, 1]) < 5 / np.sqrt(a.size)
-    # Different keys give different masks; the same key the same mask.
-    assert (keep != np.asarray(keep_mask(jax.random.key(4), 0.1, shape))).mean() > 0.1
-    np.testing.assert_array_equal(keep, np.asarray(keep_mask(jax.random.key(3), 0.1, shape)))
+
+    def uncorrelated(a: np.ndarray, b: np.ndarray) -> None:
+        assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 5 / np.sqrt(a.size)
+
+    # Neighbours (the two halves of one 32-bit word, and neighbouring words), rows, and the same
+    # positions under another key are uncorrelated, also shifted by a few positions.
+    uncorrelated(keep[:, 0:-1:2], keep[:, 1::2][:, : keep[:, 0:-1:2].shape[1]])
+    uncorrelated(keep[:, :-2], keep[:, 2:])
+    uncorrelated(keep[:-1], keep[1:])
+    other = np.asarray(keep_mask(jax.random.key(4), 0.1, shape)).reshape(shape[0], -1)
+    for shift in range(4):
+        uncorrelated(keep[:, shift:], other[:, : keep.shape[1] - shift])
+    assert bound < 0.03
+    # The same key gives the same mask.
+    np.testing.assert_array_equal(keep.reshape(shape), np.asarray(keep_mask(jax.random.key(3), 0.1, shape)))
+
+
+def test_random_words_have_uniform_bits():
+    words = np.asarray(random_words(jax.random.key(0), (256, 4096)))
+    bits = (words[..., None] >> np.arange(32, dtype=np.uint32)) & 1
+    assert np.all(np.abs(bits.mean(axis=(0, 1)) - 0.5) < 5 * np.sqrt(0.25 / words.size))
+    assert len(np.unique(words)) > 0.999 * words.size  # 2**20 draws from 2**32 values: ~128 repeats
 
 
 def test_dropout_preserves_the_mean():
