@@ -6,7 +6,8 @@ For each row (model size, batch, sequence length) and each task (pretraining: ML
 fine-tuning: sequence classification) it measures, in a fresh process per measurement so that
 peak memory is the row's own: compile time, the median step time over `--steps` timed steps after
 `--warmup` steps, sequences/s, tokens/s, useful TFLOP/s and their share of a matmul peak measured
-in the same run, and peak memory (device peak on an accelerator, process peak RSS on the CPU).
+in the same run, and peak memory (device peak on an accelerator, process peak RSS on the CPU; the
+JSON also has bertjax's compiled memory plan: arguments + scratch + new outputs).
 With the peers (transformers' BertForPreTraining / BertForSequenceClassification with torch
 AdamW, same shapes, same objective, same threads) each row also gets the ratio bertjax / peer.
 It also measures how many pretraining examples per second the input pipeline builds.
@@ -166,7 +167,17 @@ def measure_bertjax(
             jax.block_until_ready(metrics)
 
         times = _timed(one_step, steps, warmup)
-    return {"compile_seconds": compile_seconds, "step_times": times, "peak_bytes": _peak_bytes(jax)}
+    memory = compiled.memory_analysis()
+    compiled_bytes = None
+    if memory is not None:  # what XLA plans for one step: arguments, scratch, and outputs not aliased to inputs
+        out_bytes = memory.output_size_in_bytes - memory.alias_size_in_bytes
+        compiled_bytes = memory.argument_size_in_bytes + memory.temp_size_in_bytes + out_bytes
+    return {
+        "compile_seconds": compile_seconds,
+        "step_times": times,
+        "peak_bytes": _peak_bytes(jax),
+        "compiled_bytes": compiled_bytes,
+    }
 
 
 def _peak_bytes(jax_module: Any = None) -> int:
@@ -321,6 +332,8 @@ def summarise(
         "useful_tflops": flops / 1e12,
         "fraction_of_matmul_peak": flops / peak_flops,
         "peak_memory_mib": measured["peak_bytes"] / 2**20,
+        # bertjax only: XLA's compiled plan for the step (no allocator, runtime or compiler overhead)
+        "compiled_memory_mib": measured["compiled_bytes"] / 2**20 if measured.get("compiled_bytes") else None,
         "compile_seconds": measured["compile_seconds"],
     }
 
