@@ -45,7 +45,7 @@ def test_entry_points_reexecute_once_with_huge_pages():
     started_off, tunables_off, faults_off = _run(BERTJAX_HUGE_PAGES="0")
     assert started_off == ["started"] and tunables_off == ""
     assert faults_off > 60_000  # 256 MiB in 4 KiB pages
-    assert faults < faults_off / 10
+    assert faults < faults_off / 4  # 128 huge pages where the kernel has them free (it had: 640 faults)
     # A user's own tunables are kept beside ours.
     _, tunables_user, _ = _run(GLIBC_TUNABLES="glibc.malloc.check=0")
     assert tunables_user.split(":") == ["glibc.malloc.check=0", cli.HUGE_PAGES_TUNABLE]
