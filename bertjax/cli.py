@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -56,6 +56,18 @@ def huge_pages_would_help() -> bool:
         return False
 
 
+def huge_pages_environment(environ: Mapping[str, str]) -> dict[str, str] | None:
+    """`environ` with glibc's huge-pages tunable added after the user's own tunables; None where it is
+    set already (by us before the re-execution, or by the user), turned off (BERTJAX_HUGE_PAGES=0),
+    or cannot help."""
+    if environ.get("BERTJAX_HUGE_PAGES", "1") == "0" or not huge_pages_would_help():
+        return None
+    tunables = environ.get("GLIBC_TUNABLES", "")
+    if "glibc.malloc.hugetlb" in tunables:
+        return None
+    return {**environ, "GLIBC_TUNABLES": ":".join(t for t in (tunables, HUGE_PAGES_TUNABLE) if t)}
+
+
 def use_huge_pages() -> None:
     """Re-executes this process once with glibc's malloc asking for transparent huge pages.
 
@@ -65,12 +77,9 @@ def use_huge_pages() -> None:
     cost goes away (measured in README's speed table). glibc reads `GLIBC_TUNABLES` only at start-up,
     hence the re-execution, before anything has run. Set BERTJAX_HUGE_PAGES=0 to turn it off.
     """
-    if os.environ.get("BERTJAX_HUGE_PAGES", "1") == "0" or not huge_pages_would_help():
+    env = huge_pages_environment(os.environ)
+    if env is None:
         return
-    tunables = os.environ.get("GLIBC_TUNABLES", "")
-    if "glibc.malloc.hugetlb" in tunables:  # already set: by us before the exec, or by the user
-        return
-    env = dict(os.environ, GLIBC_TUNABLES=":".join(t for t in (tunables, HUGE_PAGES_TUNABLE) if t))
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)

@@ -12,8 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # The entry points re-execute themselves once to ask for huge pages (cli.use_huge_pages); the tests'
 # subprocesses start with the tunable already set, which saves them that second start.
-if cli.huge_pages_would_help() and "glibc.malloc.hugetlb" not in os.environ.get("GLIBC_TUNABLES", ""):
-    os.environ["GLIBC_TUNABLES"] = ":".join(filter(None, (os.environ.get("GLIBC_TUNABLES"), cli.HUGE_PAGES_TUNABLE)))
+_HUGE_PAGES_ENV = cli.huge_pages_environment(os.environ)
+if _HUGE_PAGES_ENV is not None:
+    os.environ["GLIBC_TUNABLES"] = _HUGE_PAGES_ENV["GLIBC_TUNABLES"]
 
 
 @pytest.fixture(scope="session")
