@@ -1,6 +1,7 @@
 """The Linen BERT against transformers' torch BertForPreTraining, and padding invariance."""
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +12,7 @@ from flax import traverse_util
 
 from bertjax.config import ModelConfig
 from bertjax.hf_weights import params_from_hf, params_to_hf
-from bertjax.model import BertForPreTraining, Dropout, einsum, keep_mask, random_words
+from bertjax.model import BertForPreTraining, Dropout, Projection, einsum, gelu, keep_mask, random_words
 
 CONFIG = ModelConfig(
     vocab_size=211,
@@ -180,6 +181,42 @@ def test_mixed_precision_einsum_gradients_match_float32(spec):
     assert abs(float(value16) - float(value32)) < 2e-2 * float(value32)
     for g16, g32 in zip(grads16, grads32):
         assert float(jnp.linalg.norm(g16 - g32) / jnp.linalg.norm(g32)) < 2e-2
+
+
+def test_gelu_is_the_exact_erf_form():
+    x = np.linspace(-10.0, 10.0, 20001)
+    reference = 0.5 * x * np.array([math.erfc(-v / math.sqrt(2.0)) for v in x])  # float64
+    got = np.asarray(gelu(jnp.asarray(x, jnp.float32)), np.float64)
+    assert np.abs(got - reference).max() < 2e-6
+    assert np.abs(got - reference)[np.abs(x) < 3].max() < 1e-6 * 3
+
+
+@pytest.mark.parametrize("contracted", [1, 2])
+def test_projection_as_a_flat_matmul_equals_the_einsum(contracted):
+    """Projection multiplies flattened views; value and gradients equal the multi-axis einsum."""
+    rng = np.random.default_rng(0)
+    shape, axes, spec = {
+        1: ((32, 4, 8), ("embed", "heads", "kv"), "btd,dhk->bthk"),
+        2: ((4, 8, 32), ("heads", "kv", "embed"), "bthk,hkd->btd"),
+    }[contracted]
+    x = jnp.asarray(rng.normal(size=(2, 5, *shape[:contracted])), jnp.float32)
+    module = Projection(CONFIG, shape, axes, axes[contracted:], contracted=contracted)
+    params = nn.meta.unbox(module.init(jax.random.key(0), x)["params"])
+    params["bias"] = jnp.asarray(rng.normal(size=params["bias"].shape), jnp.float32)
+    target = jnp.asarray(rng.normal(size=(2, 5, *shape[contracted:])), jnp.float32)
+
+    def loss_flat(p, x):
+        return ((module.apply({"params": p}, x) - target) ** 2).sum()
+
+    def loss_einsum(p, x):
+        return ((jnp.einsum(spec, x, p["kernel"]) + p["bias"] - target) ** 2).sum()
+
+    (value, grads), (value_ref, grads_ref) = (
+        jax.value_and_grad(f, argnums=(0, 1))(params, x) for f in (loss_flat, loss_einsum)
+    )
+    np.testing.assert_allclose(value, value_ref, rtol=1e-5)
+    for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_ref)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
 def test_remat_gives_the_same_gradients():
