@@ -312,12 +312,16 @@ class SelfAttention(nn.Module):
 
         # Scores and softmax in float32 (as flax's dot_product_attention with
         # force_fp32_for_softmax), masked keys at the dtype's minimum, dropout on the probabilities.
+        # The batched matmuls run head-major ([batch, heads, length, head_dim] operands): XLA's CPU
+        # runs them about 1.5x faster than on [batch, length, heads, head_dim] (3.5% of a BERT-base
+        # step at length 512), for one transpose of q, k, v and the context each.
         dtype = _dtype(cfg.dtype)
-        scores = einsum("bqhd,bkhd->bhqk", query / jnp.sqrt(head_dim).astype(dtype), key, dtype)
+        query, key, value = (t.transpose(0, 2, 1, 3) for t in (query, key, value))
+        scores = einsum("bhqd,bhkd->bhqk", query / jnp.sqrt(head_dim).astype(dtype), key, dtype)
         scores = jnp.where(allowed, scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
         probs = Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic)
-        context = einsum("bhqk,bkhd->bqhd", probs, value, dtype).astype(dtype)
+        context = einsum("bhqk,bhkd->bhqd", probs, value, dtype).astype(dtype).transpose(0, 2, 1, 3)
         context = nn.with_logical_constraint(context, heads_axes)
         out = Projection(
             cfg,
