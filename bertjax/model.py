@@ -48,7 +48,7 @@ def gelu(x: Array) -> Array:
     """BERT's exact GELU, x * Phi(x), in the erf form of google-research/bert and Hugging Face.
 
     jax.nn.gelu(approximate=False) computes it through erfc, exact far into the negative tail
-    but twice the cost on a CPU (about 2% of a BERT-base step); the two differ by about 1e-6 absolute.
+    but twice the cost on a CPU (2-3% of a BERT-base step); the two differ by about 1e-6 absolute.
     """
     return 0.5 * x * (1.0 + jax.lax.erf(x * np.sqrt(0.5).astype(x.dtype)))
 
@@ -90,8 +90,9 @@ def einsum(spec: str, x: Array, w: Array, dtype: Any) -> Array:
         spec = spec.replace("...", "ABCDEFG"[: x.ndim - len(x_spec) + 3])
     dtype = jnp.dtype(dtype)
     if dtype != jnp.float32 and _batched(spec) and jax.default_backend() == "cpu":
-        # XLA's CPU runtime has no bf16 x bf16 -> f32 kernel for some batched matmul layouts
-        # (attention's backward); those run in float32 there.
+        # Batched (attention) matmuls stay float32 on the CPU: XLA:CPU's bf16 x bf16 -> f32 kernels
+        # for them were no faster over a whole step (head-major operands; A/B at lengths 128 and
+        # 512), and those with a transposed operand in the backward pass are slower.
         dtype = jnp.dtype(jnp.float32)
     if dtype == jnp.float32:
         return jnp.einsum(spec, x.astype(dtype), w.astype(dtype))
@@ -247,7 +248,7 @@ class Projection(nn.Module):
     [heads, kv, embed]), but the product is one 2-D matmul on flattened views, [..., in] x [in, out].
     XLA's CPU matmuls take a transposed 2-D operand as it is, but canonicalise a dot that
     contracts two kernel axes by copying the kernel (or the activation) transposed, in the forward
-    and the backward pass; the flat form saves those copies (about 3% of a BERT-base step on a
+    and the backward pass; the flat form saves those copies (1-3% of a BERT-base step on a
     CPU). Flattening merges a sharded `heads` axis with the unsharded `kv` axis after it, which
     GSPMD shards without communication. The bias is added in float32, then the result is cast to
     the compute dtype.
