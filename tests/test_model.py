@@ -187,8 +187,7 @@ def test_gelu_is_the_exact_erf_form():
     x = np.linspace(-10.0, 10.0, 20001)
     reference = 0.5 * x * np.array([math.erfc(-v / math.sqrt(2.0)) for v in x])  # float64
     got = np.asarray(gelu(jnp.asarray(x, jnp.float32)), np.float64)
-    assert np.abs(got - reference).max() < 2e-6
-    assert np.abs(got - reference)[np.abs(x) < 3].max() < 1e-6 * 3
+    assert np.abs(got - reference).max() < 2e-6  # the tanh approximation is 4.7e-4 away
 
 
 @pytest.mark.parametrize("contracted", [1, 2])
