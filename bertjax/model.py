@@ -242,7 +242,8 @@ class Embeddings(nn.Module):
 
 
 class Projection(nn.Module):
-    """A projection with a bias: x's last `contracted` axes against the kernel's first ones, plus bias.
+    """A projection with a bias: x's last `contracted` axes against the kernel's first ones, plus a
+    bias over the kernel's other axes.
 
     The kernel keeps its real shape and logical axes (attention's [embed, heads, kv] and
     [heads, kv, embed]), but the product is one 2-D matmul on flattened views, [..., in] x [in, out].
@@ -260,19 +261,18 @@ class Projection(nn.Module):
     config: ModelConfig
     kernel_shape: tuple[int, ...]
     kernel_axes: tuple[str | None, ...]
-    bias_axes: tuple[str | None, ...]
     contracted: int = 1
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         cfg = self.config
         kernel = self.param("kernel", _kernel_init(cfg, self.kernel_axes), self.kernel_shape, _dtype(cfg.param_dtype))
-        bias_shape = self.kernel_shape[-len(self.bias_axes) :]
-        bias = self.param("bias", _zeros(self.bias_axes), bias_shape, _dtype(cfg.param_dtype))
+        bias_shape, bias_axes = self.kernel_shape[self.contracted :], self.kernel_axes[self.contracted :]
+        bias = self.param("bias", _zeros(bias_axes), bias_shape, _dtype(cfg.param_dtype))
         lead = x.shape[: x.ndim - self.contracted]
         features_in = math.prod(self.kernel_shape[: self.contracted])
         flat = einsum("...i,io->...o", x.reshape(*lead, features_in), kernel.reshape(features_in, -1), cfg.dtype)
-        out = flat.reshape(*lead, *self.kernel_shape[self.contracted :]) + bias.astype(jnp.float32)
+        out = flat.reshape(*lead, *bias_shape) + bias.astype(jnp.float32)
         return out.astype(_dtype(cfg.dtype))
 
 
@@ -284,7 +284,7 @@ def dense(
     name: str | None = None,
 ) -> Projection:
     """A Dense layer (kernel [in, out], bias [out]) as a Projection."""
-    return Projection(config, (features_in, features), axes, axes[1:], name=name)
+    return Projection(config, (features_in, features), axes, name=name)
 
 
 class SelfAttention(nn.Module):
@@ -301,7 +301,6 @@ class SelfAttention(nn.Module):
             cfg,
             (cfg.hidden_size, heads, head_dim),
             ("embed", "heads", "kv"),
-            ("heads", "kv"),
         )
         query = project(name="query")(x)
         key = project(name="key")(x)
@@ -328,7 +327,6 @@ class SelfAttention(nn.Module):
             cfg,
             (heads, head_dim, cfg.hidden_size),
             ("heads", "kv", "embed"),
-            ("embed",),
             contracted=2,
             name="output",
         )(context)

@@ -199,7 +199,7 @@ def test_projection_as_a_flat_matmul_equals_the_einsum(contracted):
         2: ((4, 8, 32), ("heads", "kv", "embed"), "bthk,hkd->btd"),
     }[contracted]
     x = jnp.asarray(rng.normal(size=(2, 5, *shape[:contracted])), jnp.float32)
-    module = Projection(CONFIG, shape, axes, axes[contracted:], contracted=contracted)
+    module = Projection(CONFIG, shape, axes, contracted=contracted)
     params = nn.meta.unbox(module.init(jax.random.key(0), x)["params"])
     params["bias"] = jnp.asarray(rng.normal(size=params["bias"].shape), jnp.float32)
     target = jnp.asarray(rng.normal(size=(2, 5, *shape[contracted:])), jnp.float32)
