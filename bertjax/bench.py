@@ -1,16 +1,18 @@
 """`make bench`: the speed of bertjax's train steps, side by side with transformers' torch BERT.
 
-    python -m bertjax.bench [--rows=mini-128,base-128,base-512] [--steps=5] [--no-peers] [--out=runs/bench/bench.json]
+    python -m bertjax.bench [--rows=mini-16-128,base-8-128,base-8-512] [--steps=5] [--no-peers] [--out=runs/bench/bench.json]
 
 For each row (model size, batch, sequence length) and each task (pretraining: MLM + NSP;
 fine-tuning: sequence classification) it measures, in a fresh process per measurement so that
 peak memory is the row's own: compile time, the median step time over `--steps` timed steps after
 `--warmup` steps, sequences/s, tokens/s, useful TFLOP/s and their share of a matmul peak measured
-in the same run, and peak memory (device peak on an accelerator, process peak RSS on the CPU; the
+in the same run (and, on a GPU whose datasheet rate is known, of that rate: the MFU), and peak memory (device peak on an accelerator, process peak RSS on the CPU; the
 JSON also has bertjax's compiled memory plan: arguments + scratch + new outputs).
 With the peers (transformers' BertForPreTraining / BertForSequenceClassification with torch
 AdamW, same shapes, same objective, same threads) each row also gets the ratio bertjax / peer.
 It also measures how many pretraining examples per second the input pipeline builds.
+`--attention=einsum,cudnn` measures bertjax once per attention implementation (ModelConfig.attention;
+those other than einsum run without attention dropout, which jax.nn.dot_product_attention lacks).
 
 Useful FLOPs of one training step = 3 x forward FLOPs (backward = 2 x forward), forward per sequence:
     layers x (length x (8 H^2 + 4 H I) + 4 length^2 H)      encoder matmuls + attention scores/values
@@ -37,10 +39,20 @@ from pathlib import Path
 from typing import Any
 
 from bertjax import cli
-from bertjax.config import SIZES
+from bertjax.config import ATTENTION_IMPLEMENTATIONS, SIZES
 
 DEFAULT_ROWS = ("mini-16-128", "base-8-128", "base-8-512")
 VOCAB = 30522
+# Dense (no sparsity) datasheet rates in TFLOP/s by jax device_kind and compute dtype: the MFU's
+# denominator. NVIDIA's H100 SXM and H200 datasheets: 989.4 bf16/fp16 tensor-core, 66.9 fp32.
+DATASHEET_TFLOPS: dict[tuple[str, str], float] = {
+    ("NVIDIA H100 80GB HBM3", "bfloat16"): 989.4,
+    ("NVIDIA H100 80GB HBM3", "float32"): 66.9,
+    ("NVIDIA H200", "bfloat16"): 989.4,
+    ("NVIDIA H200", "float32"): 66.9,
+    ("NVIDIA A100-SXM4-80GB", "bfloat16"): 312.0,
+    ("NVIDIA A100-SXM4-80GB", "float32"): 19.5,
+}
 
 
 def parse_row(row: str) -> tuple[str, int, int]:
@@ -107,7 +119,7 @@ def _timed(step: Any, steps: int, warmup: int) -> list[float]:
 
 
 def measure_bertjax(
-    size: str, batch: int, length: int, task: str, steps: int, warmup: int, dtype: str
+    size: str, batch: int, length: int, task: str, steps: int, warmup: int, dtype: str, attention: str = "einsum"
 ) -> dict[str, Any]:
     import flax.linen as nn
     import jax
@@ -125,6 +137,8 @@ def measure_bertjax(
         num_attention_heads=hidden // 64,
         intermediate_size=4 * hidden,
         dtype=dtype,
+        attention=attention,
+        attention_probs_dropout_prob=0.1 if attention == "einsum" else 0.0,
     )
     mesh_config = MeshConfig()
     mesh = sharding.make_mesh(mesh_config)
@@ -294,9 +308,10 @@ def worker(args: argparse.Namespace) -> None:
         print(json.dumps({"examples_per_second": measure_pipeline(int(row))}))
         return
     size, batch, length = parse_row(row)
-    if kind == "bertjax":
+    if kind.startswith("bertjax"):  # "bertjax" or "bertjax-<attention>"
         cli.use_huge_pages()  # as bertjax's entry points run; the peer keeps glibc's defaults
-        result = measure_bertjax(size, batch, length, task, args.steps, args.warmup, args.dtype)
+        attention = kind.partition("-")[2] or "einsum"
+        result = measure_bertjax(size, batch, length, task, args.steps, args.warmup, args.dtype, attention)
     else:
         result = measure_torch(size, batch, length, task, args.steps, args.warmup, args.dtype)
     print(json.dumps(result))
@@ -316,7 +331,13 @@ def _child(spec: str, args: argparse.Namespace, dtype: str = "float32") -> dict[
 
 
 def summarise(
-    name: str, task: str, row: str, dtype: str, measured: dict[str, Any], peak_flops: float
+    name: str,
+    task: str,
+    row: str,
+    dtype: str,
+    measured: dict[str, Any],
+    peak_flops: float,
+    datasheet_tflops: float | None = None,
 ) -> dict[str, Any]:
     size, batch, length = parse_row(row)
     step = statistics.median(measured["step_times"])
@@ -331,6 +352,8 @@ def summarise(
         "tokens_per_second": batch * length / step,
         "useful_tflops": flops / 1e12,
         "fraction_of_matmul_peak": flops / peak_flops,
+        # model FLOPs utilisation: useful FLOP/s over the device's datasheet rate (None where unknown)
+        "mfu": flops / (datasheet_tflops * 1e12) if datasheet_tflops else None,
         "peak_memory_mib": measured["peak_bytes"] / 2**20,
         # bertjax only: XLA's compiled plan for the step (no allocator, runtime or compiler overhead)
         "compiled_memory_mib": measured["compiled_bytes"] / 2**20 if measured.get("compiled_bytes") else None,
@@ -339,18 +362,31 @@ def summarise(
 
 
 def format_table(records: list[dict[str, Any]]) -> str:
-    header = "| impl | dtype | task | size-batch-length | step (s) | seq/s | tokens/s | useful TFLOP/s | of matmul peak | peak MiB | compile (s) | bertjax / peer |"
-    lines = [header, "|" + "---|" * 12]
-    peers = {(r["task"], r["row"], r["dtype"]): r for r in records if r["impl"] != "bertjax"}
+    header = "| impl | dtype | task | size-batch-length | step (s) | seq/s | tokens/s | useful TFLOP/s | of matmul peak | MFU | peak MiB | compile (s) | bertjax / peer |"
+    lines = [header, "|" + "---|" * 13]
+    peers = {(r["task"], r["row"], r["dtype"]): r for r in records if not r["impl"].startswith("bertjax")}
     for r in records:
-        peer = peers.get((r["task"], r["row"], r["dtype"])) if r["impl"] == "bertjax" else None
+        peer = peers.get((r["task"], r["row"], r["dtype"])) if r["impl"].startswith("bertjax") else None
         ratio = f"{r['seq_per_second'] / peer['seq_per_second']:.2f}x" if peer else ""
+        mfu = f"{r['mfu']:.1%}" if r.get("mfu") is not None else ""
         lines.append(
             f"| {r['impl']} | {r['dtype']} | {r['task']} | {r['row']} | {r['step_seconds']:.3f} | {r['seq_per_second']:.1f} | "
-            f"{r['tokens_per_second']:.0f} | {r['useful_tflops']:.3f} | {r['fraction_of_matmul_peak']:.0%} | "
+            f"{r['tokens_per_second']:.0f} | {r['useful_tflops']:.3f} | {r['fraction_of_matmul_peak']:.0%} | {mfu} | "
             f"{r['peak_memory_mib']:.0f} | {r['compile_seconds']:.1f} | {ratio} |"
         )
     return "\n".join(lines)
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {}
+    for package in ("jax", "jaxlib", "flax", "optax", "torch", "transformers"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -365,6 +401,11 @@ def main(argv: list[str] | None = None) -> None:
         help="compute dtypes, comma-separated: float32, bfloat16 (fp32 params; the peer under torch autocast)",
     )
     parser.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)  # a worker's dtype
+    parser.add_argument(
+        "--attention",
+        default="einsum",
+        help="bertjax's attention implementations, comma-separated: einsum, xla, cudnn (GPU, bf16)",
+    )
     parser.add_argument("--no-peers", action="store_true", help="skip transformers' torch BERT")
     parser.add_argument("--no-pipeline", action="store_true", help="skip the input-pipeline measurement")
     parser.add_argument("--out", default="runs/bench/bench.json")
@@ -379,31 +420,54 @@ def main(argv: list[str] | None = None) -> None:
     for row in rows:
         parse_row(row)
     dtypes = [d for d in args.dtypes.split(",") if d]
-    records, peaks = [], {}
+    attentions = [a for a in args.attention.split(",") if a]
+    for attention in attentions:
+        if attention not in ATTENTION_IMPLEMENTATIONS:
+            parser.error(f"--attention: unknown implementation {attention!r}, expected {ATTENTION_IMPLEMENTATIONS}")
+    impls = [f"bertjax-{a}" if a != "einsum" else "bertjax" for a in attentions]
+    device_kind = jax.devices()[0].device_kind
+    records: list[dict[str, Any]] = []
+    failures: list[dict[str, str]] = []
+    peaks = {}
     for dtype in dtypes:
         peaks[dtype] = _child("peak:-:-", args, dtype)["matmul_flops"]
         print(f"matmul peak: {peaks[dtype] / 1e12:.3f} TFLOP/s ({dtype}, {jax.default_backend()})", flush=True)
+        datasheet = DATASHEET_TFLOPS.get((device_kind, dtype))
         for task in args.tasks.split(","):
             for row in rows:
-                for impl in ["bertjax"] + ([] if args.no_peers else ["torch"]):
-                    measured = _child(f"{impl}:{task}:{row}", args, dtype)
-                    name = "bertjax" if impl == "bertjax" else "transformers-torch"
-                    record = summarise(name, task, row, dtype, measured, peaks[dtype])
+                for impl in impls + ([] if args.no_peers else ["torch"]):
+                    if impl == "bertjax-cudnn" and dtype == "float32":
+                        continue  # cuDNN's fused attention takes bf16/fp16 only
+                    try:
+                        measured = _child(f"{impl}:{task}:{row}", args, dtype)
+                    except RuntimeError as error:  # one failed measurement (out of memory, say) keeps the others
+                        failures.append({"impl": impl, "task": task, "row": row, "dtype": dtype, "error": str(error)})
+                        print(f"FAILED {impl} {dtype} {task} {row}: {str(error)[-800:]}", flush=True)
+                        continue
+                    name = impl if impl.startswith("bertjax") else "transformers-torch"
+                    record = summarise(name, task, row, dtype, measured, peaks[dtype], datasheet)
                     records.append(record)
+                    mfu = f", MFU {record['mfu']:.1%}" if record["mfu"] is not None else ""
                     print(
-                        f"{name:>18} {dtype:8s} {task:8s} {row:12s} {record['seq_per_second']:8.1f} seq/s", flush=True
+                        f"{name:>18} {dtype:8s} {task:8s} {row:12s} {record['seq_per_second']:8.1f} seq/s, "
+                        f"{record['useful_tflops']:.3f} TFLOP/s = {record['fraction_of_matmul_peak']:.0%} of peak{mfu}, "
+                        f"{record['peak_memory_mib']:.0f} MiB, compile {record['compile_seconds']:.1f} s",
+                        flush=True,
                     )
     result: dict[str, Any] = {
         "date": date.today().isoformat(),
-        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, backend {jax.default_backend()}, "
-        f"{jax.devices()[0].device_kind}",
+        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, backend {jax.default_backend()}, {device_kind}",
+        "versions": _versions(),
         "matmul_peak_tflops": {dtype: peak / 1e12 for dtype, peak in peaks.items()},
         "rows": records,
+        "failures": failures,
     }
     if not args.no_pipeline:
         batch = parse_row(rows[0])[1]
         pipeline = _child(f"pipeline:-:{batch}", args)["examples_per_second"]
-        consumed = max(r["seq_per_second"] for r in records if r["impl"] == "bertjax" and r["task"] == "pretrain")
+        consumed = max(
+            r["seq_per_second"] for r in records if r["impl"].startswith("bertjax") and r["task"] == "pretrain"
+        )
         result["pipeline_examples_per_second"] = pipeline
         result["pipeline_over_fastest_step"] = pipeline / consumed
         print(f"input pipeline: {pipeline:.0f} examples/s = {pipeline / consumed:.1f}x the fastest pretraining step")
@@ -413,6 +477,11 @@ def main(argv: list[str] | None = None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({**result, "table": table}, indent=2))
     print(f"written: {out}")
+    if failures:
+        sys.exit(
+            f"{len(failures)} measurement(s) failed: "
+            + ", ".join(f"{f['impl']}:{f['task']}:{f['row']}" for f in failures)
+        )
 
 
 if __name__ == "__main__":

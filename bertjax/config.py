@@ -54,6 +54,7 @@ DEFAULT_LOGICAL_AXIS_RULES: tuple[tuple[str, str | None], ...] = (
 
 # Activation memory for compute: what each encoder layer keeps for the backward pass.
 REMAT_POLICIES = ("none", "full", "dots")
+ATTENTION_IMPLEMENTATIONS = ("einsum", "xla", "cudnn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +76,11 @@ class ModelConfig:
     dtype: str = "float32"  # compute dtype, e.g. "bfloat16"
     param_dtype: str = "float32"
     remat: str = "none"  # per-layer rematerialisation: "none", "full" or "dots" (keep matmul outputs)
+    # "einsum": bertjax's own attention (float32 softmax, dropout on the probabilities). "xla" or
+    # "cudnn": jax.nn.dot_product_attention with that implementation ("cudnn": fused attention on an
+    # NVIDIA GPU in bfloat16/float16). jax's function has no dropout, so both need
+    # attention_probs_dropout_prob=0.
+    attention: str = "einsum"
 
     @property
     def head_dim(self) -> int:
@@ -358,6 +364,14 @@ def model_config_from_dict(cd: ml_collections.ConfigDict | dict, prefix: str = "
     _check_choice(prefix + "param_dtype", model.param_dtype, ("float32", "bfloat16"))
     _check_choice(prefix + "hidden_act", model.hidden_act, ("gelu", "gelu_new", "relu"))
     _check_choice(prefix + "remat", model.remat, tuple(REMAT_POLICIES))
+    _check_choice(prefix + "attention", model.attention, ATTENTION_IMPLEMENTATIONS)
+    if model.attention != "einsum" and model.attention_probs_dropout_prob:
+        raise ConfigError(
+            f"config key {prefix}attention={model.attention!r} has no attention dropout: "
+            f"set {prefix}attention_probs_dropout_prob=0 (it is {model.attention_probs_dropout_prob})"
+        )
+    if model.attention == "cudnn" and model.dtype == "float32":
+        raise ConfigError(f"config key {prefix}attention='cudnn' needs {prefix}dtype bfloat16 or float16")
     return model
 
 

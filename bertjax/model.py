@@ -310,19 +310,11 @@ class SelfAttention(nn.Module):
         key = nn.with_logical_constraint(key, heads_axes)
         value = nn.with_logical_constraint(value, heads_axes)
 
-        # Scores and softmax in float32 (as flax's dot_product_attention with
-        # force_fp32_for_softmax), masked keys at the dtype's minimum, dropout on the probabilities.
-        # The batched matmuls run head-major ([batch, heads, length, head_dim] operands): XLA's CPU
-        # runs them about 1.5x faster than on [batch, length, heads, head_dim] (3.5% of a BERT-base
-        # step at length 512), for one transpose of q, k, v and the context each.
-        dtype = _dtype(cfg.dtype)
-        query, key, value = (t.transpose(0, 2, 1, 3) for t in (query, key, value))
-        scores = einsum("bhqd,bhkd->bhqk", query / jnp.sqrt(head_dim).astype(dtype), key, dtype)
-        scores = jnp.where(allowed, scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
-        probs = Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic)
-        context = einsum("bhqk,bhkd->bhqd", probs, value, dtype).astype(dtype).transpose(0, 2, 1, 3)
-        context = nn.with_logical_constraint(context, heads_axes)
+        if cfg.attention == "einsum":
+            context = self.einsum_attention(query, key, value, allowed, deterministic)
+        else:  # jax's fused attention ("cudnn") or its XLA reference ("xla"); no dropout (see ModelConfig)
+            context = jax.nn.dot_product_attention(query, key, value, mask=allowed, implementation=cfg.attention)
+        context = nn.with_logical_constraint(context.astype(_dtype(cfg.dtype)), heads_axes)
         out = Projection(
             cfg,
             (heads, head_dim, cfg.hidden_size),
@@ -331,6 +323,24 @@ class SelfAttention(nn.Module):
             name="output",
         )(context)
         return nn.with_logical_constraint(out, BATCH_LENGTH_EMBED)
+
+    def einsum_attention(self, query: Array, key: Array, value: Array, allowed: Array, deterministic: bool) -> Array:
+        """Softmax attention over [batch, length, heads, head_dim] operands, dropout on the probabilities.
+
+        Scores and softmax in float32 (as flax's dot_product_attention with force_fp32_for_softmax),
+        masked keys at float32's minimum. The batched matmuls run head-major ([batch, heads, length,
+        head_dim] operands): XLA's CPU runs them about 1.5x faster than on [batch, length, heads,
+        head_dim] (3.5% of a BERT-base step at length 512), for one transpose of q, k, v and the
+        context each.
+        """
+        cfg = self.config
+        dtype = _dtype(cfg.dtype)
+        query, key, value = (t.transpose(0, 2, 1, 3) for t in (query, key, value))
+        scores = einsum("bhqd,bhkd->bhqk", query / jnp.sqrt(cfg.head_dim).astype(dtype), key, dtype)
+        scores = jnp.where(allowed, scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
+        probs = Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic)
+        return einsum("bhqk,bhkd->bhqd", probs, value, dtype).transpose(0, 2, 1, 3)
 
 
 class EncoderLayer(nn.Module):

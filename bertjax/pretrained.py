@@ -331,11 +331,11 @@ def write_hf(pretrained: Pretrained, destination: str | Path) -> Path:
 # --------------------------------------------------------------------------------------------
 # Initialising a model from a checkpoint
 
-RUN_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dtype", "param_dtype", "remat")
+RUN_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dtype", "param_dtype", "remat", "attention")
 
 
 def model_config_for_run(checkpoint: Pretrained, run_model: ModelConfig) -> ModelConfig:
-    """The checkpoint's shape with the run's dropout, dtypes and rematerialisation."""
+    """The checkpoint's shape with the run's dropout, dtypes, rematerialisation and attention."""
     return dataclasses.replace(checkpoint.config, **{k: getattr(run_model, k) for k in RUN_FIELDS})
 
 

@@ -25,16 +25,29 @@ def test_bench_runs_on_a_tiny_size(tmp_path):
     out = tmp_path / "bench.json"
     command = [sys.executable, "-m", "bertjax.bench", "--rows=tiny-4-32", "--steps=2", "--warmup=1", f"--out={out}"]
     command.append("--dtypes=bfloat16")  # the float32 path is the same code without autocast / custom VJP
+    command.append("--attention=einsum,xla")  # bertjax once per attention implementation
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
     rows = {(r["impl"], r["task"], r["dtype"]) for r in report["rows"]}
-    impls, tasks, dtypes = ("bertjax", "transformers-torch"), ("pretrain", "finetune"), ("bfloat16",)
+    impls, tasks, dtypes = ("bertjax", "bertjax-xla", "transformers-torch"), ("pretrain", "finetune"), ("bfloat16",)
     assert rows == {(i, t, d) for i in impls for t in tasks for d in dtypes}
     for r in report["rows"]:
         assert r["seq_per_second"] > 0 and r["peak_memory_mib"] > 0 and 0 < r["fraction_of_matmul_peak"]
-        if r["impl"] == "bertjax":  # XLA's plan holds at least the parameters; the process holds more
+        assert r["mfu"] is None  # no datasheet rate for a CPU
+        if r["impl"].startswith("bertjax"):  # XLA's plan holds at least the parameters; the process holds more
             assert 0 < r["compiled_memory_mib"] < r["peak_memory_mib"]
     assert report["matmul_peak_tflops"]["bfloat16"] > 0
     assert report["pipeline_examples_per_second"] > 0
     assert "bertjax / peer" in report["table"] and "x |" in report["table"]
+    assert report["failures"] == []
+
+
+def test_mfu_is_useful_flops_over_the_datasheet_rate():
+    measured = {"step_times": [0.2, 0.1, 0.3], "peak_bytes": 2**30, "compile_seconds": 1.0}
+    record = bench.summarise("bertjax", "pretrain", "base-8-128", "bfloat16", measured, 500e12, 1000.0)
+    flops = bench.useful_flops("base", 8, 128, "pretrain") / 0.2
+    assert record["step_seconds"] == 0.2
+    assert abs(record["mfu"] - flops / 1000e12) < 1e-12
+    assert abs(record["fraction_of_matmul_peak"] - flops / 500e12) < 1e-12
+    assert bench.DATASHEET_TFLOPS[("NVIDIA H100 80GB HBM3", "bfloat16")] == 989.4

@@ -237,3 +237,67 @@ def test_remat_gives_the_same_gradients():
         recomputed = grads(dataclasses.replace(CONFIG, remat=remat))
         for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(recomputed)):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def _packed_batch(rng: np.random.Generator, config: ModelConfig):
+    """Rows of one example, of two packed examples, and padding: every mask the encoder sees."""
+    ids, types, mask, positions = _random_batch(rng, 3, 16, 5, config.vocab_size)
+    mask[1] = np.where(np.arange(16) < 9, 1, 2) * (mask[1] > 0)  # two examples packed in one row
+    return ids, types, mask, positions
+
+
+def _value_and_grads(config: ModelConfig, params, batch, dropout: bool = True):
+    ids, types, mask, positions = batch
+
+    def loss(p):
+        mlm, nsp = BertForPreTraining(config).apply(
+            {"params": p}, ids, types, mask, positions, not dropout, rngs={"dropout": jax.random.key(1)}
+        )
+        return mlm.astype(jnp.float32).mean() + nsp.astype(jnp.float32).mean()
+
+    return jax.value_and_grad(loss)(params)
+
+
+def test_dot_product_attention_equals_the_einsum_attention():
+    """jax.nn.dot_product_attention (its XLA implementation, the cuDNN path's reference) under
+    bertjax's padding and packing masks gives the einsum attention's loss and gradients
+    (hidden dropout on; both without attention dropout)."""
+    config = dataclasses.replace(CONFIG, attention_probs_dropout_prob=0.0)
+    batch = _packed_batch(np.random.default_rng(0), config)
+    params = _init(config)
+    value, grads = _value_and_grads(config, params, batch)
+    value_xla, grads_xla = _value_and_grads(dataclasses.replace(config, attention="xla"), params, batch)
+    np.testing.assert_allclose(value_xla, value, rtol=1e-6)
+    for got, want in zip(jax.tree.leaves(grads_xla), jax.tree.leaves(grads)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.skipif(jax.default_backend() != "gpu", reason="cuDNN attention needs an NVIDIA GPU")
+def test_cudnn_attention_matches_the_einsum_attention_in_bfloat16():
+    config = dataclasses.replace(
+        CONFIG, hidden_size=256, num_attention_heads=4, intermediate_size=512, attention_probs_dropout_prob=0.0
+    )
+    config = dataclasses.replace(config, dtype="bfloat16")
+    batch = _packed_batch(np.random.default_rng(0), config)
+    params = _init(config)
+    value, grads = _value_and_grads(config, params, batch, dropout=False)
+    value_cudnn, grads_cudnn = _value_and_grads(dataclasses.replace(config, attention="cudnn"), params, batch, False)
+    np.testing.assert_allclose(value_cudnn, value, rtol=1e-2)
+    for got, want in zip(jax.tree.leaves(grads_cudnn), jax.tree.leaves(grads)):
+        relative = np.linalg.norm(np.asarray(got - want, np.float64)) / (
+            np.linalg.norm(np.asarray(want, np.float64)) + 1e-12
+        )
+        assert relative < 3e-2, relative
+
+
+def test_attention_config_errors():
+    from bertjax.config import model_config_from_dict
+    from bertjax.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.attention='flash'"):
+        model_config_from_dict({"attention": "flash"})
+    with pytest.raises(ConfigError, match="attention_probs_dropout_prob=0"):
+        model_config_from_dict({"attention": "xla"})
+    with pytest.raises(ConfigError, match="needs model.dtype bfloat16"):
+        model_config_from_dict({"attention": "cudnn", "attention_probs_dropout_prob": 0.0})
+    assert model_config_from_dict({"attention": "cudnn", "attention_probs_dropout_prob": 0.0, "dtype": "bfloat16"})
