@@ -283,11 +283,17 @@ def test_cudnn_attention_matches_the_einsum_attention_in_bfloat16():
     value, grads = _value_and_grads(config, params, batch, dropout=False)
     value_cudnn, grads_cudnn = _value_and_grads(dataclasses.replace(config, attention="cudnn"), params, batch, False)
     np.testing.assert_allclose(value_cudnn, value, rtol=1e-2)
-    for got, want in zip(jax.tree.leaves(grads_cudnn), jax.tree.leaves(grads)):
-        relative = np.linalg.norm(np.asarray(got - want, np.float64)) / (
-            np.linalg.norm(np.asarray(want, np.float64)) + 1e-12
+    # Each leaf within 3% of its norm, measured against a floor of 1e-3 of the whole gradient's norm:
+    # the key bias's gradient is zero in exact arithmetic (softmax ignores a constant added to every
+    # score of a row), so both sides hold only rounding there (norms ~5e-7; seen on an H100).
+    norm = np.sqrt(sum(np.sum(np.square(np.asarray(g, np.float64))) for g in jax.tree.leaves(grads)))
+    for path, got, want in zip(
+        jax.tree_util.tree_flatten_with_path(grads_cudnn)[0], *map(jax.tree.leaves, (grads_cudnn, grads))
+    ):
+        error = np.linalg.norm(np.asarray(got - want, np.float64))
+        assert error < 3e-2 * max(np.linalg.norm(np.asarray(want, np.float64)), 1e-3 * norm), jax.tree_util.keystr(
+            path[0]
         )
-        assert relative < 3e-2, relative
 
 
 def test_attention_config_errors():
