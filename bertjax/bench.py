@@ -272,8 +272,9 @@ def measure_matmul_peak(dtype: str, repeats: int = 5) -> float:
     return best
 
 
-def measure_pipeline(batch: int, seconds: float = 5.0) -> float:
-    """Pretraining examples per second built by the input pipeline (grain threads, read-time masking)."""
+def measure_pipeline(batch: int, processes: int = 0, seconds: float = 5.0) -> float:
+    """Pretraining examples per second built by the input pipeline (read-time masking): 2 grain
+    threads, or with `processes` > 0 that many loader processes of one thread each."""
     import tempfile
 
     from bertjax.config import DataConfig
@@ -289,13 +290,16 @@ def measure_pipeline(batch: int, seconds: float = 5.0) -> float:
     with tempfile.TemporaryDirectory() as cache:
         prepared = pretraining.prepare(config, tokenizer, cache)
         examples = pretraining.load_split(prepared, "train", config, tokenizer)
-        iterator = pretraining.batch_iterator(examples, 0, 10**9, batch, num_threads=2)
-        next(iterator)
+        threads = 1 if processes else 2
+        iterator = pretraining.batch_iterator(examples, 0, 10**9, batch, threads, num_processes=processes)
+        next(iterator)  # the processes' start-up is not counted
         count, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
             next(iterator)
             count += batch
-        return count / (time.perf_counter() - start)
+        rate = count / (time.perf_counter() - start)
+        iterator.close()
+        return rate
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -304,8 +308,8 @@ def worker(args: argparse.Namespace) -> None:
     if kind == "peak":
         print(json.dumps({"matmul_flops": measure_matmul_peak(args.dtype)}))
         return
-    if kind == "pipeline":
-        print(json.dumps({"examples_per_second": measure_pipeline(int(row))}))
+    if kind == "pipeline":  # pipeline:<processes>:<batch>
+        print(json.dumps({"examples_per_second": measure_pipeline(int(row), int(task))}))
         return
     size, batch, length = parse_row(row)
     if kind.startswith("bertjax"):  # "bertjax" or "bertjax-<attention>"
@@ -462,15 +466,29 @@ def main(argv: list[str] | None = None) -> None:
         "rows": records,
         "failures": failures,
     }
-    if not args.no_pipeline:
-        batch = parse_row(rows[0])[1]
-        pipeline = _child(f"pipeline:-:{batch}", args)["examples_per_second"]
-        consumed = max(
-            r["seq_per_second"] for r in records if r["impl"].startswith("bertjax") and r["task"] == "pretrain"
+    pretraining_records = [r for r in records if r["impl"].startswith("bertjax") and r["task"] == "pretrain"]
+    if not args.no_pipeline and pretraining_records:
+        # At the batch of the fastest pretraining row: 2 threads (the default loader), then one loader
+        # process per CPU (data.num_processes).
+        fastest = max(pretraining_records, key=lambda r: r["seq_per_second"])
+        batch, consumed = parse_row(fastest["row"])[1], fastest["seq_per_second"]
+        processes = os.cpu_count() or 1
+        pipeline = _child(f"pipeline:0:{batch}", args)["examples_per_second"]
+        pipeline_processes = _child(f"pipeline:{processes}:{batch}", args)["examples_per_second"]
+        result |= {
+            "pipeline_batch": batch,
+            "pipeline_examples_per_second": pipeline,
+            "pipeline_over_fastest_step": pipeline / consumed,
+            "pipeline_processes": processes,
+            "pipeline_processes_examples_per_second": pipeline_processes,
+            "pipeline_processes_over_fastest_step": pipeline_processes / consumed,
+        }
+        print(
+            f"input pipeline at batch {batch}: {pipeline:.0f} examples/s with 2 threads = {pipeline / consumed:.1f}x "
+            f"the fastest pretraining step; {pipeline_processes:.0f} with {processes} processes = "
+            f"{pipeline_processes / consumed:.1f}x",
+            flush=True,
         )
-        result["pipeline_examples_per_second"] = pipeline
-        result["pipeline_over_fastest_step"] = pipeline / consumed
-        print(f"input pipeline: {pipeline:.0f} examples/s = {pipeline / consumed:.1f}x the fastest pretraining step")
     table = format_table(records)
     print(table)
     out = Path(args.out)

@@ -123,7 +123,10 @@ class DataConfig:
     dupe_factor: int = 1
     pack_examples: int = 1  # > 1: up to this many examples share a row (attention kept within each)
     seed: int = 12345
-    num_threads: int = 2  # loader threads that build batches ahead of the step
+    num_threads: int = 2  # loader threads that build batches ahead of the step (per process, below)
+    # > 0: that many loader processes (grain's mp_prefetch), each building whole batches with its
+    # threads; for hosts whose accelerators outrun threads that share one Python interpreter.
+    num_processes: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -460,6 +463,10 @@ def validate_data(data: DataConfig, model: ModelConfig) -> None:
         raise ConfigError(f"config key data.dupe_factor={data.dupe_factor} must be >= 1")
     if not 1 <= data.pack_examples <= 16:
         raise ConfigError(f"config key data.pack_examples={data.pack_examples} must be in [1, 16]")
+    if data.num_threads < 1 or data.num_processes < 0:
+        raise ConfigError(
+            f"config keys data.num_threads={data.num_threads} (>= 1) and data.num_processes={data.num_processes} (>= 0)"
+        )
     _check_choice("data.corpus_format", data.corpus_format, ("sentences", "paragraphs"))
     _check_choice("data.masking", data.masking, ("static", "dynamic"))
     if not data.train_files and not data.tfds_name:

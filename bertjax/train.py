@@ -386,6 +386,7 @@ def pretrain(config: PretrainConfig, workdir: str | Path) -> dict[str, float]:
         jax.process_index(),
         jax.process_count(),
         offset=examples_offset,
+        num_processes=data_cfg.num_processes,
     )
     progress_bar = reporting.progress_bar(first_step, train_cfg.num_train_steps, enabled=is_main)
     eval_metrics: dict[str, float] = {}
@@ -443,6 +444,7 @@ def pretrain(config: PretrainConfig, workdir: str | Path) -> dict[str, float]:
                 stopped_at = done
                 break
     progress_bar.close()
+    batches.close()  # ends the loader's threads or processes
     manager.wait_until_finished()
     manager.close()
     if stopped_at is not None:

@@ -63,6 +63,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     data.dupe_factor = 1  # copies of the corpus with different pairings (google uses 10 with static masks)
     data.seed = 12345
     data.num_threads = 2  # threads building batches ahead of the train step
+    data.num_processes = 0  # > 0: loader processes instead (a GPU host: about one per two cores)
 
     config.optim = optim = ml_collections.ConfigDict()
     optim.optimizer = "adamw"  # "adamw" or "lamb"

@@ -38,7 +38,7 @@ def test_bench_runs_on_a_tiny_size(tmp_path):
         if r["impl"].startswith("bertjax"):  # XLA's plan holds at least the parameters; the process holds more
             assert 0 < r["compiled_memory_mib"] < r["peak_memory_mib"]
     assert report["matmul_peak_tflops"]["bfloat16"] > 0
-    assert report["pipeline_examples_per_second"] > 0
+    assert report["pipeline_examples_per_second"] > 0 and report["pipeline_processes_examples_per_second"] > 0
     assert "bertjax / peer" in report["table"] and "x |" in report["table"]
     assert report["failures"] == []
 

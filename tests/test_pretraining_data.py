@@ -150,6 +150,23 @@ def test_batch_iterator_matches_direct_batches(prepared, tokenizer, news_config)
     iterator = pretraining.batch_iterator(source, 3, 6, 4, num_threads=2)
     for step in range(3, 6):
         np.testing.assert_array_equal(next(iterator)["input_ids"], source.batch(step, 4)["input_ids"])
+    iterator.close()
+
+
+def test_loader_processes_give_the_threads_batches(prepared, tokenizer, news_config):
+    """Two spawned loader processes hand out the same batches, in step order, as the threads."""
+    source = pretraining.load_split(prepared, "train", news_config, tokenizer)
+    threads = pretraining.batch_iterator(source, 2, 7, 4, num_threads=2)
+    processes = pretraining.batch_iterator(source, 2, 7, 4, num_threads=1, num_processes=2)
+    for _ in range(2, 7):
+        expected, got = next(threads), next(processes)
+        assert expected.keys() == got.keys()
+        for key in expected:
+            np.testing.assert_array_equal(got[key], expected[key])
+    for iterator in (threads, processes):
+        with pytest.raises(StopIteration):
+            next(iterator)
+        iterator.close()
 
 
 def test_corpus_formats(tmp_path):

@@ -41,6 +41,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from absl import flags
 import grain
 import numpy as np
 import tokenizers
@@ -520,8 +521,14 @@ def batch_iterator(
     process_index: int = 0,
     process_count: int = 1,
     offset: int = 0,
+    num_processes: int = 0,
 ) -> Iterator[Example]:
-    """This host's batches for steps first_step .. num_steps - 1, in order, built ahead on threads."""
+    """This host's batches for steps first_step .. num_steps - 1, in order, built ahead on threads,
+    or with `num_processes` > 0 in that many processes (each with `num_threads` threads).
+
+    A batch is a pure function of its step, so the processes (spawned; grain hands worker k the
+    steps k, k + n, ...) give the same batches in the same order as the threads.
+    """
     make_batch = functools.partial(
         _batch_of_step,
         examples=examples,
@@ -532,7 +539,12 @@ def batch_iterator(
     )
     steps = grain.MapDataset.range(first_step, num_steps).map(make_batch)
     threads = max(1, num_threads)
-    return iter(steps.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads)))
+    batches = steps.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads))
+    if num_processes > 0:
+        if not flags.FLAGS.is_parsed():  # grain's workers read its absl flags (an absl app has parsed them)
+            flags.FLAGS.mark_as_parsed()
+        batches = batches.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_processes, per_worker_buffer_size=2))
+    return iter(batches)
 
 
 def _batch_of_step(step: int, *, examples: PretrainingExamples, **kwargs: Any) -> Example:
