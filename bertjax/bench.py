@@ -29,6 +29,7 @@ import functools
 import json
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -119,7 +120,15 @@ def _timed(step: Any, steps: int, warmup: int) -> list[float]:
 
 
 def measure_bertjax(
-    size: str, batch: int, length: int, task: str, steps: int, warmup: int, dtype: str, attention: str = "einsum"
+    size: str,
+    batch: int,
+    length: int,
+    task: str,
+    steps: int,
+    warmup: int,
+    dtype: str,
+    attention: str = "einsum",
+    profile_steps: int = 0,
 ) -> dict[str, Any]:
     import flax.linen as nn
     import jax
@@ -181,6 +190,7 @@ def measure_bertjax(
             jax.block_until_ready(metrics)
 
         times = _timed(one_step, steps, warmup)
+        profile = _profile(one_step, profile_steps, compiled.as_text()) if profile_steps else None
     memory = compiled.memory_analysis()
     compiled_bytes = None
     if memory is not None:  # what XLA plans for one step: arguments, scratch, and outputs not aliased to inputs
@@ -191,7 +201,72 @@ def measure_bertjax(
         "step_times": times,
         "peak_bytes": _peak_bytes(jax),
         "compiled_bytes": compiled_bytes,
+        "profile": profile,
     }
+
+
+def _profile(step: Any, steps: int, hlo: str) -> list[dict[str, Any]]:
+    """The step's ops by device time, from a jax.profiler trace of `steps` more steps, each with
+    the jax operation it came from (`hlo`: the compiled step's HLO text)."""
+    import tempfile
+
+    import jax
+
+    with tempfile.TemporaryDirectory() as directory:
+        with jax.profiler.trace(directory):
+            for _ in range(steps):
+                step()
+        (path,) = Path(directory).rglob("*.xplane.pb")
+        return op_times(path, steps, hlo_sources(hlo))
+
+
+def hlo_sources(hlo: str) -> dict[str, str]:
+    """HLO instruction name -> the jax op_name of its metadata (its module path in the model)."""
+    pattern = re.compile(r'^\s*(?:ROOT\s+)?%?([\w.\-]+) = .*?metadata=\{[^}]*?op_name="([^"]*)"', re.MULTILINE)
+    return {name: source for name, source in pattern.findall(hlo)}
+
+
+def op_times(xspace: Path, steps: int, sources: dict[str, str] | None = None, top: int = 25) -> list[dict[str, Any]]:
+    """The `top` ops of a profiler trace (an .xplane.pb) by total time, per step: name, launches,
+    milliseconds, share of all op time, and the jax op it came from (`sources`, by HLO name).
+
+    On a GPU the ops are the device plane's "XLA Ops" line (HLO ops; their kernels on the stream
+    lines when that line is absent). On the CPU they are the events of XLA's threads, so an op
+    that runs on both cores counts the time of each: thread time, not wall time.
+    """
+    from jax.profiler import ProfileData
+
+    data = ProfileData.from_file(str(xspace))
+    devices = [plane for plane in data.planes if plane.name.startswith("/device:")]
+    totals: dict[str, list[float]] = {}
+    for plane in devices or [plane for plane in data.planes if plane.name == "/host:CPU"]:
+        lines = list(plane.lines)
+        if devices:
+            chosen = [line for line in lines if line.name == "XLA Ops"] or [
+                line for line in lines if line.name.startswith("Stream")
+            ]
+        else:
+            chosen = [line for line in lines if line.name.startswith("tf_XLA")]
+        for line in chosen:
+            for event in line.events:
+                if not devices and "hlo_op" not in dict(event.stats):  # thread-pool bookkeeping
+                    continue
+                entry = totals.setdefault(event.name, [0, 0.0])
+                entry[0] += 1
+                entry[1] += event.duration_ns
+    everything = sum(ns for _, ns in totals.values()) or 1.0
+    ranked = sorted(totals.items(), key=lambda item: -item[1][1])[:top]
+    sources = sources or {}
+    return [
+        {
+            "op": name,
+            "source": sources.get(name, ""),
+            "launches": count / steps,
+            "ms": ns / steps / 1e6,
+            "share": ns / everything,
+        }
+        for name, (count, ns) in ranked
+    ]
 
 
 def _peak_bytes(jax_module: Any = None) -> int:
@@ -315,7 +390,9 @@ def worker(args: argparse.Namespace) -> None:
     if kind.startswith("bertjax"):  # "bertjax" or "bertjax-<attention>"
         cli.use_huge_pages()  # as bertjax's entry points run; the peer keeps glibc's defaults
         attention = kind.partition("-")[2] or "einsum"
-        result = measure_bertjax(size, batch, length, task, args.steps, args.warmup, args.dtype, attention)
+        result = measure_bertjax(
+            size, batch, length, task, args.steps, args.warmup, args.dtype, attention, args.profile
+        )
     else:
         result = measure_torch(size, batch, length, task, args.steps, args.warmup, args.dtype)
     print(json.dumps(result))
@@ -323,7 +400,7 @@ def worker(args: argparse.Namespace) -> None:
 
 def _child(spec: str, args: argparse.Namespace, dtype: str = "float32") -> dict[str, Any]:
     command = [sys.executable, "-m", "bertjax.bench", f"--worker={spec}", f"--steps={args.steps}"]
-    command += [f"--warmup={args.warmup}", f"--dtype={dtype}"]
+    command += [f"--warmup={args.warmup}", f"--dtype={dtype}", f"--profile={args.profile}"]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"benchmark {spec} failed:\n{result.stderr[-2000:]}")
@@ -411,6 +488,9 @@ def main(argv: list[str] | None = None) -> None:
         help="bertjax's attention implementations, comma-separated: einsum, xla, cudnn (GPU, bf16)",
     )
     parser.add_argument("--no-peers", action="store_true", help="skip transformers' torch BERT")
+    parser.add_argument(
+        "--profile", type=int, default=0, help="trace this many more bertjax steps and print their top ops by time"
+    )
     parser.add_argument("--no-pipeline", action="store_true", help="skip the input-pipeline measurement")
     parser.add_argument("--out", default="runs/bench/bench.json")
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
@@ -450,6 +530,8 @@ def main(argv: list[str] | None = None) -> None:
                         continue
                     name = impl if impl.startswith("bertjax") else "transformers-torch"
                     record = summarise(name, task, row, dtype, measured, peaks[dtype], datasheet)
+                    if measured.get("profile"):
+                        record["profile"] = measured["profile"]
                     records.append(record)
                     mfu = f", MFU {record['mfu']:.1%}" if record["mfu"] is not None else ""
                     print(
@@ -458,6 +540,12 @@ def main(argv: list[str] | None = None) -> None:
                         f"{record['peak_memory_mib']:.0f} MiB, compile {record['compile_seconds']:.1f} s",
                         flush=True,
                     )
+                    for op in record.get("profile") or []:
+                        print(
+                            f"    {op['ms']:9.3f} ms {op['share']:6.1%} x{op['launches']:<4g} {op['op'][:40]:40s} "
+                            f"{op['source'][-90:]}",
+                            flush=True,
+                        )
     result: dict[str, Any] = {
         "date": date.today().isoformat(),
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, backend {jax.default_backend()}, {device_kind}",

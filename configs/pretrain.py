@@ -35,6 +35,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     model.dtype = "float32"  # compute dtype: float32 or bfloat16
     model.param_dtype = "float32"  # parameter (and optimizer state) dtype
     model.remat = "none"  # "full" or "dots": recompute layer activations in the backward pass (less memory)
+    # "einsum" (with attention dropout), or jax.nn.dot_product_attention: "cudnn" (fused, NVIDIA GPU,
+    # bf16) or "xla"; those two need attention_probs_dropout_prob = 0
+    model.attention = "einsum"
 
     config.data = data = ml_collections.ConfigDict()
     data.train_files = "data/samples/news.txt"  # comma-separated glob patterns of text files

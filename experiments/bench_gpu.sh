@@ -3,10 +3,12 @@
 # transformers installed there; no virtualenv, no network): bertjax with its einsum attention and
 # with cuDNN's fused attention, beside transformers' torch BertForPreTraining under bf16 autocast.
 #
-#   experiments/bench_gpu.sh [OUT_DIR]        ROWS=..., STEPS=..., DEADLINE=seconds override
+#   experiments/bench_gpu.sh [OUT_DIR]        ROWS=..., STEPS=..., PROFILE=..., DEADLINE=seconds override
 #
 # Each row is its own `python -m bertjax.bench` run (its own matmul peak, its own JSON under
-# OUT_DIR), so a row that fails or outlasts DEADLINE leaves the others' results in place.
+# OUT_DIR), so a row that fails or outlasts DEADLINE leaves the others' results in place. Each
+# bertjax step is also traced (PROFILE steps, default 2): the JSON holds its top ops by GPU time,
+# each with the model module it came from; the console shows only the summary lines.
 set -uo pipefail
 out=${1:-runs/bench-gpu}
 rows=${ROWS:-base-256-128 large-128-128 base-64-512 base-8-128}
@@ -21,6 +23,6 @@ for row in $rows; do
   left=$((deadline - SECONDS))
   if ((left < 60)); then echo "skipped $row: deadline"; continue; fi
   timeout "$left" python3 -m bertjax.bench --rows="$row" --tasks="${TASKS:-pretrain}" --dtypes=bfloat16 \
-    --attention=einsum,cudnn --steps="${STEPS:-10}" --warmup=3 --no-pipeline --out="$out/bench-$row.json" \
-    2>&1 | grep -vE "^\s*$" | tail -14
+    --attention=einsum,cudnn --steps="${STEPS:-10}" --warmup=3 --profile="${PROFILE:-2}" --no-pipeline \
+    --out="$out/bench-$row.json" 2>&1 | grep -vE "^\s*$|^    " | tail -14
 done

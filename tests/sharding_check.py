@@ -7,6 +7,7 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import dataclasses  # noqa: E402
 import functools  # noqa: E402
 import json  # noqa: E402
 import tempfile  # noqa: E402
@@ -69,10 +70,10 @@ def bytes_per_device(tree: object) -> tuple[int, int]:
     return total, on_first
 
 
-def run(devices: list[int] | None, mesh_config: MeshConfig) -> dict[str, object]:
+def run(devices: list[int] | None, mesh_config: MeshConfig, model_config: ModelConfig = MODEL) -> dict[str, object]:
     devs = [jax.devices()[i] for i in devices] if devices else jax.devices()
     mesh = sharding.make_mesh(mesh_config, devs)
-    model = BertForPreTraining(MODEL)
+    model = BertForPreTraining(model_config)
     tx, schedule = optim.make_optimizer(OptimConfig(learning_rate=1e-3, warmup_steps=1), 100)
     state, shardings = train.create_sharded_state(jax.random.key(0), model, tx, LENGTH, mesh, mesh_config)
     steps = train.compile_steps(model, tx, schedule, shardings, mesh, 1)
@@ -151,11 +152,15 @@ def base_state_memory() -> dict[str, float]:
 def main() -> None:
     assert len(jax.devices()) == 8, jax.devices()
     results = {name: run(devices, config) for name, (devices, config) in MESHES.items()}
-    reference = results["single"]["params"]
+    # jax.nn.dot_product_attention (model.attention="xla", no attention dropout) under tensor parallelism
+    dot_product = dataclasses.replace(MODEL, attention="xla", attention_probs_dropout_prob=0.0)
+    results["single_xla_attention"] = run([0], MeshConfig(data=1), dot_product)
+    results["tensor_xla_attention"] = run(None, MeshConfig(data=2, fsdp=2, tensor=2), dot_product)
     report = {}
     for name, result in results.items():
-        diffs = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()), result.pop("params"), reference))
-        report[name] = {**result, "max_param_diff": max(diffs)}
+        reference = results["single_xla_attention" if "xla_attention" in name else "single"]["params"]
+        diffs = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()), result["params"], reference))
+        report[name] = {**{k: v for k, v in result.items() if k != "params"}, "max_param_diff": max(diffs)}
     with tempfile.TemporaryDirectory() as directory:
         report["restore"] = restore_across_meshes(directory)
     report["base_state_mib_per_device"] = base_state_memory()

@@ -26,6 +26,7 @@ def test_bench_runs_on_a_tiny_size(tmp_path):
     command = [sys.executable, "-m", "bertjax.bench", "--rows=tiny-4-32", "--steps=2", "--warmup=1", f"--out={out}"]
     command.append("--dtypes=bfloat16")  # the float32 path is the same code without autocast / custom VJP
     command.append("--attention=einsum,xla")  # bertjax once per attention implementation
+    command.append("--profile=1")  # and one traced step: its ops by time
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -35,6 +36,11 @@ def test_bench_runs_on_a_tiny_size(tmp_path):
     for r in report["rows"]:
         assert r["seq_per_second"] > 0 and r["peak_memory_mib"] > 0 and 0 < r["fraction_of_matmul_peak"]
         assert r["mfu"] is None  # no datasheet rate for a CPU
+        if r["impl"].startswith("bertjax"):  # the traced step's top ops, traced back to the model's modules
+            ops = r["profile"]
+            assert 0 < len(ops) <= 25 and all(op["ms"] > 0 and op["launches"] >= 1 for op in ops)
+            assert sum(op["share"] for op in ops) <= 1 + 1e-9
+            assert any("BertFor" in op["source"] for op in ops), ops
         if r["impl"].startswith("bertjax"):  # XLA's plan holds at least the parameters; the process holds more
             assert 0 < r["compiled_memory_mib"] < r["peak_memory_mib"]
     assert report["matmul_peak_tflops"]["bfloat16"] > 0

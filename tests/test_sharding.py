@@ -44,6 +44,17 @@ def test_meshes_give_the_same_training_as_one_device(measured):
         assert run["max_param_diff"] < 1e-5, (name, run["max_param_diff"])
 
 
+def test_dot_product_attention_under_tensor_parallelism(measured):
+    """model.attention="xla" (jax.nn.dot_product_attention) with heads split over the tensor axis
+    trains as on one device (same tolerance as above)."""
+    single, sharded = measured["single_xla_attention"], measured["tensor_xla_attention"]
+    assert sharded["mesh_shape"] == {"data": 2, "fsdp": 2, "tensor": 2}
+    for a, b in zip(sharded["losses"], single["losses"]):
+        assert abs(a - b) <= 2e-5 * abs(b), (sharded["losses"], single["losses"])
+    assert sharded["max_param_diff"] < 1e-5
+    assert single["losses"] != measured["single"]["losses"]  # really another model: no attention dropout
+
+
 def test_fsdp_splits_parameters_and_optimizer_state(measured):
     fsdp, dp = measured["fsdp"], measured["dp"]
     assert fsdp["kernel_shape"] == [128, 512] and fsdp["kernel_shard_shape"] == [16, 512]
