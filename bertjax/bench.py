@@ -231,8 +231,9 @@ def op_times(xspace: Path, steps: int, sources: dict[str, str] | None = None, to
     milliseconds, share of all op time, and the jax op it came from (`sources`, by HLO name).
 
     On a GPU the ops are the device plane's "XLA Ops" line (HLO ops; their kernels on the stream
-    lines when that line is absent). On the CPU they are the events of XLA's threads, so an op
-    that runs on both cores counts the time of each: thread time, not wall time.
+    lines when that line is absent). On the CPU they are the events of XLA's threads that name
+    an HLO op: the time from an op's start to its end on the thread that ran it. Independent ops
+    can overlap and an op's helper threads are not counted, so the shares are approximate there.
     """
     from jax.profiler import ProfileData
 
