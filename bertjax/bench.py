@@ -25,6 +25,7 @@ where H = hidden, I = intermediate, V = vocab. The peer computes MLM logits at e
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -35,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -130,6 +132,37 @@ def measure_bertjax(
     attention: str = "einsum",
     profile_steps: int = 0,
 ) -> dict[str, Any]:
+    step = bertjax_step(size, batch, length, task, dtype, attention)
+    times = _timed(step.run, steps, warmup)
+    profile = _profile(step.run, profile_steps, step.compiled.as_text()) if profile_steps else None
+    memory = step.compiled.memory_analysis()
+    compiled_bytes = None
+    if memory is not None:  # what XLA plans for one step: arguments, scratch, and outputs not aliased to inputs
+        out_bytes = memory.output_size_in_bytes - memory.alias_size_in_bytes
+        compiled_bytes = memory.argument_size_in_bytes + memory.temp_size_in_bytes + out_bytes
+    import jax
+
+    return {
+        "compile_seconds": step.compile_seconds,
+        "step_times": times,
+        "peak_bytes": _peak_bytes(jax),
+        "compiled_bytes": compiled_bytes,
+        "profile": profile,
+    }
+
+
+@dataclasses.dataclass
+class CompiledStep:
+    """One compiled bertjax train step on random data; `run()` takes a step and waits for it."""
+
+    compiled: Any
+    compile_seconds: float
+    run: Callable[[], dict[str, Any]]
+
+
+def bertjax_step(size: str, batch: int, length: int, task: str, dtype: str, attention: str = "einsum") -> CompiledStep:
+    """bertjax's pretraining ("pretrain") or sequence-classification ("finetune") step at a bench row's
+    shape, compiled for one device, with its state and a random batch on the device."""
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
@@ -185,24 +218,11 @@ def measure_bertjax(
         compiled = step_fn.lower(state, inputs, rng).compile()
         compile_seconds = time.perf_counter() - start
 
-        def one_step() -> None:
-            holder["state"], metrics = compiled(holder["state"], inputs, rng)
-            jax.block_until_ready(metrics)
+    def one_step() -> dict[str, Any]:
+        holder["state"], metrics = compiled(holder["state"], inputs, rng)
+        return jax.block_until_ready(metrics)
 
-        times = _timed(one_step, steps, warmup)
-        profile = _profile(one_step, profile_steps, compiled.as_text()) if profile_steps else None
-    memory = compiled.memory_analysis()
-    compiled_bytes = None
-    if memory is not None:  # what XLA plans for one step: arguments, scratch, and outputs not aliased to inputs
-        out_bytes = memory.output_size_in_bytes - memory.alias_size_in_bytes
-        compiled_bytes = memory.argument_size_in_bytes + memory.temp_size_in_bytes + out_bytes
-    return {
-        "compile_seconds": compile_seconds,
-        "step_times": times,
-        "peak_bytes": _peak_bytes(jax),
-        "compiled_bytes": compiled_bytes,
-        "profile": profile,
-    }
+    return CompiledStep(compiled, compile_seconds, one_step)
 
 
 def _profile(step: Any, steps: int, hlo: str) -> list[dict[str, Any]]:
