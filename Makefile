@@ -41,7 +41,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 test: lint
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # Compiles every paper recipe's sharded train step on 8 simulated devices (~4 min more than make test).
 test-recipes: $(STAMP)
