@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from pretrain_runs import pretrain_command, train_records
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,12 +31,25 @@ def _final_params(workdir: Path, step: int):
     return pretrained.read_run(workdir / "checkpoints" / str(step)).params
 
 
-def _run_until(command, workdir: Path, step: int, sig: int) -> subprocess.CompletedProcess:
-    process = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _run_until(command, workdir: Path, step: int, sig: int, group: bool = False) -> subprocess.CompletedProcess:
+    """Runs `command` until `step` is logged, then sends `sig` to it (with `group`, to its whole
+    process group, as a terminal's Ctrl-C or a cluster's preemption does)."""
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=group,
+    )
     deadline = time.time() + 300
     while _steps_logged(workdir) < step and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    process.send_signal(sig)
+    if group:
+        os.killpg(process.pid, sig)
+    else:
+        process.send_signal(sig)
     stdout, stderr = process.communicate(timeout=300)
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
@@ -64,16 +78,21 @@ def test_sigkill_at_a_random_step_then_resume_is_bitwise_equal(tmp_path, sample_
         np.testing.assert_array_equal(ours[name], reference[name], err_msg=name)
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_0(tmp_path, sample_files):
+@pytest.mark.parametrize("loader", ["threads", "processes"])
+def test_sigterm_saves_a_checkpoint_and_exits_0(tmp_path, sample_files, loader):
+    """With loader processes the signal goes to the whole process group: the loaders ignore it and
+    the main process still saves, stops them and exits 0."""
     workdir = tmp_path / "run"
+    processes = ["--config.data.num_processes=2", "--config.data.num_threads=1"] if loader == "processes" else []
     command = _command(
         workdir,
         sample_files,
         tmp_path / "cache",
         "--config.train.num_train_steps=100000",
         "--config.train.checkpoint_every_steps=100000",
+        *processes,
     )
-    result = _run_until(command, workdir, 3, signal.SIGTERM)
+    result = _run_until(command, workdir, 3, signal.SIGTERM, group=loader == "processes")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "stopped by a signal: checkpoint saved at step" in result.stdout
     step = int(result.stdout.split("checkpoint saved at step ")[1].split()[0])
