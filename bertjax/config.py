@@ -463,10 +463,10 @@ def validate_data(data: DataConfig, model: ModelConfig) -> None:
         raise ConfigError(f"config key data.dupe_factor={data.dupe_factor} must be >= 1")
     if not 1 <= data.pack_examples <= 16:
         raise ConfigError(f"config key data.pack_examples={data.pack_examples} must be in [1, 16]")
-    if data.num_threads < 1 or data.num_processes < 0:
-        raise ConfigError(
-            f"config keys data.num_threads={data.num_threads} (>= 1) and data.num_processes={data.num_processes} (>= 0)"
-        )
+    if data.num_threads < 1:
+        raise ConfigError(f"config key data.num_threads={data.num_threads} must be >= 1")
+    if data.num_processes < 0:
+        raise ConfigError(f"config key data.num_processes={data.num_processes} must be >= 0 (0 = threads only)")
     _check_choice("data.corpus_format", data.corpus_format, ("sentences", "paragraphs"))
     _check_choice("data.masking", data.masking, ("static", "dynamic"))
     if not data.train_files and not data.tfds_name:

@@ -97,6 +97,8 @@ def _bad_files(tmp_path):
         "empty_corpus",
         "non_utf8_corpus",
         "vocab_without_mask",
+        "attention_dropout",
+        "negative_processes",
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, sample_files, case):
@@ -111,6 +113,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, sample_files, case):
         "empty_corpus": ("runlocal", [f"--config.data.train_files={empty}"], "empty.txt is empty"),
         "non_utf8_corpus": ("runlocal", [f"--config.data.train_files={latin1}"], "latin1.txt line 2 is not UTF-8"),
         "vocab_without_mask": ("runlocal", [f"--config.data.vocab_file={vocab}"], "has no [MASK] token"),
+        "attention_dropout": ("runlocal", ["--config.model.attention=xla"], "set model.attention_probs_dropout_prob=0"),
+        "negative_processes": ("runlocal", ["--config.data.num_processes=-1"], "data.num_processes=-1 must be >= 0"),
     }[case]
     workdir = tmp_path / "run"
     result = _run(workdir, *([f"--config.data.vocab_file={sample_files['vocab']}"] + overrides), arg=arg, check=False)
