@@ -2,6 +2,7 @@
 its FLOP formula is checked against a count by hand."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -57,3 +58,23 @@ def test_mfu_is_useful_flops_over_the_datasheet_rate():
     assert abs(record["mfu"] - flops / 1000e12) < 1e-12
     assert abs(record["fraction_of_matmul_peak"] - flops / 500e12) < 1e-12
     assert bench.DATASHEET_TFLOPS[("NVIDIA H100 80GB HBM3", "bfloat16")] == 989.4
+
+
+def test_gpu_levers_runs_every_variant_on_the_same_function():
+    """experiments/gpu_levers.py (the GPU A/B harness) at a tiny size on the CPU: every variant trains
+    the same weights on the same batch, so the first losses agree to 1e-3 relative (bf16; "xla" also
+    drops attention dropout, a change far below that at initialisation), and each gets a row."""
+    command = [sys.executable, "experiments/gpu_levers.py", "--row=tiny-4-32", "--rounds=1", "--steps=1"]
+    command.append("--variants=einsum,xla,einsum+bf16-dots")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    losses = {
+        line.split(":")[0]: float(line.rsplit("first loss ", 1)[1])
+        for line in result.stdout.splitlines()
+        if "first loss" in line
+    }
+    assert losses.keys() == {"einsum", "xla", "einsum+bf16-dots"}
+    assert max(losses.values()) - min(losses.values()) < 1e-3 * losses["einsum"], losses
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "x |" in line]
+    assert [row.split(" | ")[0][2:] for row in rows] == ["einsum", "xla", "einsum+bf16-dots"], rows
