@@ -48,6 +48,7 @@ DEFAULT_ROWS = ("mini-16-128", "base-8-128", "base-8-512")
 VOCAB = 30522
 # Dense (no sparsity) datasheet rates in TFLOP/s by jax device_kind and compute dtype: the MFU's
 # denominator. NVIDIA's H100 SXM and H200 datasheets: 989.4 bf16/fp16 tensor-core, 66.9 fp32.
+# Only the H100's device_kind has been seen here (2026-11-26); the others are as NVIDIA names them.
 DATASHEET_TFLOPS: dict[tuple[str, str], float] = {
     ("NVIDIA H100 80GB HBM3", "bfloat16"): 989.4,
     ("NVIDIA H100 80GB HBM3", "float32"): 66.9,
