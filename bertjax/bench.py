@@ -111,7 +111,8 @@ def _random_batch(batch: int, length: int, seed: int = 0) -> dict[str, Any]:
     }
 
 
-def _timed(step: Any, steps: int, warmup: int) -> list[float]:
+def timed(step: Any, steps: int, warmup: int) -> list[float]:
+    """Seconds of each of `steps` calls of `step`, after `warmup` untimed ones."""
     for _ in range(warmup):
         step()
     times = []
@@ -133,16 +134,16 @@ def measure_bertjax(
     attention: str = "einsum",
     profile_steps: int = 0,
 ) -> dict[str, Any]:
+    import jax
+
     step = bertjax_step(size, batch, length, task, dtype, attention)
-    times = _timed(step.run, steps, warmup)
+    times = timed(step.run, steps, warmup)
     profile = _profile(step.run, profile_steps, step.compiled.as_text()) if profile_steps else None
     memory = step.compiled.memory_analysis()
     compiled_bytes = None
     if memory is not None:  # what XLA plans for one step: arguments, scratch, and outputs not aliased to inputs
         out_bytes = memory.output_size_in_bytes - memory.alias_size_in_bytes
         compiled_bytes = memory.argument_size_in_bytes + memory.temp_size_in_bytes + out_bytes
-    import jax
-
     return {
         "compile_seconds": step.compile_seconds,
         "step_times": times,
@@ -349,7 +350,7 @@ def measure_torch(size: str, batch: int, length: int, task: str, steps: int, war
     start = time.perf_counter()
     one_step()  # the first step builds the optimizer state: counted as its "compile"
     compile_seconds = time.perf_counter() - start
-    times = _timed(one_step, steps, warmup)
+    times = timed(one_step, steps, warmup)
     peak = torch.cuda.max_memory_allocated() if device == "cuda" else _peak_bytes()
     return {"compile_seconds": compile_seconds, "step_times": times, "peak_bytes": peak}
 
@@ -364,7 +365,7 @@ def measure_matmul_peak(dtype: str, repeats: int = 5) -> float:
     best = 0.0
     for n in (1024, 2048) if jax.default_backend() == "cpu" else (4096, 8192):
         a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32).astype(dtype)
-        times = _timed(functools.partial(lambda x: matmul(x).block_until_ready(), a), repeats, 2)
+        times = timed(functools.partial(lambda x: matmul(x).block_until_ready(), a), repeats, 2)
         best = max(best, 2 * n**3 / statistics.median(times))
     return best
 

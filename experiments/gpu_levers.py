@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -70,10 +69,7 @@ def main() -> None:
         step.run()
     for _ in range(args.rounds):
         for variant, step in steps.items():
-            for _ in range(args.steps):
-                start = time.perf_counter()
-                step.run()
-                times[variant].append(time.perf_counter() - start)
+            times[variant] += bench.timed(step.run, args.steps, warmup=0)
 
     flops = bench.useful_flops(size, batch, length, "pretrain")
     first = None
