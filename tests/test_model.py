@@ -218,34 +218,6 @@ def test_projection_as_a_flat_matmul_equals_the_einsum(contracted):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
-def test_remat_gives_the_same_gradients():
-    rng = np.random.default_rng(0)
-    ids, types, mask, positions = _random_batch(rng, 2, 16, 5, CONFIG.vocab_size)
-    params = _init(CONFIG)
-
-    def grads(config):
-        def loss(p):
-            mlm, nsp = BertForPreTraining(config).apply(
-                {"params": p}, ids, types, mask, positions, False, rngs={"dropout": jax.random.key(1)}
-            )
-            return mlm.mean() + nsp.mean()
-
-        return jax.grad(loss)(params)
-
-    plain = grads(CONFIG)
-    for remat in ("full", "dots"):
-        recomputed = grads(dataclasses.replace(CONFIG, remat=remat))
-        for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(recomputed)):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
-
-
-def _packed_batch(rng: np.random.Generator, config: ModelConfig):
-    """Rows of one example, of two packed examples, and padding: every mask the encoder sees."""
-    ids, types, mask, positions = _random_batch(rng, 3, 16, 5, config.vocab_size)
-    mask[1] = np.where(np.arange(16) < 9, 1, 2) * (mask[1] > 0)  # two examples packed in one row
-    return ids, types, mask, positions
-
-
 def _value_and_grads(config: ModelConfig, params, batch, dropout: bool = True):
     ids, types, mask, positions = batch
 
@@ -256,6 +228,23 @@ def _value_and_grads(config: ModelConfig, params, batch, dropout: bool = True):
         return mlm.astype(jnp.float32).mean() + nsp.astype(jnp.float32).mean()
 
     return jax.value_and_grad(loss)(params)
+
+
+def test_remat_gives_the_same_gradients():
+    batch = _random_batch(np.random.default_rng(0), 2, 16, 5, CONFIG.vocab_size)
+    params = _init(CONFIG)
+    _, plain = _value_and_grads(CONFIG, params, batch)
+    for remat in ("full", "dots"):
+        _, recomputed = _value_and_grads(dataclasses.replace(CONFIG, remat=remat), params, batch)
+        for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(recomputed)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def _packed_batch(rng: np.random.Generator, config: ModelConfig):
+    """Rows of one example, of two packed examples, and padding: every mask the encoder sees."""
+    ids, types, mask, positions = _random_batch(rng, 3, 16, 5, config.vocab_size)
+    mask[1] = np.where(np.arange(16) < 9, 1, 2) * (mask[1] > 0)  # two examples packed in one row
+    return ids, types, mask, positions
 
 
 def test_dot_product_attention_equals_the_einsum_attention():
