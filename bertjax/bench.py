@@ -42,7 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from bertjax import cli
-from bertjax.config import ATTENTION_IMPLEMENTATIONS, SIZES
+from bertjax.config import ATTENTION_IMPLEMENTATIONS, SIZES, ModelConfig, model_config_from_dict
+from bertjax.errors import ConfigError
 
 DEFAULT_ROWS = ("mini-16-128", "base-8-128", "base-8-512")
 VOCAB = 30522
@@ -153,6 +154,26 @@ def measure_bertjax(
     }
 
 
+def attention_of(impl: str) -> str:
+    """'bertjax' -> 'einsum', 'bertjax-cudnn' -> 'cudnn'."""
+    return impl.partition("-")[2] or "einsum"
+
+
+def bench_model_config(size: str, dtype: str, attention: str) -> ModelConfig:
+    """The bench's model: a SIZES shape with BERT's vocabulary, validated as a run's config is
+    (ConfigError for a pair no run could use, such as cuDNN attention in float32). Attention
+    dropout is 0.1 where the implementation has it (einsum) and 0 where it has none."""
+    return model_config_from_dict(
+        dict(
+            size=size,
+            vocab_size=VOCAB,
+            dtype=dtype,
+            attention=attention,
+            attention_probs_dropout_prob=0.1 if attention == "einsum" else 0.0,
+        )
+    )
+
+
 @dataclasses.dataclass
 class CompiledStep:
     """One compiled bertjax train step on random data; `run()` takes a step and waits for it."""
@@ -170,20 +191,10 @@ def bertjax_step(size: str, batch: int, length: int, task: str, dtype: str, atte
     import jax.numpy as jnp
 
     from bertjax import finetuning, optim, sharding, train
-    from bertjax.config import MeshConfig, ModelConfig, OptimConfig
+    from bertjax.config import MeshConfig, OptimConfig
     from bertjax.model import BertForPreTraining, BertForSequenceClassification
 
-    layers, hidden = SIZES[size]
-    config = ModelConfig(
-        vocab_size=VOCAB,
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=hidden // 64,
-        intermediate_size=4 * hidden,
-        dtype=dtype,
-        attention=attention,
-        attention_probs_dropout_prob=0.1 if attention == "einsum" else 0.0,
-    )
+    config = bench_model_config(size, dtype, attention)
     mesh_config = MeshConfig()
     mesh = sharding.make_mesh(mesh_config)
     tx, schedule = optim.make_optimizer(OptimConfig(learning_rate=1e-4, warmup_steps=10), 1000)
@@ -412,7 +423,7 @@ def worker(args: argparse.Namespace) -> None:
     size, batch, length = parse_row(row)
     if kind.startswith("bertjax"):  # "bertjax" or "bertjax-<attention>"
         cli.use_huge_pages()  # as bertjax's entry points run; the peer keeps glibc's defaults
-        attention = kind.partition("-")[2] or "einsum"
+        attention = attention_of(kind)
         result = measure_bertjax(
             size, batch, length, task, args.steps, args.warmup, args.dtype, attention, args.profile
         )
@@ -543,8 +554,12 @@ def main(argv: list[str] | None = None) -> None:
         for task in args.tasks.split(","):
             for row in rows:
                 for impl in impls + ([] if args.no_peers else ["torch"]):
-                    if impl == "bertjax-cudnn" and dtype == "float32":
-                        continue  # cuDNN's fused attention takes bf16/fp16 only
+                    if impl.startswith("bertjax"):
+                        try:  # a pair no run could use (cuDNN attention in float32) is not measured
+                            bench_model_config("mini", dtype, attention_of(impl))
+                        except ConfigError as error:
+                            print(f"skipped {impl} {dtype} {task} {row}: {error}", flush=True)
+                            continue
                     try:
                         measured = _child(f"{impl}:{task}:{row}", args, dtype)
                     except RuntimeError as error:  # one failed measurement (out of memory, say) keeps the others

@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bertjax import bench
+from bertjax.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,3 +81,21 @@ def test_gpu_levers_runs_every_variant_on_the_same_function():
     assert max(losses.values()) - min(losses.values()) < 1e-3 * losses["einsum"], losses
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "x |" in line]
     assert [row.split(" | ")[0][2:] for row in rows] == ["einsum", "xla", "einsum+bf16-dots"], rows
+
+
+def test_bench_model_is_validated_as_a_runs_config():
+    """The bench builds its model through the run's validation: the pair no run could use (cuDNN
+    attention in float32) is a ConfigError the bench skips, and attention dropout is on only where
+    the implementation has it."""
+    base = bench.bench_model_config("base", "bfloat16", "einsum")
+    assert (base.num_hidden_layers, base.hidden_size, base.num_attention_heads, base.intermediate_size) == (
+        12,
+        768,
+        12,
+        3072,
+    )
+    assert base.vocab_size == 30522 and base.attention_probs_dropout_prob == 0.1
+    assert bench.bench_model_config("mini", "bfloat16", "cudnn").attention_probs_dropout_prob == 0.0
+    with pytest.raises(ConfigError, match="cudnn"):
+        bench.bench_model_config("mini", "float32", "cudnn")
+    assert bench.attention_of("bertjax") == "einsum" and bench.attention_of("bertjax-cudnn") == "cudnn"
