@@ -204,3 +204,85 @@ def test_failed_preparation_leaves_nothing(news_config, tokenizer, tmp_path, mon
     with pytest.raises(RuntimeError):
         pretraining.prepare(news_config, tokenizer, tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def _reference_pair(source, instance, epoch):
+    """One pair built and masked by the rule, written out token by token: [CLS] A [SEP] B [SEP];
+    the round(len x masked_lm_prob) (capped) non-special positions with the smallest stream-0 keys
+    are predicted (whole words in the order of their first piece's key, skipping those that would
+    overshoot, with whole-word masking); stream 1 picks [MASK] (< 0.8), the token itself (0.8-0.9) or stream 2's random
+    token (>= 0.9). Only the keyed draws (`_pair_keys`, `_token_hashes`) are shared with the loader."""
+    config, special = source.config, source.special
+    a_start, a_end, b_start, b_end, is_random_next = (int(v) for v in source.instances[instance])
+    a, b = source.tokens[a_start:a_end].tolist(), source.tokens[b_start:b_end].tolist()
+    ids = [special.cls, *a, special.sep, *b, special.sep]
+    masking_epoch = epoch if config.masking == "dynamic" else 0
+    key = pretraining._pair_keys(config.seed, np.array([masking_epoch]), np.array([instance]))
+    which, choice, token = (h[0].tolist() for h in pretraining._token_hashes(key, config.max_seq_length))
+    candidates = [i for i in range(len(ids)) if i not in (0, len(a) + 1, len(ids) - 1)]
+    count = min(config.max_predictions_per_seq, max(1, round(len(ids) * config.masked_lm_prob)))
+    if config.whole_word_masking:  # words (a ## piece joins the one before it), taken whole by key
+        words = []
+        for i in candidates:
+            if words and source.is_subword[ids[i]] and words[-1][-1] == i - 1:
+                words[-1].append(i)
+            else:
+                words.append([i])
+        positions = []
+        for w in sorted(words, key=lambda w: which[w[0]]):
+            if len(positions) + len(w) <= count:
+                positions += w
+        positions.sort()
+    else:
+        positions = sorted(sorted(candidates, key=lambda i: which[i])[:count])
+    labels = [ids[i] for i in positions]
+    for i in positions:
+        u = (choice[i] >> 11) / 2.0**53
+        if u < 0.8:
+            ids[i] = special.mask
+        elif u >= 0.9:
+            ids[i] = int(source.random_tokens[token[i] % len(source.random_tokens)])
+    types = [0] * (len(a) + 2) + [1] * (len(b) + 1)
+    return ids, types, positions, labels, is_random_next
+
+
+def test_batches_follow_the_masking_rule_row_by_row(prepared, tokenizer, news_config):
+    """The array-built batch against a pair-by-pair reference, for static and dynamic masking and
+    whole-word masking, and a batch's rows equal the rows built one at a time (as another host or batch would)."""
+    for masking, whole_words in (("static", False), ("dynamic", False), ("static", True)):
+        config = dataclasses.replace(news_config, masking=masking, whole_word_masking=whole_words)
+        source = pretraining.load_split(prepared, "train", config, tokenizer)
+        indices, epochs = np.array([0, 5, 17, 401, 3, 5]), np.array([2, 2, 2, 3, 3, 3])
+        batch = source.rows_batch(indices, epochs)
+        for row, (index, epoch) in enumerate(zip(indices, epochs)):
+            ids, types, positions, labels, nsp = _reference_pair(source, int(index), int(epoch))
+            n, k = len(ids), len(positions)
+            assert batch["input_ids"][row, :n].tolist() == ids and not batch["input_ids"][row, n:].any()
+            assert batch["token_type_ids"][row, :n].tolist() == types
+            assert batch["attention_mask"][row].tolist() == [1] * n + [0] * (news_config.max_seq_length - n)
+            assert batch["masked_lm_positions"][row, :k].tolist() == positions
+            assert batch["masked_lm_ids"][row, :k].tolist() == labels
+            assert batch["masked_lm_weights"][row].tolist() == [1.0] * k + [0.0] * (
+                len(batch["masked_lm_weights"][row]) - k
+            )
+            assert batch["next_sentence_labels"][row] == nsp
+            for key, value in source.example(int(index), int(epoch)).items():
+                np.testing.assert_array_equal(batch[key][row], value)
+        # Same instance, epochs 2 and 3: the same masks under static masking, new ones under dynamic.
+        same = batch["masked_lm_positions"][1].tolist() == batch["masked_lm_positions"][5].tolist()
+        assert same == (masking == "static")
+
+
+def test_random_replacements_spread_over_the_vocabulary(prepared, tokenizer, news_config):
+    """The 10% random tokens are ordinary vocabulary entries drawn all over it, not a few ids."""
+    source = pretraining.load_split(prepared, "train", news_config, tokenizer)
+    batch = source.rows_batch(np.arange(len(source)), np.zeros(len(source), np.int64))
+    weights = batch["masked_lm_weights"] > 0
+    rows = np.nonzero(weights)[0]
+    inputs = batch["input_ids"][rows, batch["masked_lm_positions"][weights]]
+    labels = batch["masked_lm_ids"][weights]
+    replaced = inputs[(inputs != labels) & (inputs != source.special.mask)]
+    assert len(replaced) > 500 and np.isin(replaced, source.random_tokens).all()
+    vocab = tokenizer.get_vocab_size()
+    assert len(np.unique(replaced)) > 0.9 * len(replaced) * (1 - len(replaced) / (2 * vocab))
+    assert 0.4 * vocab < np.mean(replaced) < 0.6 * vocab  # uniform ids average half the vocabulary
