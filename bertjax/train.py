@@ -24,7 +24,6 @@ import numpy as np
 import optax
 from absl import logging
 from flax import struct
-from jax.experimental import multihost_utils
 
 from bertjax import checkpoint as checkpointing
 from bertjax import config as config_lib
@@ -395,7 +394,7 @@ def pretrain(config: PretrainConfig, workdir: str | Path) -> dict[str, float]:
     rules = sharding.rules(config.mesh)
     skipped_steps = int(progress.get("skipped_steps", 0))
     stopped_at = None
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules), StopSignal() as stop_signal:
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules), StopSignal(mesh) as stop_signal:
         for step in range(first_step, train_cfg.num_train_steps):
             batch = to_global(next(batches), steps.batch_sharding)
             state, metrics = steps.train(state, batch, dropout_rng)
@@ -464,14 +463,21 @@ class StopSignal:
     """SIGTERM / SIGINT (preemption, Ctrl-C) noted, to stop at the next step boundary after a checkpoint.
 
     With several processes, `agreed()` is true on all of them at the same step once any of them
-    received a signal (a tiny all-gather per step), so they save the same checkpoint together.
+    received a signal, so they save the same checkpoint together. Each call starts a max of the
+    processes' flags on the devices (queued behind the step just dispatched) and answers with
+    the previous call's: a signal stops the run one step later, and the host never waits for
+    the devices just to ask (a blocking gather per step would leave them idle while the host
+    builds and dispatches the next step).
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-    def __init__(self) -> None:
+    def __init__(self, mesh: jax.sharding.Mesh | None = None) -> None:
         self.received = False
         self._previous: dict[int, Any] = {}
+        self._mesh = mesh
+        self._in_flight: jax.Array | None = None
+        self._any: Any = None
 
     def __enter__(self) -> StopSignal:
         if threading.current_thread() is threading.main_thread():
@@ -487,8 +493,19 @@ class StopSignal:
     def agreed(self) -> bool:
         if jax.process_count() == 1:
             return self.received
-        flags = multihost_utils.process_allgather(np.asarray(self.received, np.int32))
-        return bool(np.asarray(flags).any())
+        answer = self._in_flight is not None and bool(np.asarray(self._in_flight.addressable_data(0)))
+        self._in_flight = self._any_received()
+        return answer
+
+    def _any_received(self) -> jax.Array:
+        """Whether any process has received a signal, as a replicated device scalar (not waited for)."""
+        mesh = self._mesh or jax.sharding.Mesh(np.asarray(jax.devices()), ("devices",))
+        one_per_device = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(tuple(mesh.axis_names)))
+        if self._any is None:
+            self._any = jax.jit(jnp.max, out_shardings=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+        local = np.full(jax.local_device_count(), self.received, np.int32)  # the same on each local device
+        flags = jax.make_array_from_process_local_data(one_per_device, local, (jax.device_count(),))
+        return self._any(flags)
 
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._previous.items():

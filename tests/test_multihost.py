@@ -1,10 +1,13 @@
 """Two processes x 2 CPU devices, joined by jax.distributed on 127.0.0.1 (gloo collectives),
-train exactly as one process x 4 devices: same losses, and the checkpoint resumes in one process."""
+train exactly as one process x 4 devices: same losses, and the checkpoint resumes in one process;
+SIGTERM to one of the processes stops both at the same step with one checkpoint."""
 
 import json
 import os
+import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 from pretrain_runs import pretrain_command, train_records
@@ -27,6 +30,31 @@ def _env(devices: int) -> dict[str, str]:
     return {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
 
 
+def _two_processes(workdir, sample_files, cache, *extra) -> list[subprocess.Popen]:
+    port = _free_port()
+    return [
+        subprocess.Popen(
+            _command(
+                workdir,
+                sample_files,
+                cache,
+                "--config.distributed.mode=explicit",
+                f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+                "--config.distributed.num_processes=2",
+                f"--config.distributed.process_id={i}",
+                "--config.distributed.timeout_seconds=120",
+                *extra,
+            ),
+            cwd=ROOT,
+            env=_env(2),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+
+
 def _losses(workdir: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in train_records(workdir)}
 
@@ -38,27 +66,7 @@ def test_two_processes_equal_one_process_with_as_many_devices(tmp_path, sample_f
     assert one.returncode == 0, one.stderr[-3000:]
 
     multi = tmp_path / "multi"
-    port = _free_port()
-    processes = [
-        subprocess.Popen(
-            _command(
-                multi,
-                sample_files,
-                cache,
-                "--config.distributed.mode=explicit",
-                f"--config.distributed.coordinator_address=127.0.0.1:{port}",
-                "--config.distributed.num_processes=2",
-                f"--config.distributed.process_id={i}",
-                "--config.distributed.timeout_seconds=120",
-            ),
-            cwd=ROOT,
-            env=_env(2),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
+    processes = _two_processes(multi, sample_files, cache)
     outputs = [p.communicate(timeout=600) for p in processes]
     for p, (_, err) in zip(processes, outputs):
         assert p.returncode == 0, err[-3000:]
@@ -82,3 +90,19 @@ def test_two_processes_equal_one_process_with_as_many_devices(tmp_path, sample_f
     )
     assert more.returncode == 0, more.stderr[-3000:]
     assert max(_losses(multi)) == 8
+
+    # SIGTERM to the second process only: both stop at the same step, save that one checkpoint
+    # together and exit 0.
+    long_run = ("--config.train.num_train_steps=100000", "--config.train.checkpoint_every_steps=100000")
+    processes = _two_processes(multi, sample_files, cache, *long_run, "--config.train.eval_every_steps=100000")
+    deadline = time.monotonic() + 300
+    while max(_losses(multi)) < 11 and time.monotonic() < deadline and processes[0].poll() is None:
+        time.sleep(0.2)
+    processes[1].send_signal(signal.SIGTERM)
+    outputs = [p.communicate(timeout=300) for p in processes]
+    for p, (_, err) in zip(processes, outputs):
+        assert p.returncode == 0, err[-3000:]
+    assert "stopped by a signal: checkpoint saved at step" in outputs[0][0], outputs[0][1][-3000:]
+    step = int(outputs[0][0].split("checkpoint saved at step ")[1].split()[0])
+    saved = sorted(int(p.name) for p in (multi / "checkpoints").iterdir() if p.name.isdigit())
+    assert step > 11 and saved[-1] == step and max(_losses(multi)) == step
