@@ -44,20 +44,10 @@ from typing import Any
 from bertjax import cli
 from bertjax.config import ATTENTION_IMPLEMENTATIONS, SIZES, ModelConfig, model_config_from_dict
 from bertjax.errors import ConfigError
+from bertjax.reporting import DATASHEET_TFLOPS
 
 DEFAULT_ROWS = ("mini-16-128", "base-8-128", "base-8-512")
 VOCAB = 30522
-# Dense (no sparsity) datasheet rates in TFLOP/s by jax device_kind and compute dtype: the MFU's
-# denominator. NVIDIA's H100 SXM and H200 datasheets: 989.4 bf16/fp16 tensor-core, 66.9 fp32.
-# Only the H100's device_kind has been seen here (2026-11-26); the others are as NVIDIA names them.
-DATASHEET_TFLOPS: dict[tuple[str, str], float] = {
-    ("NVIDIA H100 80GB HBM3", "bfloat16"): 989.4,
-    ("NVIDIA H100 80GB HBM3", "float32"): 66.9,
-    ("NVIDIA H200", "bfloat16"): 989.4,
-    ("NVIDIA H200", "float32"): 66.9,
-    ("NVIDIA A100-SXM4-80GB", "bfloat16"): 312.0,
-    ("NVIDIA A100-SXM4-80GB", "float32"): 19.5,
-}
 
 
 def parse_row(row: str) -> tuple[str, int, int]:
@@ -75,13 +65,9 @@ def predictions_for(length: int) -> int:
 
 
 def useful_flops(size: str, batch: int, length: int, task: str) -> float:
-    """Training FLOPs of one step (see the module docstring)."""
-    layers, hidden = SIZES[size]
-    inner = 4 * hidden
-    forward = layers * (length * (8 * hidden**2 + 4 * hidden * inner) + 4 * length**2 * hidden) + 2 * hidden**2
-    if task == "pretrain":
-        forward += predictions_for(length) * (2 * hidden**2 + 2 * hidden * VOCAB)
-    return 3.0 * forward * batch
+    """Training FLOPs of one step (see the module docstring and ModelConfig.train_flops)."""
+    predictions = predictions_for(length) if task == "pretrain" else 0
+    return batch * bench_model_config(size, "float32", "einsum").train_flops(length, predictions)
 
 
 # --------------------------------------------------------------------------------------------

@@ -95,6 +95,15 @@ class ModelConfig:
         heads = (h * h + h) + 2 * h + v + (2 * h + 2)
         return embeddings + self.num_hidden_layers * layer + pooler + heads
 
+    def train_flops(self, length: int, predictions: int = 0) -> float:
+        """Useful FLOPs of training on one sequence of `length` tokens: 3 x the forward pass
+        (the backward pass is 2 x), counting the encoder's matmuls, attention's scores and values,
+        the pooler, and the MLM head at `predictions` masked positions (0 for fine-tuning)."""
+        h, i, v = self.hidden_size, self.intermediate_size, self.vocab_size
+        layer = length * (8 * h * h + 4 * h * i) + 4 * length * length * h
+        forward = self.num_hidden_layers * layer + predictions * (2 * h * h + 2 * h * v) + 2 * h * h
+        return 3.0 * forward
+
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:

@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -364,6 +365,8 @@ def finetune(config: FinetuneConfig, workdir: str | Path) -> dict[str, Any]:
     best_params = None
     pending: list[dict[str, jax.Array]] = []
     main_eval = spec.eval_splits[0] if spec.eval_splits[0] in eval_sets else next(iter(eval_sets))
+    datasheet = reporting.DATASHEET_TFLOPS.get((jax.devices()[0].device_kind, model_config.dtype))
+    window_start, window_rows, window_flops = time.perf_counter(), 0, 0.0
     order_epoch, order = -1, np.arange(0)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         for step in range(total_steps):
@@ -380,17 +383,26 @@ def finetune(config: FinetuneConfig, workdir: str | Path) -> dict[str, Any]:
             }
             state, step_metrics = step_fn(state, batch, dropout_rng)
             pending.append(step_metrics)
+            window_rows += len(rows)  # batches are cut to their longest row: FLOPs counted per batch
+            window_flops += len(rows) * model_config.train_flops(batch["input_ids"].shape[1])
             done = step + 1
             if done % train_cfg.log_every_steps == 0 or done == total_steps:
                 fetched = jax.device_get(pending)
                 pending = []
                 summary = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+                seconds = time.perf_counter() - window_start
+                summary["seq_per_second"] = window_rows / seconds
+                summary |= reporting.throughput(
+                    window_flops / window_rows, window_rows / seconds, jax.device_count(), datasheet
+                )
+                window_start, window_rows, window_flops = time.perf_counter(), 0, 0.0
                 writer.write_scalars(done, "train", summary)
                 progress.set_postfix(loss=f"{summary['loss']:.4f}")
             progress.update(1)
             end_of_epoch = done % steps_per_epoch == 0 or done == total_steps
             if not end_of_epoch:
                 continue
+            evaluation_started = time.perf_counter()
             record: dict[str, Any] = {"epoch": round(done / steps_per_epoch, 3), "step": done}
             for name, split in eval_sets.items():
                 logits = predict_split(state.params, split)
@@ -417,6 +429,7 @@ def finetune(config: FinetuneConfig, workdir: str | Path) -> dict[str, Any]:
                 f"epoch {record['epoch']}: "
                 + "; ".join(f"{n} " + ", ".join(f"{k} {v:.4f}" for k, v in record[n].items()) for n in eval_sets)
             )
+            window_start += time.perf_counter() - evaluation_started  # evaluation is not training throughput
     progress.close()
 
     # Test predictions with the best parameters.

@@ -11,6 +11,33 @@ from typing import Any
 
 import tqdm
 
+# Dense (no sparsity) datasheet rates in TFLOP/s per chip by jax device_kind and compute dtype:
+# the MFU's denominator. NVIDIA's H100 SXM / H200 (989.4 bf16, 66.9 fp32) and A100 (312 / 19.5)
+# datasheets; Google's per-chip bf16 peaks for TPU v4, v5e ("v5 lite"), v5p and v6e ("v6 lite").
+# Only the H100's device_kind has been seen here (2026-11-26); the others are as their makers name them.
+DATASHEET_TFLOPS: dict[tuple[str, str], float] = {
+    ("NVIDIA H100 80GB HBM3", "bfloat16"): 989.4,
+    ("NVIDIA H100 80GB HBM3", "float32"): 66.9,
+    ("NVIDIA H200", "bfloat16"): 989.4,
+    ("NVIDIA H200", "float32"): 66.9,
+    ("NVIDIA A100-SXM4-80GB", "bfloat16"): 312.0,
+    ("NVIDIA A100-SXM4-80GB", "float32"): 19.5,
+    ("TPU v4", "bfloat16"): 275.0,
+    ("TPU v5 lite", "bfloat16"): 197.0,
+    ("TPU v5", "bfloat16"): 459.0,
+    ("TPU v5p", "bfloat16"): 459.0,
+    ("TPU v6 lite", "bfloat16"): 918.0,
+}
+
+
+def throughput(
+    flops_per_sequence: float, seq_per_second: float, devices: int, peak_tflops: float | None
+) -> dict[str, float]:
+    """Useful TFLOP/s per device, and their share of the datasheet rate (the MFU) when it is known."""
+    tflops = flops_per_sequence * seq_per_second / devices / 1e12
+    return {"tflops_per_device": tflops} | ({"mfu": tflops / peak_tflops} if peak_tflops else {})
+
+
 PRETRAINING_PANELS = (
     ("loss", "loss (MLM + NSP)"),
     ("mlm_accuracy", "MLM accuracy"),

@@ -388,6 +388,8 @@ def pretrain(config: PretrainConfig, workdir: str | Path) -> dict[str, float]:
         num_processes=data_cfg.num_processes,
     )
     progress_bar = reporting.progress_bar(first_step, train_cfg.num_train_steps, enabled=is_main)
+    flops_per_row = model_config.train_flops(data_cfg.max_seq_length, train_examples.predictions_per_row)
+    datasheet = reporting.DATASHEET_TFLOPS.get((jax.devices()[0].device_kind, model_config.dtype))
     eval_metrics: dict[str, float] = {}
     pending: list[dict[str, jax.Array]] = []
     last_time, last_step = time.perf_counter(), first_step
@@ -407,6 +409,7 @@ def pretrain(config: PretrainConfig, workdir: str | Path) -> dict[str, float]:
                 now = time.perf_counter()
                 summary = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
                 summary["seq_per_second"] = (done - last_step) * train_cfg.batch_size / (now - last_time)
+                summary |= reporting.throughput(flops_per_row, summary["seq_per_second"], jax.device_count(), datasheet)
                 bad = [done - len(fetched) + 1 + i for i, m in enumerate(fetched) if m["nonfinite"]]
                 skipped_steps += len(bad)
                 summary["skipped_steps"] = float(skipped_steps)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bertjax import bench
+from bertjax import bench, reporting
+from bertjax.config import ModelConfig
 from bertjax.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,6 +24,10 @@ def test_useful_flops_formula():
     assert bench.useful_flops("base", 1, 128, "pretrain") == 3 * forward
     assert bench.useful_flops("base", 4, 128, "finetune") == 4 * 3 * (12 * layer + 2 * 768**2)
     assert bench.predictions_for(512) == 80 and bench.predictions_for(128) == 20
+    # The formula lives in ModelConfig.train_flops (the train loop's tflops_per_device uses it too).
+    model = ModelConfig(hidden_size=64, num_hidden_layers=3, intermediate_size=100, vocab_size=1000)
+    small = 3 * (3 * (16 * (8 * 64**2 + 4 * 64 * 100) + 4 * 16**2 * 64) + 5 * (2 * 64**2 + 2 * 64 * 1000) + 2 * 64**2)
+    assert model.train_flops(16, 5) == small
 
 
 def test_bench_runs_on_a_tiny_size(tmp_path):
@@ -61,6 +66,8 @@ def test_mfu_is_useful_flops_over_the_datasheet_rate():
     assert abs(record["mfu"] - flops / 1000e12) < 1e-12
     assert abs(record["fraction_of_matmul_peak"] - flops / 500e12) < 1e-12
     assert bench.DATASHEET_TFLOPS[("NVIDIA H100 80GB HBM3", "bfloat16")] == 989.4
+    assert reporting.throughput(2e12, 100.0, 4, 989.4) == {"tflops_per_device": 50.0, "mfu": 50.0 / 989.4}
+    assert reporting.throughput(2e12, 100.0, 4, None) == {"tflops_per_device": 50.0}
 
 
 def test_gpu_levers_runs_every_variant_on_the_same_function():

@@ -66,6 +66,16 @@ def test_custom_task_learns_and_keeps_the_best_checkpoint(tmp_path, vocab_file):
     best = pretrained.load(workdir / "best")
     assert best.labels == ("negative", "positive") and "classifier" in best.groups()
     assert (workdir / "curves.png").stat().st_size > 10_000
+    # Throughput: every toy row fits 32 tokens, so every batch is cut to 32 columns and the useful
+    # FLOPs per row are those of a 32-token sequence (one CPU device; no datasheet rate, no MFU).
+    saved = json.loads((workdir / "config.json").read_text())["config"]
+    per_row = pretrained.load(workdir / "best").config.train_flops(32)
+    lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in lines if r["split"] == "train"]
+    assert train and saved["task"]["pad_to_multiple_of"] == 32
+    for record in train:
+        assert record["seq_per_second"] > 0 and "mfu" not in record
+        assert record["tflops_per_device"] == pytest.approx(per_row * record["seq_per_second"] / 1e12, rel=1e-9)
     again = finetune(workdir, f"--config.task.train_file={toy / 'train.tsv'}", f"--config.task.vocab_file={vocab_file}")
     assert "holds a finished run" in again.stdout
 

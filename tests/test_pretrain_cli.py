@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from bertjax.config import ModelConfig
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -54,6 +56,12 @@ def test_pretrain_learns_writes_everything_and_resumes_exactly(tmp_path, sample_
     assert list((straight / "tensorboard").glob("events.out.tfevents.*"))
     saved_config = json.loads((straight / "config.json").read_text())
     assert saved_config["config"]["model"]["num_hidden_layers"] == 2
+    # Throughput in useful FLOPs, by the bench's formula (one CPU device; no datasheet rate, no MFU).
+    model, data = ModelConfig(**saved_config["config"]["model"]), saved_config["config"]["data"]
+    flops = model.train_flops(data["max_seq_length"], data["max_predictions_per_seq"])
+    for record in train_metrics.values():
+        assert record["tflops_per_device"] == pytest.approx(flops * record["seq_per_second"] / 1e12, rel=1e-9)
+        assert "mfu" not in record
 
     # The same run, stopped after 10 steps and started again with the same command: the
     # later steps see the same batches and dropout, so the numbers are identical.
