@@ -1,8 +1,10 @@
 """Checkpoints with orbax: the train state plus the data position, keep-K, resume from latest.
 
-A checkpoint holds the whole TrainState (params, optimizer state, step) and a small JSON record
-of progress (step, examples consumed). Restoring reads straight into the sharded abstract state;
-a checkpoint whose parameter shapes differ from the model being trained is a `CheckpointError`.
+A checkpoint holds the whole TrainState (params, optimizer state, step), a small JSON record of
+progress (pretraining: step, examples consumed; fine-tuning: step, epoch records, best epoch)
+and any further named trees (fine-tuning: the best epoch's parameters). Restoring reads straight
+into the sharded abstract state; a checkpoint whose parameter shapes differ from the model being
+trained is a `CheckpointError`.
 """
 
 from __future__ import annotations
@@ -17,18 +19,18 @@ from flax import traverse_util
 from bertjax.errors import CheckpointError
 
 
-def manager(directory: str | Path, keep: int) -> ocp.CheckpointManager:
+def manager(directory: str | Path, keep: int, trees: tuple[str, ...] = ()) -> ocp.CheckpointManager:
+    """A manager of checkpoints with the items state, progress and the named `trees`."""
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=True)
     handlers = {"state": ocp.StandardCheckpointHandler(), "progress": ocp.JsonCheckpointHandler()}
+    handlers |= {name: ocp.StandardCheckpointHandler() for name in trees}
     return ocp.CheckpointManager(Path(directory).absolute(), options=options, item_handlers=handlers)
 
 
-def save(mngr: ocp.CheckpointManager, step: int, state: Any, progress: dict[str, Any]) -> None:
-    mngr.save(
-        step,
-        args=ocp.args.Composite(state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress)),
-        force=True,
-    )
+def save(mngr: ocp.CheckpointManager, step: int, state: Any, progress: dict[str, Any], **trees: Any) -> None:
+    items = {"state": ocp.args.StandardSave(state), "progress": ocp.args.JsonSave(progress)}
+    items |= {name: ocp.args.StandardSave(tree) for name, tree in trees.items()}
+    mngr.save(step, args=ocp.args.Composite(**items), force=True)
 
 
 def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
@@ -56,17 +58,23 @@ def check_compatible(mngr: ocp.CheckpointManager, step: int, params: Any) -> Non
         raise CheckpointError(f"{where} is of another model: it has parameter {extra[0]} that this config lacks")
 
 
-def restore_latest(mngr: ocp.CheckpointManager, state: Any) -> tuple[Any, dict[str, Any]]:
-    """(state, progress) from the latest checkpoint, or (state, {}) when there is none.
+def _abstract(tree: Any) -> Any:
+    """The restore target: device arrays as shape, dtype and sharding; host (numpy) arrays as they are."""
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding) if isinstance(x, jax.Array) else x, tree
+    )
 
-    `state` supplies the target structure, dtypes and shardings.
+
+def restore_latest(mngr: ocp.CheckpointManager, state: Any, **trees: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """(state, progress, {name: tree}) from the latest checkpoint, or (state, {}, trees) when there is none.
+
+    `state` and the named `trees` supply the target structures, dtypes and shardings.
     """
     step = mngr.latest_step()
     if step is None:
-        return state, {}
+        return state, {}, trees
     check_compatible(mngr, step, state.params)
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-    restored = mngr.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), progress=ocp.args.JsonRestore())
-    )
-    return restored["state"], dict(restored["progress"])
+    items = {"state": ocp.args.StandardRestore(_abstract(state)), "progress": ocp.args.JsonRestore()}
+    items |= {name: ocp.args.StandardRestore(_abstract(tree)) for name, tree in trees.items()}
+    restored = mngr.restore(step, args=ocp.args.Composite(**items))
+    return restored["state"], dict(restored["progress"]), {name: restored[name] for name in trees}

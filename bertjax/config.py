@@ -270,6 +270,9 @@ class FinetuneTrainConfig:
     num_epochs: float = 3.0
     eval_batch_size: int = 64
     log_every_steps: int = 50
+    # A checkpoint (the latest only) at every epoch end, on SIGTERM/SIGINT, and every this many
+    # steps (0: not between epochs); the same command resumes from it.
+    checkpoint_every_steps: int = 1000
     seed: int = 0  # classifier init, dropout, example order
 
 

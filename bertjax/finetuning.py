@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from bertjax import checkpoint as checkpointing
 from bertjax import config as config_lib
 from bertjax import glue, metrics, optim, pretrained, reporting, sharding, train
 from bertjax.config import FinetuneConfig, ModelConfig, TaskConfig
@@ -268,8 +269,10 @@ def finetune(config: FinetuneConfig, workdir: str | Path) -> dict[str, Any]:
     if results_file.is_file():
         print(f"{workdir} holds a finished run: {results_file}")
         return json.loads(results_file.read_text())
-    if (workdir / "best").exists():
-        raise CheckpointError(f"workdir {workdir} holds an unfinished run (best/ without results.json): use another")
+    if (workdir / "best").exists() and not (workdir / "checkpoints").exists():
+        raise CheckpointError(
+            f"workdir {workdir} holds best/ without results.json or checkpoints/ to resume from: use another"
+        )
     is_main = jax.process_index() == 0
     train_cfg, task_cfg = config.train, config.task
 
@@ -324,9 +327,17 @@ def finetune(config: FinetuneConfig, workdir: str | Path) -> dict[str, Any]:
     rules = sharding.rules(config.mesh)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         state = jax.jit(lambda k: nn.meta.unbox(init(k)), out_shardings=shardings)(init_rng)
-    report = None
-    if checkpoint is not None:
+    # Resume: the latest checkpoint holds the state, the epochs so far and the best epoch's parameters.
+    manager = checkpointing.manager(workdir / "checkpoints", 1, trees=("best_params",))
+    state, saved, trees = checkpointing.restore_latest(manager, state, best_params=jax.device_get(state.params))
+    first_step = int(saved.get("step", 0))
+    epochs: list[dict[str, Any]] = list(saved.get("epochs", []))
+    best_index: int | None = saved.get("best_index")
+    best_params = trees["best_params"] if best_index is not None else None
+    load_report = saved.get("load_report")
+    if checkpoint is not None and first_step == 0:
         state, report = train.init_from_checkpoint(state, checkpoint, tx, shardings, is_main)
+        load_report = dataclasses.asdict(report)
 
     batch_sharding = sharding.batch_sharding(mesh)
     replicated = sharding.replicated(mesh)
@@ -359,17 +370,38 @@ def finetune(config: FinetuneConfig, workdir: str | Path) -> dict[str, Any]:
             f"{task_cfg.max_seq_length} tokens), {total_steps} steps of {train_cfg.batch_size}; "
             + ", ".join(f"{name} {len(split)}" for name, split in eval_sets.items())
         )
-    progress = reporting.progress_bar(0, total_steps, enabled=is_main)
-    epochs: list[dict[str, Any]] = []
-    best: dict[str, Any] | None = None
-    best_params = None
+
+    def save_best() -> None:
+        _save_best(
+            pretrained.Pretrained(
+                model_config,
+                flatten(best_params),
+                Path(vocab_file),
+                lowercase,
+                "bertjax",
+                workdir / "best",
+                spec.labels,
+            ),
+            workdir,
+        )
+
+    def save_checkpoint(done: int) -> None:
+        progress_record = {"step": done, "epochs": epochs, "best_index": best_index, "load_report": load_report}
+        best_tree = best_params if best_params is not None else jax.device_get(state.params)  # a placeholder
+        checkpointing.save(manager, done, state, progress_record, best_params=best_tree)
+
+    if best_params is not None and is_main:
+        save_best()  # best/ as the checkpoint has it (a run stopped between the two leaves them apart)
+    best = epochs[best_index] if best_index is not None else None
+    progress = reporting.progress_bar(first_step, total_steps, enabled=is_main)
     pending: list[dict[str, jax.Array]] = []
     main_eval = spec.eval_splits[0] if spec.eval_splits[0] in eval_sets else next(iter(eval_sets))
     datasheet = reporting.DATASHEET_TFLOPS.get((jax.devices()[0].device_kind, model_config.dtype))
     window_start, window_rows, window_flops = time.perf_counter(), 0, 0.0
     order_epoch, order = -1, np.arange(0)
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        for step in range(total_steps):
+    stopped_at = None
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules), train.StopSignal(mesh) as stop_signal:
+        for step in range(first_step, total_steps):
             epoch, row = divmod(step * train_cfg.batch_size, steps_per_epoch * train_cfg.batch_size)
             if epoch != order_epoch:  # a new order each epoch, keyed by (seed, epoch); the remainder is dropped
                 order_epoch, order = (
@@ -400,7 +432,14 @@ def finetune(config: FinetuneConfig, workdir: str | Path) -> dict[str, Any]:
                 progress.set_postfix(loss=f"{summary['loss']:.4f}")
             progress.update(1)
             end_of_epoch = done % steps_per_epoch == 0 or done == total_steps
+            stop = stop_signal.agreed()
             if not end_of_epoch:
+                every = train_cfg.checkpoint_every_steps
+                if stop or (every and done % every == 0):
+                    save_checkpoint(done)
+                if stop:
+                    stopped_at = done
+                    break
                 continue
             evaluation_started = time.perf_counter()
             record: dict[str, Any] = {"epoch": round(done / steps_per_epoch, 3), "step": done}
@@ -409,28 +448,29 @@ def finetune(config: FinetuneConfig, workdir: str | Path) -> dict[str, Any]:
                 record[name] = evaluate_split(spec, split.labels, to_predictions(logits, spec))
                 writer.write_scalars(done, name, record[name])
             epochs.append(record)
-            if best is None or record[main_eval]["score"] > best[main_eval]["score"]:
-                best = record
-                best_params = jax.device_get(state.params)
-                if is_main:
-                    _save_best(
-                        pretrained.Pretrained(
-                            model_config,
-                            flatten(best_params),
-                            Path(vocab_file),
-                            lowercase,
-                            "bertjax",
-                            workdir / "best",
-                            spec.labels,
-                        ),
-                        workdir,
-                    )
+            improved = best is None or record[main_eval]["score"] > best[main_eval]["score"]
+            if improved:
+                best, best_index, best_params = record, len(epochs) - 1, jax.device_get(state.params)
+            # The checkpoint (with the best parameters) is complete before best/ changes, so best/
+            # is never ahead of what a resumed run knows.
+            save_checkpoint(done)
+            manager.wait_until_finished()
+            if improved and is_main:
+                save_best()
             progress.write(
                 f"epoch {record['epoch']}: "
                 + "; ".join(f"{n} " + ", ".join(f"{k} {v:.4f}" for k, v in record[n].items()) for n in eval_sets)
             )
             window_start += time.perf_counter() - evaluation_started  # evaluation is not training throughput
+            if stop and done < total_steps:
+                stopped_at = done
+                break
     progress.close()
+    manager.wait_until_finished()
+    manager.close()
+    if stopped_at is not None:
+        writer.close()
+        return {"stopped_at_step": stopped_at}
 
     # Test predictions with the best parameters.
     assert best is not None and best_params is not None
@@ -438,7 +478,7 @@ def finetune(config: FinetuneConfig, workdir: str | Path) -> dict[str, Any]:
         "task": spec.name,
         "published": task_cfg.published,
         "init": config.init,
-        "load_report": dataclasses.asdict(report) if report else None,
+        "load_report": load_report,
         "main_split": main_eval,
         "epochs": epochs,
         "best": best,
@@ -472,6 +512,12 @@ def finetune(config: FinetuneConfig, workdir: str | Path) -> dict[str, Any]:
 
 
 def print_summary(results: dict[str, Any], workdir: str | Path) -> None:
+    if "stopped_at_step" in results:
+        print(
+            f"stopped by a signal: checkpoint saved at step {results['stopped_at_step']} in "
+            f"{Path(workdir) / 'checkpoints'}; run the same command to resume"
+        )
+        return
     best = results["best"]
     main = results["main_split"]
     shown = ", ".join(f"{k} {v:.4f}" for k, v in best[main].items())

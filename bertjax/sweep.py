@@ -5,8 +5,9 @@
 
 A config file declares its sweep as `def sweep(add): ... add(**{"optim.learning_rate": 3e-5, ...})`.
 Each call is a run: the config with those overrides, in `<workdir>/<name>`, the name made of the
-overrides. Runs that already finished (their results.json exists) are skipped, so a sweep can be
-started again after an interruption. At the end `<workdir>/sweep_results.{csv,md}` hold every run
+overrides. Runs that already finished (their results.json exists) are skipped and an unfinished
+one resumes from its checkpoint, so a sweep can be started again after an interruption (SIGTERM or
+SIGINT checkpoints the running run and ends the sweep). At the end `<workdir>/sweep_results.{csv,md}` hold every run
 and, per setting (the overrides other than the seed), the mean and standard deviation of the dev
 score over seeds, with the best setting marked.
 """
@@ -183,7 +184,10 @@ def main(argv: list[str]) -> None:
         if (workdir / run.name / "results.json").is_file():
             continue
         print(f"[{index}/{len(runs)}] {run.name}")
-        finetuning.finetune(config, workdir / run.name)
+        results = finetuning.finetune(config, workdir / run.name)
+        if "stopped_at_step" in results:  # SIGTERM/SIGINT: the run is checkpointed; the sweep stops here
+            finetuning.print_summary(results, workdir / run.name)
+            return
     rows = collect(runs, workdir)
     csv_path, md_path = write_tables(rows, workdir, f"Sweep {config_arg}")
     best = summarise(rows)[0]

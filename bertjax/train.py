@@ -367,7 +367,7 @@ def pretrain(config: PretrainConfig, workdir: str | Path) -> dict[str, float]:
     )
 
     manager = checkpointing.manager(workdir / "checkpoints", train_cfg.keep_checkpoints)
-    state, progress = checkpointing.restore_latest(manager, state)
+    state, progress, _ = checkpointing.restore_latest(manager, state)
     first_step = int(progress.get("step", 0))
     if checkpoint is not None and first_step == 0:  # a new run from pretrained weights
         state, _ = init_from_checkpoint(state, checkpoint, tx, shardings, is_main)

@@ -59,6 +59,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     train.num_epochs = 3.0  # the paper's grid: 2, 3, 4
     train.eval_batch_size = 64
     train.log_every_steps = 50
+    train.checkpoint_every_steps = 1000  # and at every epoch end and on SIGTERM/SIGINT; 0 = not between epochs
     train.seed = 0  # classifier init, dropout and example order
 
     config.mesh = mesh = ml_collections.ConfigDict()

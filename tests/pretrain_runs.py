@@ -1,8 +1,14 @@
-"""Command lines of short `python -m bertjax.pretrain` runs on the sample corpus, for the tests."""
+"""Command lines of short `python -m bertjax.pretrain` runs on the sample corpus, and running a
+command until it has logged a step, for the tests."""
 
 import json
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def pretrain_command(workdir: Path, sample_files: dict, cache: Path, *overrides: str) -> list[str]:
@@ -29,3 +35,32 @@ def train_records(workdir: Path) -> list[dict]:
         return []
     lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return [r for r in lines if r["split"] == "train"]
+
+
+def steps_logged(workdir: Path) -> int:
+    return max((r["step"] for r in train_records(workdir)), default=0)
+
+
+def run_until(
+    command, workdir: Path, step: int, sig: int, env: dict, group: bool = False
+) -> subprocess.CompletedProcess:
+    """Runs `command` until `step` is logged in `workdir`, then sends `sig` to it (with `group`, to
+    its whole process group, as a terminal's Ctrl-C or a cluster's preemption does)."""
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=group,
+    )
+    deadline = time.time() + 300
+    while steps_logged(workdir) < step and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    if group:
+        os.killpg(process.pid, sig)
+    else:
+        process.send_signal(sig)
+    stdout, stderr = process.communicate(timeout=300)
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)

@@ -117,7 +117,7 @@ def restore_across_meshes(directory: str) -> dict[str, float]:
         ("single", jax.devices()[:1], MeshConfig(data=1)),
     ):
         target = state_on(devices, mesh_config)  # another init (key 7, unscaled): must be overwritten
-        restored, progress = checkpointing.restore_latest(manager, target)
+        restored, progress, _ = checkpointing.restore_latest(manager, target)
         leaf = restored.params["bert"]["layer_0"]["intermediate"]["kernel"]
         diffs = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - b).max()), restored, expected))
         out[name] = {

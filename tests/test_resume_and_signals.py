@@ -6,12 +6,11 @@ import os
 import random
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from pretrain_runs import pretrain_command, train_records
+from pretrain_runs import pretrain_command, run_until, steps_logged, train_records
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
@@ -21,37 +20,10 @@ def _command(workdir, sample_files, cache, *overrides):
     return pretrain_command(workdir, sample_files, cache, "--config.train.eval_every_steps=1000", *overrides)
 
 
-def _steps_logged(workdir: Path) -> int:
-    return max((r["step"] for r in train_records(workdir)), default=0)
-
-
 def _final_params(workdir: Path, step: int):
     from bertjax import pretrained
 
     return pretrained.read_run(workdir / "checkpoints" / str(step)).params
-
-
-def _run_until(command, workdir: Path, step: int, sig: int, group: bool = False) -> subprocess.CompletedProcess:
-    """Runs `command` until `step` is logged, then sends `sig` to it (with `group`, to its whole
-    process group, as a terminal's Ctrl-C or a cluster's preemption does)."""
-    process = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=group,
-    )
-    deadline = time.time() + 300
-    while _steps_logged(workdir) < step and process.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    if group:
-        os.killpg(process.pid, sig)
-    else:
-        process.send_signal(sig)
-    stdout, stderr = process.communicate(timeout=300)
-    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def test_sigkill_at_a_random_step_then_resume_is_bitwise_equal(tmp_path, sample_files):
@@ -66,9 +38,9 @@ def test_sigkill_at_a_random_step_then_resume_is_bitwise_equal(tmp_path, sample_
     print(f"SIGKILL once step {kill_at} has been logged")
     killed = tmp_path / "killed"
     command = _command(killed, sample_files, tmp_path / "cache", *common)
-    interrupted = _run_until(command, killed, kill_at, signal.SIGKILL)
+    interrupted = run_until(command, killed, kill_at, signal.SIGKILL, ENV)
     assert interrupted.returncode == -signal.SIGKILL
-    assert _steps_logged(killed) < 16  # it really was cut short
+    assert steps_logged(killed) < 16  # it really was cut short
     resumed = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
@@ -92,7 +64,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_0(tmp_path, sample_files, loader):
         "--config.train.checkpoint_every_steps=100000",
         *processes,
     )
-    result = _run_until(command, workdir, 3, signal.SIGTERM, group=loader == "processes")
+    result = run_until(command, workdir, 3, signal.SIGTERM, ENV, group=loader == "processes")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "stopped by a signal: checkpoint saved at step" in result.stdout
     step = int(result.stdout.split("checkpoint saved at step ")[1].split()[0])

@@ -2,12 +2,15 @@
 
 import json
 import os
+import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from pretrain_runs import run_until
 from test_finetune import write_toy
 
 from bertjax import report, sweep
@@ -97,7 +100,15 @@ def test_sweep_runs_skips_finished_and_tabulates(tmp_path, vocab_file):
     assert "--config.optim.learning_rate=0.0003" in lines[2] and "--config.train.seed=0" in lines[2]
     assert f"--config.task.train_file={toy / 'train.tsv'}" in lines[0]
 
-    # Finish one run by hand first: the sweep must skip it.
+    # SIGTERM during the first run: it is checkpointed and the sweep ends there (exit 0).
+    first_workdir = Path(next(a for a in shlex.split(lines[0]) if a.startswith("--workdir=")).split("=", 1)[1])
+    command = [sys.executable, "-m", "bertjax.sweep", *common, "--config.train.log_every_steps=1"]
+    stopped = run_until(command, first_workdir, 2, signal.SIGTERM, env)
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    assert "stopped by a signal: checkpoint saved at step" in stopped.stdout and "[2/4]" not in stopped.stdout
+    assert (first_workdir / "checkpoints").is_dir() and not (first_workdir / "results.json").exists()
+
+    # Finish that run by hand (it resumes from its checkpoint): the sweep must skip it.
     first = subprocess.run(lines[0], shell=True, cwd=ROOT, capture_output=True, text=True, env=env)
     assert first.returncode == 0, first.stderr[-2000:]
     done = subprocess.run(
