@@ -367,7 +367,7 @@ def measure_matmul_peak(dtype: str, repeats: int = 5) -> float:
     return best
 
 
-def measure_pipeline(batch: int, processes: int = 0, seconds: float = 5.0) -> float:
+def measure_pipeline(batch: int, processes: int = 0, seconds: float = 2.0) -> float:
     """Pretraining examples per second built by the input pipeline (read-time masking): 2 grain
     threads, or with `processes` > 0 that many loader processes of one thread each."""
     import tempfile

@@ -22,7 +22,7 @@ def test_killed_fine_tuning_resumes_to_the_same_results(tmp_path, vocab_file):
         f"--config.task.train_file={toy / 'train.tsv'}",
         f"--config.task.test_file={toy / 'test.tsv'}",
         f"--config.task.vocab_file={vocab_file}",
-        "--config.train.num_epochs=3",
+        "--config.train.num_epochs=2",
         "--config.optim.learning_rate=1e-3",
         "--config.train.log_every_steps=1",
         "--config.train.checkpoint_every_steps=4",
