@@ -420,7 +420,9 @@ def worker(args: argparse.Namespace) -> None:
 
 def _child(spec: str, args: argparse.Namespace, dtype: str = "float32") -> dict[str, Any]:
     command = [sys.executable, "-m", "bertjax.bench", f"--worker={spec}", f"--steps={args.steps}"]
-    command += [f"--warmup={args.warmup}", f"--dtype={dtype}", f"--profile={args.profile}"]
+    command += [f"--warmup={args.warmup}", f"--dtype={dtype}"]
+    if spec.startswith("bertjax"):  # only bertjax's steps are traced
+        command.append(f"--profile={args.profile}")
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"benchmark {spec} failed:\n{result.stderr[-2000:]}")
