@@ -368,9 +368,8 @@ def _mix64(z: np.ndarray) -> np.ndarray:
 def _pair_keys(seed: int, epochs: np.ndarray, instances: np.ndarray) -> np.ndarray:
     """One 64-bit masking key per pair, a hash of (seed, masking stream, epoch, instance)."""
     base = _mix64(np.asarray([seed % 2**64], np.uint64) ^ np.uint64(_MASKING << 32))
-    with np.errstate(over="ignore"):
-        keyed = _mix64(base ^ np.asarray(epochs, np.int64).astype(np.uint64))
-        return _mix64(keyed ^ np.asarray(instances, np.int64).astype(np.uint64))
+    keyed = _mix64(base ^ np.asarray(epochs, np.int64).astype(np.uint64))
+    return _mix64(keyed ^ np.asarray(instances, np.int64).astype(np.uint64))
 
 
 def _token_hashes(keys: np.ndarray, length: int) -> np.ndarray:
@@ -441,8 +440,10 @@ class PretrainingExamples:
         a_start, a_end, b_start, b_end, is_random_next = self.instances[instance].T
         a_len, b_len = a_end - a_start, b_end - b_start
         pair_len = a_len + b_len + 3
+        first_of_row = np.searchsorted(row_of_pair, row_of_pair)  # each pair's row's first pair
+        segment = np.arange(len(instance)) - first_of_row  # slot among the row's pairs
         previous = np.cumsum(pair_len) - pair_len  # tokens before each pair, over all rows
-        offset = previous - previous[np.searchsorted(row_of_pair, row_of_pair)]  # ... within its row
+        offset = previous - previous[first_of_row]  # ... within its row
 
         # [pairs, length] views of every pair: t is the position within the pair.
         t = np.arange(length)[None, :]
@@ -475,7 +476,6 @@ class PretrainingExamples:
         pair_of_token, t_of_token = np.nonzero(valid)
         rows = row_of_pair[pair_of_token]
         columns = offset[pair_of_token] + t_of_token
-        segment = np.arange(len(instance)) - np.searchsorted(row_of_pair, row_of_pair)  # slot among the row's pairs
         input_ids = np.zeros((num_rows, length), np.int32)
         token_type_ids = np.zeros((num_rows, length), np.int32)
         attention_mask = np.zeros((num_rows, length), np.int32)
@@ -491,7 +491,7 @@ class PretrainingExamples:
         masked_lm_ids = np.zeros((num_rows, predictions), np.int32)
         masked_lm_weights = np.zeros((num_rows, predictions), np.float32)
         masked_lm_positions[predicted_rows, prediction_slot] = columns[predicted]
-        masked_lm_ids[predicted_rows, prediction_slot] = ids[valid][predicted]
+        masked_lm_ids[predicted_rows, prediction_slot] = labels  # ids[chosen]: the same (pair, position) order
         masked_lm_weights[predicted_rows, prediction_slot] = 1.0
         batch = {
             "input_ids": input_ids,
