@@ -59,10 +59,8 @@ def check_compatible(mngr: ocp.CheckpointManager, step: int, params: Any) -> Non
 
 
 def _abstract(tree: Any) -> Any:
-    """The restore target: device arrays as shape, dtype and sharding; host (numpy) arrays as they are."""
-    return jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding) if isinstance(x, jax.Array) else x, tree
-    )
+    """The restore target of a tree of device arrays: their shapes, dtypes and shardings."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
 
 
 def restore_latest(mngr: ocp.CheckpointManager, state: Any, **trees: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:

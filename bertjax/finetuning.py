@@ -329,11 +329,11 @@ def finetune(config: FinetuneConfig, workdir: str | Path) -> dict[str, Any]:
         state = jax.jit(lambda k: nn.meta.unbox(init(k)), out_shardings=shardings)(init_rng)
     # Resume: the latest checkpoint holds the state, the epochs so far and the best epoch's parameters.
     manager = checkpointing.manager(workdir / "checkpoints", 1, trees=("best_params",))
-    state, saved, trees = checkpointing.restore_latest(manager, state, best_params=jax.device_get(state.params))
+    state, saved, trees = checkpointing.restore_latest(manager, state, best_params=state.params)
     first_step = int(saved.get("step", 0))
     epochs: list[dict[str, Any]] = list(saved.get("epochs", []))
     best_index: int | None = saved.get("best_index")
-    best_params = trees["best_params"] if best_index is not None else None
+    best_params = jax.device_get(trees["best_params"]) if best_index is not None else None
     load_report = saved.get("load_report")
     if checkpoint is not None and first_step == 0:
         state, report = train.init_from_checkpoint(state, checkpoint, tx, shardings, is_main)
@@ -387,7 +387,7 @@ def finetune(config: FinetuneConfig, workdir: str | Path) -> dict[str, Any]:
 
     def save_checkpoint(done: int) -> None:
         progress_record = {"step": done, "epochs": epochs, "best_index": best_index, "load_report": load_report}
-        best_tree = best_params if best_params is not None else jax.device_get(state.params)  # a placeholder
+        best_tree = best_params if best_params is not None else state.params  # a placeholder
         checkpointing.save(manager, done, state, progress_record, best_params=best_tree)
 
     if best_params is not None and is_main:
