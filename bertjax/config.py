@@ -273,6 +273,9 @@ class FinetuneTrainConfig:
     # A checkpoint (the latest only) at every epoch end, on SIGTERM/SIGINT, and every this many
     # steps (0: not between epochs); the same command resumes from it.
     checkpoint_every_steps: int = 1000
+    # Once results.json is written the run cannot resume, so its checkpoint (the last step's
+    # parameters and optimizer state: about 1.7 GB at BERT-base) is deleted; best/ is the model.
+    keep_checkpoint: bool = False
     seed: int = 0  # classifier init, dropout, example order
 
 

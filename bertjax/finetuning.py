@@ -507,6 +507,8 @@ def finetune(config: FinetuneConfig, workdir: str | Path) -> dict[str, Any]:
     if is_main:
         writer.plot_curves(panels=(("loss", "train loss"), ("accuracy", "train accuracy"), ("score", "eval score")))
         write_text_atomically(results_file, json.dumps(results, indent=2))
+        if not train_cfg.keep_checkpoint:  # finished: nothing resumes from it (best/ is the model)
+            shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
     writer.close()
     return results
 

@@ -60,6 +60,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     train.eval_batch_size = 64
     train.log_every_steps = 50
     train.checkpoint_every_steps = 1000  # and at every epoch end and on SIGTERM/SIGINT; 0 = not between epochs
+    train.keep_checkpoint = False  # delete checkpoints/ once results.json is written (best/ stays)
     train.seed = 0  # classifier init, dropout and example order
 
     config.mesh = mesh = ml_collections.ConfigDict()

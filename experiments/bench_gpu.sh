@@ -15,7 +15,8 @@
 #   3. experiments/gpu_levers.py: the GPU levers A/B'd in one process;
 #   4. the rows of MORE_ROWS, as in 2.
 # The console shows summary lines only. Where the machine lacks bertjax's pure-Python needs
-# (ml-collections, grain, array-record, portpicker on the lent H100 here), carry their wheels.
+# (ml-collections, grain, array-record, portpicker on the lent H100 here), carry their wheels
+# (experiments/gpu_wheels.sh downloads them; its header has the command).
 set -uo pipefail
 out=${1:-runs/bench-gpu}
 deadline=$((SECONDS + ${DEADLINE:-3600}))

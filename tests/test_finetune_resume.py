@@ -30,6 +30,7 @@ def test_killed_fine_tuning_resumes_to_the_same_results(tmp_path, vocab_file):
     straight = tmp_path / "straight"
     finetune(straight, *common)
     reference = json.loads((straight / "results.json").read_text())
+    assert not (straight / "checkpoints").exists()  # finished: train.keep_checkpoint=False deletes it
     total = max(r["step"] for r in train_records(straight))
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     command = [sys.executable, "-m", "bertjax.finetune", "--config=configs/textclf.py:runlocal", *common]
@@ -42,7 +43,8 @@ def test_killed_fine_tuning_resumes_to_the_same_results(tmp_path, vocab_file):
     # both are there; the newer one is resumed from).
     saved = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
     assert 1 <= len(saved) <= 2 and 4 <= saved[-1] <= steps_logged(workdir), saved
-    finetune(workdir, *common)
+    finetune(workdir, *common, "--config.train.keep_checkpoint=True")
+    assert [p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()] == [str(total)]
     # It went on from the checkpoint: steps up to it were trained (and logged) once.
     logged = [r["step"] for r in train_records(workdir)]
     assert all(logged.count(step) == 1 for step in range(1, saved[-1] + 1))
