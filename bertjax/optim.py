@@ -1,6 +1,10 @@
 """Optimizers and learning-rate schedules (optax): AdamW or LAMB, warmup then decay, clipping.
 
-Weight decay skips biases and LayerNorm parameters, as in google-research/bert.
+Weight decay skips biases and LayerNorm parameters, as in google-research/bert. LAMB's layer-wise
+trust ratio skips them too, as the LAMB implementations used for BERT do: tensorflow_addons'
+(`exclude_from_layer_adaptation` defaults to the weight-decay exclusions) and NVIDIA's FusedLAMB
+(no adaptation where weight decay is 0, unless `use_nvlamb`). `optax.lamb` alone adapts every
+parameter.
 """
 
 from __future__ import annotations
@@ -45,6 +49,17 @@ def decay_mask(params: Any) -> Any:
     return jax.tree_util.tree_map_with_path(decays, params, is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))
 
 
+def lamb(schedule: optax.Schedule, optim: OptimConfig) -> optax.GradientTransformation:
+    """LAMB (You et al. 2019): Adam directions plus decoupled weight decay, each parameter's step
+    scaled by its trust ratio ||w|| / ||step||, except on biases and LayerNorm parameters."""
+    return optax.chain(
+        optax.scale_by_adam(b1=optim.b1, b2=optim.b2, eps=optim.eps),
+        optax.add_decayed_weights(optim.weight_decay, mask=decay_mask),
+        optax.masked(optax.scale_by_trust_ratio(), decay_mask),
+        optax.scale_by_learning_rate(schedule),
+    )
+
+
 def make_optimizer(optim: OptimConfig, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """The optax chain (clipping, then AdamW or LAMB) and its learning-rate schedule."""
     schedule = learning_rate_schedule(optim, total_steps)
@@ -53,8 +68,6 @@ def make_optimizer(optim: OptimConfig, total_steps: int) -> tuple[optax.Gradient
             schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps, weight_decay=optim.weight_decay, mask=decay_mask
         )
     else:
-        base = optax.lamb(
-            schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps, weight_decay=optim.weight_decay, mask=decay_mask
-        )
+        base = lamb(schedule, optim)
     parts = [optax.clip_by_global_norm(optim.clip_norm)] if optim.clip_norm > 0 else []
     return optax.chain(*parts, base), schedule

@@ -3,10 +3,7 @@
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
-import pytest
 
 from bertjax import optim, sharding, train
 from bertjax.config import MeshConfig, ModelConfig, OptimConfig
@@ -115,22 +112,3 @@ def test_weight_decay_mask_and_schedules():
     np.testing.assert_allclose([cosine(10), cosine(60), cosine(110)], [1, 0.5, 0], atol=1e-6)
     constant = optim.learning_rate_schedule(OptimConfig(learning_rate=1.0, warmup_steps=10, schedule="constant"), 110)
     np.testing.assert_allclose([constant(5), constant(100)], [0.5, 1.0], atol=1e-6)
-
-
-@pytest.mark.parametrize("name", ["adamw", "lamb"])
-def test_optimizer_matches_optax_reference(name):
-    """Our chain equals clip + optax's own adamw/lamb with the decay mask, on one update."""
-    config = OptimConfig(optimizer=name, warmup_steps=0, learning_rate=1e-2, schedule="constant", clip_norm=0.5)
-    tx, _ = optim.make_optimizer(config, 10)
-    params = {"dense": {"kernel": jnp.ones((3, 2)), "bias": jnp.ones(2)}}
-    grads = {"dense": {"kernel": jnp.full((3, 2), 2.0), "bias": jnp.full(2, -1.0)}}
-    reference_base = {"adamw": optax.adamw, "lamb": optax.lamb}[name](
-        1e-2, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01, mask={"dense": {"kernel": True, "bias": False}}
-    )
-    reference = optax.chain(optax.clip_by_global_norm(0.5), reference_base)
-    ours, _ = tx.update(grads, tx.init(params), params)
-    theirs, _ = reference.update(grads, reference.init(params), params)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), ours, theirs)
-    # The bias got no weight decay: its AdamW update is the plain Adam step.
-    if name == "adamw":
-        np.testing.assert_allclose(ours["dense"]["bias"], 1e-2, rtol=1e-3)
