@@ -152,6 +152,11 @@ class OptimConfig:
     decay_power: float = 1.0  # the power of the "polynomial" decay
     warmup_steps: int = 10000
     warmup_fraction: float = 0.0  # > 0: warmup over this share of all steps instead of warmup_steps
+    # The schedule's length in steps (0: this run's steps) and the schedule step this run starts
+    # at: a run that is one part of a longer schedule, e.g. google-research/bert's 1M steps split
+    # 900k at length 128 + 100k at 512 (phase 2: schedule_steps 1M, schedule_offset 900k).
+    schedule_steps: int = 0
+    schedule_offset: int = 0
     clip_norm: float = 1.0  # global-norm clipping; 0 disables
     grad_accum_steps: int = 1
 
@@ -393,6 +398,22 @@ def model_config_from_dict(cd: ml_collections.ConfigDict | dict, prefix: str = "
     return model
 
 
+def _check_schedule_span(optim: OptimConfig, run_steps: int | None) -> None:
+    """optim.schedule_steps / schedule_offset are non-negative and the run ends within the schedule."""
+    if optim.schedule_steps < 0 or optim.schedule_offset < 0:
+        raise ConfigError(
+            f"config keys optim.schedule_steps={optim.schedule_steps} and "
+            f"optim.schedule_offset={optim.schedule_offset} must be >= 0"
+        )
+    if optim.schedule_offset and not optim.schedule_steps:
+        raise ConfigError("config key optim.schedule_offset needs optim.schedule_steps (the whole schedule's length)")
+    if run_steps is not None and optim.schedule_steps and optim.schedule_offset + run_steps > optim.schedule_steps:
+        raise ConfigError(
+            f"config keys optim.schedule_offset={optim.schedule_offset} + train.num_train_steps={run_steps} "
+            f"go past optim.schedule_steps={optim.schedule_steps}"
+        )
+
+
 def from_config_dict(cd: ml_collections.ConfigDict) -> PretrainConfig:
     """Turns the run's ConfigDict into a validated PretrainConfig."""
     sections = {"init", "model", "data", "optim", "train", "mesh", "distributed"}
@@ -419,6 +440,7 @@ def from_config_dict(cd: ml_collections.ConfigDict) -> PretrainConfig:
         )
     if train.num_train_steps < 1:
         raise ConfigError("config key train.num_train_steps must be >= 1")
+    _check_schedule_span(optim, train.num_train_steps)
     init = cd.get("init", "")
     if not isinstance(init, str):
         raise ConfigError(f"config key init: expected a path, got {init!r}")
@@ -443,6 +465,7 @@ def finetune_config_from_dict(cd: ml_collections.ConfigDict) -> FinetuneConfig:
     mesh = mesh_config_from_dict(cd.get("mesh", {}))
     _check_choice("task.kind", task.kind, ("classification", "regression"))
     _check_choice("optim.optimizer", optim.optimizer, ("adamw", "lamb"))
+    _check_schedule_span(optim, None)  # the run's steps follow from the data
     _check_choice("optim.schedule", optim.schedule, ("linear", "polynomial", "cosine", "constant"))
     if task.file_format:
         _check_choice("task.file_format", task.file_format, ("tsv", "csv", "jsonl"))

@@ -39,6 +39,15 @@ def learning_rate_schedule(optim: OptimConfig, total_steps: int) -> optax.Schedu
     return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after], [warmup])
 
 
+def _shifted(schedule: optax.Schedule, offset: int) -> optax.Schedule:
+    """The schedule as seen from step `offset` on (a run that continues a longer schedule)."""
+
+    def shifted(count: Any) -> Any:
+        return schedule(count + offset)
+
+    return shifted
+
+
 def decay_mask(params: Any) -> Any:
     """True where weight decay applies: every parameter except biases and LayerNorm scales."""
 
@@ -61,8 +70,11 @@ def lamb(schedule: optax.Schedule, optim: OptimConfig) -> optax.GradientTransfor
 
 
 def make_optimizer(optim: OptimConfig, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """The optax chain (clipping, then AdamW or LAMB) and its learning-rate schedule."""
-    schedule = learning_rate_schedule(optim, total_steps)
+    """The optax chain (clipping, then AdamW or LAMB) and its learning-rate schedule: over
+    `optim.schedule_steps` (else the run's `total_steps`), from step `optim.schedule_offset` on."""
+    schedule = learning_rate_schedule(optim, optim.schedule_steps or total_steps)
+    if optim.schedule_offset:
+        schedule = _shifted(schedule, optim.schedule_offset)
     if optim.optimizer == "adamw":
         base = optax.adamw(
             schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps, weight_decay=optim.weight_decay, mask=decay_mask

@@ -79,6 +79,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     optim.decay_power = 1.0  # power of the "polynomial" schedule (LAMB recipes use 0.5)
     optim.warmup_steps = 10000
     optim.warmup_fraction = 0.0  # > 0: warm up over this share of all steps (overrides warmup_steps)
+    optim.schedule_steps = 0  # the schedule's length (0 = num_train_steps); longer when this run is one part
+    optim.schedule_offset = 0  # the schedule step this run starts at (two-phase recipes: experiments/)
     optim.clip_norm = 1.0  # global-norm clipping; 0 disables
     optim.grad_accum_steps = 1  # microbatches per step (batch_size must divide)
 

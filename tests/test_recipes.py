@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from bertjax import config as config_lib
+from bertjax import optim
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_COMPILED = ["recipe=bert,size=base,phase=1", "recipe=lamb,phase=2"]
 
@@ -57,3 +60,38 @@ def test_train_steps_compile(recipes):
     expected = recipes if os.environ.get("BERTJAX_ALL_RECIPES") else DEFAULT_COMPILED
     for name in expected:
         assert recipes[name]["compile_seconds"] > 0, name
+
+
+def test_bert_phases_follow_one_learning_rate_schedule():
+    """Phase 1 (900k steps) and phase 2 (100k) run google-research/bert's single schedule: 10k
+    warmup steps to 1e-4, then linear decay to 0 at step 1M (its decay runs from step 0, ours from
+    the warmup's end as in Hugging Face's schedule: within 1.1%). Phase 2 starts near 1e-5, not
+    at a fresh peak."""
+    recipes = config_lib.load_config_module(ROOT / "experiments" / "recipes.py")
+
+    def schedule(phase):
+        config = config_lib.from_config_dict(recipes.get_config(f"recipe=bert,phase={phase}"))
+        return optim.make_optimizer(config.optim, config.train.num_train_steps)[1], config.train.num_train_steps
+
+    def google(step):  # optimization.py: polynomial_decay(1e-4, step, 1M, power=1), then the warmup
+        return 1e-4 * step / 10_000 if step < 10_000 else 1e-4 * (1 - step / 1_000_000)
+
+    first, first_steps = schedule(1)
+    second, second_steps = schedule(2)
+    assert (first_steps, second_steps) == (900_000, 100_000)
+    for step in (0, 5_000, 10_000, 400_000, 899_999):
+        assert abs(float(first(step)) - google(step)) <= 0.011 * google(step) + 1e-12, step
+    for step in (0, 50_000, 99_000):
+        assert abs(float(second(step)) - google(900_000 + step)) <= 0.011 * google(900_000 + step), step
+    assert abs(float(second(0)) - 1.01e-5) < 1e-8 and float(second(100_000)) == 0.0
+
+
+def test_schedule_span_errors_are_one_line_config_errors():
+    recipes = config_lib.load_config_module(ROOT / "experiments" / "recipes.py")
+    config = recipes.get_config("recipe=bert,phase=2")
+    config.train.num_train_steps = 100_001
+    with pytest.raises(config_lib.ConfigError, match="go past optim.schedule_steps=1000000"):
+        config_lib.from_config_dict(config)
+    config.optim.schedule_steps = 0
+    with pytest.raises(config_lib.ConfigError, match="schedule_offset needs optim.schedule_steps"):
+        config_lib.from_config_dict(config)
