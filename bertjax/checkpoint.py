@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import optax
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
@@ -76,3 +77,40 @@ def restore_latest(mngr: ocp.CheckpointManager, state: Any, **trees: Any) -> tup
     items |= {name: ocp.args.StandardRestore(_abstract(tree)) for name, tree in trees.items()}
     restored = mngr.restore(step, args=ocp.args.Composite(**items))
     return restored["state"], dict(restored["progress"]), {name: restored[name] for name in trees}
+
+
+def restore_run_state(step_dir: str | Path, state: Any) -> Any:
+    """Parameters and optimizer state of another run's checkpoint (`checkpoints/<step>`) read into
+    the structure and shardings of `state`, whose step and learning-rate schedule count are kept:
+    a second phase that continues the first's moments. A checkpoint of another model or optimizer
+    is a `CheckpointError`."""
+    step_dir = Path(step_dir).absolute()
+    where = f"checkpoint {step_dir}"
+    with ocp.StandardCheckpointer() as checkpointer:
+        saved = checkpointer.metadata(step_dir / "state")
+        saved = getattr(getattr(saved, "item_metadata", saved), "tree", saved)
+        saved_shapes = sorted(tuple(x.shape) for x in jax.tree.leaves(saved["opt_state"]))
+        our_shapes = sorted(tuple(x.shape) for x in jax.tree.leaves(state.opt_state))
+        if saved_shapes != our_shapes:
+            raise CheckpointError(
+                f"{where} holds another optimizer's state ({len(saved_shapes)} arrays; this config's has "
+                f"{len(our_shapes)}): use its optim.optimizer and optim.clip_norm, or init_optimizer=False"
+            )
+        target = {"step": jax.ShapeDtypeStruct((), jax.numpy.int32)}
+        target |= _abstract({"params": state.params, "opt_state": state.opt_state})
+        try:
+            restored = checkpointer.restore(step_dir / "state", target)
+        except (ValueError, KeyError, TypeError):
+            raise CheckpointError(
+                f"{where} holds an optimizer state of another structure than this config's: use its "
+                "optim.optimizer and optim.clip_norm, or init_optimizer=False"
+            ) from None
+    # The moments and their bias-correction count go on; the learning-rate schedule's count is
+    # this run's (its step 0: the schedule starts afresh, or at optim.schedule_offset).
+    opt_state = jax.tree.map(
+        lambda ours, saved: ours if isinstance(ours, optax.ScaleByScheduleState) else saved,
+        state.opt_state,
+        restored["opt_state"],
+        is_leaf=lambda x: isinstance(x, optax.ScaleByScheduleState),
+    )
+    return state.replace(params=restored["params"], opt_state=opt_state)

@@ -229,6 +229,9 @@ class PretrainConfig:
     train: TrainConfig
     mesh: MeshConfig
     init: str = ""  # start from these weights (HF folder, bertjax checkpoint, run directory); "" = random
+    # With init a bertjax pretraining run: take its optimizer state too (Adam / LAMB moments), as a
+    # second phase that continues the first; the step count and data still start at 0.
+    init_optimizer: bool = False
     distributed: DistributedConfig = DistributedConfig()
 
 
@@ -416,7 +419,7 @@ def _check_schedule_span(optim: OptimConfig, run_steps: int | None) -> None:
 
 def from_config_dict(cd: ml_collections.ConfigDict) -> PretrainConfig:
     """Turns the run's ConfigDict into a validated PretrainConfig."""
-    sections = {"init", "model", "data", "optim", "train", "mesh", "distributed"}
+    sections = {"init", "init_optimizer", "model", "data", "optim", "train", "mesh", "distributed"}
     for key in cd.keys():
         if key not in sections:
             raise ConfigError(f"unknown config key {key}")
@@ -444,8 +447,20 @@ def from_config_dict(cd: ml_collections.ConfigDict) -> PretrainConfig:
     init = cd.get("init", "")
     if not isinstance(init, str):
         raise ConfigError(f"config key init: expected a path, got {init!r}")
+    init_optimizer = cd.get("init_optimizer", False)
+    if not isinstance(init_optimizer, bool):
+        raise ConfigError(f"config key init_optimizer: expected True or False, got {init_optimizer!r}")
+    if init_optimizer and not init:
+        raise ConfigError("config key init_optimizer=True needs init (a bertjax pretraining run directory)")
     return PretrainConfig(
-        model=model, data=data, optim=optim, train=train, mesh=mesh, init=init, distributed=distributed
+        model=model,
+        data=data,
+        optim=optim,
+        train=train,
+        mesh=mesh,
+        init=init,
+        init_optimizer=init_optimizer,
+        distributed=distributed,
     )
 
 

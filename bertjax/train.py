@@ -331,6 +331,8 @@ def pretrain(config: PretrainConfig, workdir: str | Path) -> dict[str, float]:
     is_main = jax.process_index() == 0
     tokenizer = load_tokenizer(config.data.vocab_file, config.data.lowercase)
     checkpoint = pretrained.load(config.init) if config.init else None
+    if config.init_optimizer and checkpoint is not None and checkpoint.kind != "run":
+        raise ConfigError(f"config key init_optimizer=True: init {config.init} is not a bertjax pretraining run")
     if checkpoint is not None:
         pretrained.check_vocab(checkpoint, tokenizer.get_vocab_size(), config.data.vocab_file)
         model_config = pretrained.model_config_for_run(checkpoint, config.model)
@@ -371,6 +373,10 @@ def pretrain(config: PretrainConfig, workdir: str | Path) -> dict[str, float]:
     first_step = int(progress.get("step", 0))
     if checkpoint is not None and first_step == 0:  # a new run from pretrained weights
         state, _ = init_from_checkpoint(state, checkpoint, tx, shardings, is_main)
+        if config.init_optimizer:  # and the optimizer state of the run they come from
+            state = checkpointing.restore_run_state(checkpoint.path, state)
+            if is_main:
+                print(f"optimizer state from {checkpoint.path} (init_optimizer)")
     examples_offset = int(progress.get("examples_seen", 0)) - first_step * train_cfg.batch_size
 
     writer = reporting.Writer(workdir, enabled=is_main)

@@ -6,7 +6,7 @@
 
 recipe=<bert|lamb|academic|mosaic>, size=<base|large> (each recipe has its paper's default),
 phase=<1|2> for the two-phase recipes (phase 2: sequence length 512, started from phase 1's
-checkpoint through config.init). The corpus defaults to TFDS English Wikipedia
+run directory through config.init: its weights and, with init_optimizer, its optimizer moments). The corpus defaults to TFDS English Wikipedia
 (`wikipedia/20230601.en`; BookCorpus, the papers' other half, is not in TFDS: add it as text
 files). Batch sizes are global; set mesh.* and optim.grad_accum_steps for your hardware.
 experiments/README.md lists each recipe's source and the figures it should reach.
@@ -36,8 +36,7 @@ def _base(size: str) -> ml_collections.ConfigDict:
 def bert(config: ml_collections.ConfigDict, phase: int) -> None:
     """Devlin et al. 2018: 1M steps of 256 sequences, 90% at length 128 then 10% at 512, on one
     learning-rate schedule (10k warmup steps to 1e-4, linear decay to 0 at step 1M) that phase 2
-    continues from step 900k (at 1e-5). Phase 2 starts with fresh Adam moments (config.init
-    loads the weights only)."""
+    continues from step 900k (at 1e-5), with phase 1's Adam moments (init_optimizer)."""
     config.optim.optimizer = "adamw"
     config.optim.learning_rate = 1e-4
     config.optim.warmup_steps = 10000
@@ -52,6 +51,7 @@ def bert(config: ml_collections.ConfigDict, phase: int) -> None:
         config.data.max_seq_length, config.data.max_predictions_per_seq = 512, 80
         config.train.num_train_steps = 100_000
         config.optim.schedule_offset = 900_000
+        config.init_optimizer = True
 
 
 def lamb(config: ml_collections.ConfigDict, phase: int) -> None:
@@ -69,6 +69,7 @@ def lamb(config: ml_collections.ConfigDict, phase: int) -> None:
         config.data.max_seq_length, config.data.max_predictions_per_seq = 512, 80
         config.train.batch_size, config.train.num_train_steps = 32768, 1563
         config.optim.learning_rate, config.optim.warmup_fraction = 4e-3, 0.128
+        config.init_optimizer = True  # NVIDIA's phase 2 loads phase 1's optimizer state, with a new schedule
     config.train.checkpoint_every_steps = 200
 
 

@@ -78,7 +78,10 @@ def main() -> None:
     to_compile = sys.argv[1:] or RECIPES  # which recipes' steps to compile; every recipe is built
     compiled: dict[tuple, float] = {}
     for arg in RECIPES:
-        config = config_lib.from_config_dict(module.get_config(arg))
+        config_dict = module.get_config(arg)
+        if "phase=2" in arg:  # run with --config.init=<phase 1's run directory>
+            config_dict.init = "runs/phase1"
+        config = config_lib.from_config_dict(config_dict)
         model = dataclasses.replace(config.model, vocab_size=30522)
         key = (
             model.hidden_size,

@@ -145,3 +145,54 @@ def test_pretraining_starts_from_hugging_face_weights(tmp_path, sample_files):
         model.state_dict()["cls.predictions.transform.dense.weight"].numpy().T,
         atol=1e-7,
     )
+
+
+def _optimizer_counts(workdir: Path, step: int) -> list[int]:
+    """The step counters in a pretraining checkpoint's optimizer state (Adam's and the schedule's)."""
+    import jax
+
+    from bertjax import pretrained
+
+    state = pretrained._restore_tree(workdir / "checkpoints" / str(step) / "state")
+    leaves = jax.tree_util.tree_flatten_with_path(state["opt_state"])[0]
+    return sorted(int(v) for path, v in leaves if "count" in jax.tree_util.keystr(path))
+
+
+def test_second_phase_takes_the_first_phases_optimizer_state(tmp_path, sample_files):
+    """init + init_optimizer=True: the second run starts at step 0 with the first run's Adam
+    moments (google-research/bert's phase 2 continued its optimizer, NVIDIA's LAMB phase 2 loads
+    it) and its own learning-rate schedule. Asking it of
+    another optimizer, or without init, is a one-line error."""
+    common = [
+        sys.executable,
+        "-m",
+        "bertjax.pretrain",
+        "--config=configs/pretrain.py:runlocal",
+        "--config.data.max_documents=100",
+        f"--config.data.train_files={sample_files['news']}",
+        f"--config.data.vocab_file={sample_files['vocab']}",
+        "--config.train.checkpoint_every_steps=1000",
+    ]
+
+    def run(workdir, *extra):
+        return subprocess.run(
+            [*common, f"--workdir={workdir}", *extra], cwd=ROOT, capture_output=True, text=True, env=ENV
+        )
+
+    first = tmp_path / "phase1"
+    assert run(first, "--config.train.num_train_steps=4").returncode == 0
+    assert _optimizer_counts(first, 4) == [4, 4]
+    second = tmp_path / "phase2"
+    result = run(second, f"--config.init={first}", "--config.init_optimizer=True", "--config.train.num_train_steps=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "optimizer state from" in result.stdout
+    # Adam's count goes on (4 of phase 1 + 2; a fresh optimizer counts 2); the schedule's is this run's.
+    assert _optimizer_counts(second, 2) == [2, 6]
+
+    lamb = run(
+        tmp_path / "lamb", f"--config.init={first}", "--config.init_optimizer=True", "--config.optim.optimizer=lamb"
+    )
+    assert lamb.returncode == 2 and "optimizer state" in lamb.stderr.strip().splitlines()[-1], lamb.stderr[-2000:]
+    assert not (tmp_path / "lamb" / "checkpoints").exists() or not any((tmp_path / "lamb" / "checkpoints").iterdir())
+    no_init = run(tmp_path / "none", "--config.init_optimizer=True")
+    assert no_init.returncode == 2 and "init_optimizer=True needs init" in no_init.stderr

@@ -70,7 +70,10 @@ def test_bert_phases_follow_one_learning_rate_schedule():
     recipes = config_lib.load_config_module(ROOT / "experiments" / "recipes.py")
 
     def schedule(phase):
-        config = config_lib.from_config_dict(recipes.get_config(f"recipe=bert,phase={phase}"))
+        config_dict = recipes.get_config(f"recipe=bert,phase={phase}")
+        config_dict.init = "runs/phase1" if phase == 2 else ""
+        config = config_lib.from_config_dict(config_dict)
+        assert config.init_optimizer == (phase == 2)  # phase 2 goes on with phase 1's Adam moments
         return optim.make_optimizer(config.optim, config.train.num_train_steps)[1], config.train.num_train_steps
 
     def google(step):  # optimization.py: polynomial_decay(1e-4, step, 1M, power=1), then the warmup
@@ -89,6 +92,9 @@ def test_bert_phases_follow_one_learning_rate_schedule():
 def test_schedule_span_errors_are_one_line_config_errors():
     recipes = config_lib.load_config_module(ROOT / "experiments" / "recipes.py")
     config = recipes.get_config("recipe=bert,phase=2")
+    with pytest.raises(config_lib.ConfigError, match="init_optimizer=True needs init"):
+        config_lib.from_config_dict(config)  # phase 2 without --config.init=<phase 1's run>
+    config.init = "runs/phase1"
     config.train.num_train_steps = 100_001
     with pytest.raises(config_lib.ConfigError, match="go past optim.schedule_steps=1000000"):
         config_lib.from_config_dict(config)
