@@ -81,6 +81,10 @@ class ModelConfig:
     # NVIDIA GPU in bfloat16/float16). jax's function has no dropout, so both need
     # attention_probs_dropout_prob=0.
     attention: str = "einsum"
+    # "post": BERT's LayerNorm after each residual add. "pre": before each sublayer, plus one on the
+    # last layer's output (pre-LN: stable at the high learning rates of Izsak et al. 2021). Hugging
+    # Face's BertModel is post-LN only, so a pre-LN model does not export to it.
+    layer_norm_position: str = "post"
 
     @property
     def head_dim(self) -> int:
@@ -93,7 +97,8 @@ class ModelConfig:
         layer = 4 * (h * h + h) + (h * i + i) + (i * h + h) + 4 * h
         pooler = h * h + h
         heads = (h * h + h) + 2 * h + v + (2 * h + 2)
-        return embeddings + self.num_hidden_layers * layer + pooler + heads
+        final_norm = 2 * h if self.layer_norm_position == "pre" else 0
+        return embeddings + self.num_hidden_layers * layer + final_norm + pooler + heads
 
     def train_flops(self, length: int, predictions: int = 0) -> float:
         """Useful FLOPs of training on one sequence of `length` tokens: 3 x the forward pass
@@ -391,6 +396,7 @@ def model_config_from_dict(cd: ml_collections.ConfigDict | dict, prefix: str = "
     _check_choice(prefix + "hidden_act", model.hidden_act, ("gelu", "gelu_new", "relu"))
     _check_choice(prefix + "remat", model.remat, tuple(REMAT_POLICIES))
     _check_choice(prefix + "attention", model.attention, ATTENTION_IMPLEMENTATIONS)
+    _check_choice(prefix + "layer_norm_position", model.layer_norm_position, ("post", "pre"))
     if model.attention != "einsum" and model.attention_probs_dropout_prob:
         raise ConfigError(
             f"config key {prefix}attention={model.attention!r} has no attention dropout: "

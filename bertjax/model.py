@@ -344,7 +344,9 @@ class SelfAttention(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    """One post-LN transformer layer: attention, add & norm, GELU feed-forward, add & norm."""
+    """One transformer layer: attention, then a GELU feed-forward, each added to the residual
+    stream. Post-LN (BERT): add, then LayerNorm. Pre-LN (`layer_norm_position="pre"`): LayerNorm on
+    each sublayer's input; the same two LayerNorms (same names), placed before."""
 
     config: ModelConfig
 
@@ -352,15 +354,22 @@ class EncoderLayer(nn.Module):
     def __call__(self, x: Array, allowed: Array, deterministic: bool) -> Array:
         cfg = self.config
         dropout = Dropout(cfg.hidden_dropout_prob)
+        attention_norm = layer_norm(cfg, "attention_layer_norm")
+        output_norm = layer_norm(cfg, "output_layer_norm")
+        pre = cfg.layer_norm_position == "pre"
 
-        attended = SelfAttention(cfg, name="attention")(x, allowed, deterministic)
-        x = layer_norm(cfg, "attention_layer_norm")(x + dropout(attended, deterministic=deterministic))
+        attended = SelfAttention(cfg, name="attention")(attention_norm(x) if pre else x, allowed, deterministic)
+        x = x + dropout(attended, deterministic=deterministic)
+        x = x if pre else attention_norm(x)
 
-        h = dense(cfg, cfg.hidden_size, cfg.intermediate_size, ("embed", "mlp"), "intermediate")(x)
+        h = dense(cfg, cfg.hidden_size, cfg.intermediate_size, ("embed", "mlp"), "intermediate")(
+            output_norm(x) if pre else x
+        )
         h = activation(cfg.hidden_act)(h)
         h = nn.with_logical_constraint(h, ("activation_batch", "activation_length", "activation_mlp"))
         h = dense(cfg, cfg.intermediate_size, cfg.hidden_size, ("mlp", "embed"), "output")(h)
-        x = layer_norm(cfg, "output_layer_norm")(x + dropout(h, deterministic=deterministic))
+        x = x + dropout(h, deterministic=deterministic)
+        x = x if pre else output_norm(x)
         return nn.with_logical_constraint(x, BATCH_LENGTH_EMBED)
 
 
@@ -387,6 +396,8 @@ class BertModel(nn.Module):
             }[cfg.remat]
             layer = nn.remat(EncoderLayer, policy=policy, static_argnums=(3,))  # (self, x, allowed, deterministic)
         self.layers = [layer(cfg, name=f"layer_{i}") for i in range(cfg.num_hidden_layers)]
+        if cfg.layer_norm_position == "pre":  # pre-LN: the residual stream is normalised once at the end
+            self.final_layer_norm = layer_norm(cfg)
         self.pooler = dense(cfg, cfg.hidden_size, cfg.hidden_size, ("embed", "embed_out"))
 
     def __call__(
@@ -402,6 +413,8 @@ class BertModel(nn.Module):
         allowed = attention_allowed(segments)
         for layer in self.layers:
             x = layer(x, allowed, deterministic)
+        if self.config.layer_norm_position == "pre":
+            x = nn.with_logical_constraint(self.final_layer_norm(x), BATCH_LENGTH_EMBED)
         if pooled_positions is None:
             first = x[:, 0]
         else:

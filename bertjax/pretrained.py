@@ -300,6 +300,11 @@ def write_hf(pretrained: Pretrained, destination: str | Path) -> Path:
     """
     from safetensors.numpy import save_file
 
+    if pretrained.config.layer_norm_position != "post":
+        raise CheckpointError(
+            f"{pretrained.path} is a pre-LN model (model.layer_norm_position=pre), which Hugging Face's BERT "
+            "(post-LN) cannot hold: keep it as a bertjax model checkpoint"
+        )
     groups = pretrained.groups()
     architecture = hf_architecture(groups)
     tensors = hf_weights.flat_to_hf(pretrained.params, pretrained.config)

@@ -39,6 +39,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # "einsum" (with attention dropout), or jax.nn.dot_product_attention: "cudnn" (fused, NVIDIA GPU,
     # bf16) or "xla"; those two need attention_probs_dropout_prob = 0
     model.attention = "einsum"
+    model.layer_norm_position = "post"  # BERT's; "pre": LayerNorm before each sublayer + one at the end
 
     config.data = data = ml_collections.ConfigDict()
     data.train_files = "data/samples/news.txt"  # comma-separated glob patterns of text files

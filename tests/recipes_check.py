@@ -90,6 +90,7 @@ def main() -> None:
             config.data.max_predictions_per_seq,
             config.optim.optimizer,
             config.train.nsp_weight,
+            config.model.layer_norm_position,
         )
         if arg in to_compile and key not in compiled:  # the same program compiles once
             compiled[key] = compile_step(config)
@@ -100,6 +101,7 @@ def main() -> None:
             "seq_len": config.data.max_seq_length,
             "batch_size": config.train.batch_size,
             "optimizer": config.optim.optimizer,
+            "layer_norm": config.model.layer_norm_position,
             "compile_seconds": round(compiled[key], 1) if key in compiled else None,
         }
     print(json.dumps(report))

@@ -42,26 +42,24 @@ def _random_batch(rng: np.random.Generator, batch: int, length: int, preds: int,
     return ids.astype(np.int32), types, mask, positions
 
 
+def _random_torch_model(model_cls, config_cls, config: ModelConfig):
+    """A transformers model of `config`'s shape with random weights everywhere, LayerNorms and
+    biases included, so that no mapping error hides."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    fields = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+    fields += ("max_position_embeddings", "type_vocab_size", "layer_norm_eps")
+    model = model_cls(config_cls(hidden_act="gelu", **{k: getattr(config, k) for k in fields})).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p) * 0.2)
+    return model
+
+
 def test_parity_with_torch_bert_for_pretraining():
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    hf_config = transformers.BertConfig(
-        vocab_size=CONFIG.vocab_size,
-        hidden_size=CONFIG.hidden_size,
-        num_hidden_layers=CONFIG.num_hidden_layers,
-        num_attention_heads=CONFIG.num_attention_heads,
-        intermediate_size=CONFIG.intermediate_size,
-        max_position_embeddings=CONFIG.max_position_embeddings,
-        type_vocab_size=CONFIG.type_vocab_size,
-        hidden_act="gelu",
-        layer_norm_eps=CONFIG.layer_norm_eps,
-    )
-    hf_model = transformers.BertForPreTraining(hf_config).eval()
-    # Random weights everywhere, LayerNorms and biases included, so no mapping error hides.
-    with torch.no_grad():
-        for p in hf_model.parameters():
-            p.copy_(torch.randn_like(p) * 0.2)
+    hf_model = _random_torch_model(transformers.BertForPreTraining, transformers.BertConfig, CONFIG)
     tensors = {k: v.detach().numpy() for k, v in hf_model.state_dict().items()}
     params = params_from_hf(tensors, CONFIG)
     ours = {"/".join(k): v.shape for k, v in traverse_util.flatten_dict(_init(CONFIG)).items()}
@@ -296,3 +294,49 @@ def test_attention_config_errors():
     with pytest.raises(ConfigError, match="needs model.dtype bfloat16"):
         model_config_from_dict({"attention": "cudnn", "attention_probs_dropout_prob": 0.0})
     assert model_config_from_dict({"attention": "cudnn", "attention_probs_dropout_prob": 0.0, "dtype": "bfloat16"})
+
+
+def test_pre_layer_norm_encoder_equals_torch_roberta_prelayernorm():
+    """model.layer_norm_position="pre" against transformers' RobertaPreLayerNormModel (a pre-LN
+    BERT encoder: LayerNorm before attention and before the feed-forward, one after the last
+    layer), given BERT's position ids; its weights are random, LayerNorms included."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from bertjax.hf_weights import hf_to_flat, unflatten
+    from bertjax.model import BertModel
+
+    config = dataclasses.replace(CONFIG, layer_norm_position="pre")
+    hf_model = _random_torch_model(
+        transformers.RobertaPreLayerNormModel, transformers.RobertaPreLayerNormConfig, config
+    )
+    tensors = {k: v.detach().numpy() for k, v in hf_model.state_dict().items() if "position_ids" not in k}
+    final = {"scale": tensors.pop("LayerNorm.weight"), "bias": tensors.pop("LayerNorm.bias")}
+    renamed = {}
+    for name, value in tensors.items():  # its pre-LN LayerNorms under the names BERT's post-LN ones have
+        name = name.replace(".attention.LayerNorm.", ".attention.output.LayerNorm.")
+        renamed[name.replace(".intermediate.LayerNorm.", ".output.LayerNorm.")] = value
+    flat = hf_to_flat(renamed, config)
+    flat |= {f"bert/final_layer_norm/{k}": v for k, v in final.items()}
+    params = unflatten(flat)["bert"]
+    expected = BertModel(config).init(jax.random.key(0), *(jnp.ones((1, 8), jnp.int32),) * 3)["params"]
+    ours = {"/".join(k): v.shape for k, v in traverse_util.flatten_dict(nn.meta.unbox(expected)).items()}
+    assert {"/".join(k): v.shape for k, v in traverse_util.flatten_dict(params).items()} == ours
+
+    ids, types, mask, _ = _random_batch(np.random.default_rng(2), 3, 24, 6, config.vocab_size)
+    sequence, pooled = BertModel(config).apply({"params": params}, ids, types, mask)
+    with torch.no_grad():
+        out = hf_model(
+            input_ids=torch.tensor(ids, dtype=torch.long),
+            token_type_ids=torch.tensor(types, dtype=torch.long),
+            attention_mask=torch.tensor(mask, dtype=torch.long),
+            position_ids=torch.arange(ids.shape[1]).expand(ids.shape),
+        )
+    real = mask.astype(bool)
+    np.testing.assert_allclose(np.asarray(sequence)[real], out.last_hidden_state.numpy()[real], atol=2e-5, rtol=0)
+    np.testing.assert_allclose(np.asarray(pooled), out.pooler_output.numpy(), atol=2e-5, rtol=0)
+    # The same weights as a post-LN model give other outputs: the placement is what is tested.
+    post = {k: v for k, v in params.items() if k != "final_layer_norm"}
+    post_sequence, _ = BertModel(dataclasses.replace(config, layer_norm_position="post")).apply(
+        {"params": post}, ids, types, mask
+    )
+    assert np.abs(np.asarray(post_sequence) - np.asarray(sequence))[real].max() > 0.1

@@ -126,6 +126,15 @@ def test_wrong_shapes_and_unknown_tensors_are_errors(tmp_path):
     # Never written over an existing folder.
     with pytest.raises(CheckpointError, match="already exists"):
         pretrained.write_hf(pretrained.load(good), good)
+    # A pre-LN model has no Hugging Face BERT form: refused, nothing written.
+    pre = ModelConfig(**HF_CONFIG, layer_norm_position="pre")
+    pre_ln = pretrained.Pretrained(pre, _fresh_flat(pre), None, True, "bertjax", tmp_path / "pre")
+    with pytest.raises(CheckpointError, match="pre-LN model"):
+        pretrained.write_hf(pre_ln, tmp_path / "pre_hf")
+    assert not (tmp_path / "pre_hf").exists()
+    # It round-trips as a bertjax model checkpoint, its final LayerNorm included.
+    loaded = pretrained.load(pretrained.save(pre_ln, tmp_path / "pre_bertjax"))
+    assert loaded.config.layer_norm_position == "pre" and "bert/final_layer_norm/scale" in loaded.params
 
 
 def test_convert_command_line(tmp_path):

@@ -53,6 +53,10 @@ def test_phases_and_batches(recipes):
     )
     assert recipes["recipe=lamb,phase=1"]["optimizer"] == "lamb"
     assert recipes["recipe=mosaic"]["batch_size"] == 4096
+    assert (
+        recipes["recipe=academic"]["layer_norm"] == "pre"
+        and recipes["recipe=bert,size=base,phase=1"]["layer_norm"] == "post"
+    )
 
 
 def test_train_steps_compile(recipes):
