@@ -152,7 +152,10 @@ class OptimConfig:
     b1: float = 0.9
     b2: float = 0.999
     eps: float = 1e-6
-    weight_decay: float = 0.01
+    weight_decay: float = 0.01  # decoupled, scaled by the learning rate (optax / torch AdamW)
+    # Parameter names without weight decay (nor, with LAMB, a trust ratio): biases and LayerNorm
+    # scales, as google-research/bert; () decays every parameter.
+    exclude_from_weight_decay: tuple[str, ...] = ("bias", "scale")
     schedule: str = "linear"  # "linear", "polynomial", "cosine" or "constant" (after warmup)
     decay_power: float = 1.0  # the power of the "polynomial" decay
     warmup_steps: int = 10000
@@ -162,6 +165,8 @@ class OptimConfig:
     # 900k at length 128 + 100k at 512 (phase 2: schedule_steps 1M, schedule_offset 900k).
     schedule_steps: int = 0
     schedule_offset: int = 0
+    # The learning rate at the end of the decay, as a fraction of the peak (Composer's alpha_f).
+    final_learning_rate_fraction: float = 0.0
     clip_norm: float = 1.0  # global-norm clipping; 0 disables
     grad_accum_steps: int = 1
 
@@ -408,7 +413,12 @@ def model_config_from_dict(cd: ml_collections.ConfigDict | dict, prefix: str = "
 
 
 def _check_schedule_span(optim: OptimConfig, run_steps: int | None) -> None:
-    """optim.schedule_steps / schedule_offset are non-negative and the run ends within the schedule."""
+    """optim.schedule_steps / schedule_offset are non-negative and the run ends within the schedule;
+    the final learning-rate fraction is in [0, 1]."""
+    if not 0.0 <= optim.final_learning_rate_fraction <= 1.0:
+        raise ConfigError(
+            f"config key optim.final_learning_rate_fraction={optim.final_learning_rate_fraction} must be in [0, 1]"
+        )
     if optim.schedule_steps < 0 or optim.schedule_offset < 0:
         raise ConfigError(
             f"config keys optim.schedule_steps={optim.schedule_steps} and "

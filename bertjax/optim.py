@@ -9,6 +9,7 @@ parameter.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -17,21 +18,22 @@ import optax
 
 from bertjax.config import OptimConfig
 
-NO_DECAY_NAMES = ("bias", "scale")  # Dense/LayerNorm biases and LayerNorm scales
+NO_DECAY_NAMES = ("bias", "scale")  # Dense/LayerNorm biases and LayerNorm scales: OptimConfig's default
 
 
 def learning_rate_schedule(optim: OptimConfig, total_steps: int) -> optax.Schedule:
-    """Linear warmup to the peak learning rate, then linear / cosine decay to 0 or constant."""
+    """Linear warmup to the peak learning rate, then linear / polynomial / cosine decay to
+    `final_learning_rate_fraction` of the peak (0 by default), or constant."""
     warmup = round(optim.warmup_fraction * total_steps) if optim.warmup_fraction > 0 else optim.warmup_steps
     warmup = min(warmup, total_steps)
     decay_steps = max(total_steps - warmup, 1)
-    peak = optim.learning_rate
+    peak, end = optim.learning_rate, optim.learning_rate * optim.final_learning_rate_fraction
     if optim.schedule == "linear":
-        after = optax.linear_schedule(peak, 0.0, decay_steps)
+        after = optax.linear_schedule(peak, end, decay_steps)
     elif optim.schedule == "polynomial":  # (1 - t/T)^power, as in LAMB's BERT recipe (power 0.5)
-        after = optax.polynomial_schedule(peak, 0.0, optim.decay_power, decay_steps)
+        after = optax.polynomial_schedule(peak, end, optim.decay_power, decay_steps)
     elif optim.schedule == "cosine":
-        after = optax.cosine_decay_schedule(peak, decay_steps)
+        after = optax.cosine_decay_schedule(peak, decay_steps, alpha=optim.final_learning_rate_fraction)
     else:
         after = optax.constant_schedule(peak)
     if warmup == 0:
@@ -48,23 +50,28 @@ def _shifted(schedule: optax.Schedule, offset: int) -> optax.Schedule:
     return shifted
 
 
-def decay_mask(params: Any) -> Any:
-    """True where weight decay applies: every parameter except biases and LayerNorm scales."""
+def decay_mask(params: Any, excluded: tuple[str, ...] = NO_DECAY_NAMES) -> Any:
+    """True where weight decay applies: every parameter whose name is not in `excluded` (by default
+    biases and LayerNorm scales)."""
 
     def decays(path: tuple[Any, ...], _: Any) -> bool:
         name = getattr(path[-1], "key", None)
-        return name not in NO_DECAY_NAMES
+        return name not in excluded
 
     return jax.tree_util.tree_map_with_path(decays, params, is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))
 
 
+def _mask(optim: OptimConfig) -> Any:
+    return functools.partial(decay_mask, excluded=tuple(optim.exclude_from_weight_decay))
+
+
 def lamb(schedule: optax.Schedule, optim: OptimConfig) -> optax.GradientTransformation:
     """LAMB (You et al. 2019): Adam directions plus decoupled weight decay, each parameter's step
-    scaled by its trust ratio ||w|| / ||step||, except on biases and LayerNorm parameters."""
+    scaled by its trust ratio ||w|| / ||step||, except on the parameters without weight decay."""
     return optax.chain(
         optax.scale_by_adam(b1=optim.b1, b2=optim.b2, eps=optim.eps),
-        optax.add_decayed_weights(optim.weight_decay, mask=decay_mask),
-        optax.masked(optax.scale_by_trust_ratio(), decay_mask),
+        optax.add_decayed_weights(optim.weight_decay, mask=_mask(optim)),
+        optax.masked(optax.scale_by_trust_ratio(), _mask(optim)),
         optax.scale_by_learning_rate(schedule),
     )
 
@@ -77,7 +84,7 @@ def make_optimizer(optim: OptimConfig, total_steps: int) -> tuple[optax.Gradient
         schedule = _shifted(schedule, optim.schedule_offset)
     if optim.optimizer == "adamw":
         base = optax.adamw(
-            schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps, weight_decay=optim.weight_decay, mask=decay_mask
+            schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps, weight_decay=optim.weight_decay, mask=_mask(optim)
         )
     else:
         base = lamb(schedule, optim)

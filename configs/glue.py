@@ -47,10 +47,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     optim.b2 = 0.999
     optim.eps = 1e-6
     optim.weight_decay = 0.01  # not on biases and LayerNorm
+    optim.exclude_from_weight_decay = ["bias", "scale"]  # no decay (nor LAMB trust ratio) on these
     optim.schedule = "linear"  # linear decay to 0 after warmup
     optim.decay_power = 1.0  # power of the "polynomial" schedule (LAMB recipes use 0.5)
     optim.warmup_steps = 0
     optim.warmup_fraction = 0.1  # warm up over the first 10% of the steps
+    optim.final_learning_rate_fraction = 0.0  # where the decay ends, as a fraction of the peak
     optim.clip_norm = 1.0
     optim.grad_accum_steps = 1
 

@@ -77,12 +77,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     optim.b2 = 0.999
     optim.eps = 1e-6
     optim.weight_decay = 0.01  # not applied to biases and LayerNorm
+    optim.exclude_from_weight_decay = ["bias", "scale"]  # no decay (nor LAMB trust ratio) on these
     optim.schedule = "linear"  # after warmup: "linear" decay to 0, "cosine" or "constant"
     optim.decay_power = 1.0  # power of the "polynomial" schedule (LAMB recipes use 0.5)
     optim.warmup_steps = 10000
     optim.warmup_fraction = 0.0  # > 0: warm up over this share of all steps (overrides warmup_steps)
     optim.schedule_steps = 0  # the schedule's length (0 = num_train_steps); longer when this run is one part
     optim.schedule_offset = 0  # the schedule step this run starts at (two-phase recipes: experiments/)
+    optim.final_learning_rate_fraction = 0.0  # where the decay ends, as a fraction of the peak
     optim.clip_norm = 1.0  # global-norm clipping; 0 disables
     optim.grad_accum_steps = 1  # microbatches per step (batch_size must divide)
 

@@ -95,13 +95,23 @@ def academic(config: ml_collections.ConfigDict, phase: int) -> None:
 
 
 def mosaic(config: ml_collections.ConfigDict, phase: int) -> None:
-    """Portes et al. 2023 (MosaicBERT) training recipe on the standard BERT architecture:
-    30% masking, lr 5e-4, batch 4096, 70k steps at length 128, MLM only, AdamW (0.9, 0.98).
-    (MosaicBERT's own architecture changes, ALiBi, GLU and unpadding, are not part of bertjax.)"""
+    """Portes et al. 2023 (MosaicBERT) training recipe on the standard BERT architecture, as
+    mosaicml/examples' mosaic-bert-base-uncased.yaml sets it: 30% masking, lr 5e-4 warmed up over
+    6% and decayed linearly to 2% of it, batch 4096, 70k steps at length 128, MLM only, Composer's
+    DecoupledAdamW (0.9, 0.98, eps 1e-6, weight decay 1e-5 per step at the peak, on every
+    parameter), no gradient clipping, no attention dropout (so model.attention=cudnn may run it on
+    a GPU). (MosaicBERT's own architecture changes, ALiBi, GLU and unpadding, are not part of
+    bertjax.)"""
     del phase
     config.optim.learning_rate = 5e-4
     config.optim.b2 = 0.98
-    config.optim.weight_decay = 1e-5
+    # Composer multiplies weights by (1 - 1e-5 * lr_t / lr_peak) each step; optax's AdamW by
+    # (1 - weight_decay * lr_t): the same decay is weight_decay = 1e-5 / 5e-4.
+    config.optim.weight_decay = 1e-5 / 5e-4
+    config.optim.exclude_from_weight_decay = []
+    config.optim.final_learning_rate_fraction = 0.02
+    config.optim.clip_norm = 0.0
+    config.model.attention_probs_dropout_prob = 0.0
     config.optim.warmup_steps = 0
     config.optim.warmup_fraction = 0.06
     config.train.batch_size = 4096

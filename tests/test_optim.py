@@ -3,6 +3,8 @@ groups without decay, torch's global-norm clipping), LAMB against You et al.'s a
 out in numpy, with biases and LayerNorm parameters excluded from weight decay and from the trust
 ratio as the LAMB implementations used for BERT do."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import optax
@@ -47,28 +49,41 @@ def _config(optimizer: str) -> OptimConfig:
     )
 
 
-def test_adamw_matches_torch_adamw_with_no_decay_groups_and_clipping():
-    params, grads = _problem()
-    ours = _run_optax(_config("adamw"), params, grads)
-
+def _run_torch_adamw(config: OptimConfig, params, grads, decayed) -> dict:
+    """torch.optim.AdamW with torch's global-norm clipping; weight decay on the `decayed` keys."""
     tensors = {k: torch.nn.Parameter(torch.tensor(v)) for k, v in _flat(params).items()}
-    decayed = [t for k, t in tensors.items() if k in DECAYED]
-    others = [t for k, t in tensors.items() if k not in DECAYED]
-    config = _config("adamw")
-    torch_opt = torch.optim.AdamW(
-        [{"params": decayed, "weight_decay": config.weight_decay}, {"params": others, "weight_decay": 0.0}],
-        lr=config.learning_rate,
-        betas=(config.b1, config.b2),
-        eps=config.eps,
-    )
+    groups = [
+        {"params": [t for k, t in tensors.items() if k in decayed], "weight_decay": config.weight_decay},
+        {"params": [t for k, t in tensors.items() if k not in decayed], "weight_decay": 0.0},
+    ]
+    torch_opt = torch.optim.AdamW(groups, lr=config.learning_rate, betas=(config.b1, config.b2), eps=config.eps)
     for g in grads:
         for k, t in tensors.items():
             t.grad = torch.tensor(_flat(g)[k])
         torch.nn.utils.clip_grad_norm_(list(tensors.values()), config.clip_norm)
         torch_opt.step()
-    for k, t in tensors.items():
-        np.testing.assert_allclose(ours[k], t.detach().numpy(), rtol=1e-5, atol=1e-6, err_msg=str(k))
+    return {k: t.detach().numpy() for k, t in tensors.items()}
+
+
+def test_adamw_matches_torch_adamw_with_no_decay_groups_and_clipping():
+    params, grads = _problem()
+    ours = _run_optax(_config("adamw"), params, grads)
+    theirs = _run_torch_adamw(_config("adamw"), params, grads, DECAYED)
+    for k in theirs:
+        np.testing.assert_allclose(ours[k], theirs[k], rtol=1e-5, atol=1e-6, err_msg=str(k))
     assert any(not np.allclose(ours[k], _flat(params)[k]) for k in ours)  # it moved
+
+
+def test_adamw_with_no_exclusions_decays_every_parameter_like_torch():
+    """exclude_from_weight_decay=() (the MosaicBERT recipe): every parameter decays."""
+    params, grads = _problem(2)
+    config = dataclasses.replace(_config("adamw"), exclude_from_weight_decay=())
+    ours = _run_optax(config, params, grads)
+    theirs = _run_torch_adamw(config, params, grads, set(_flat(params)))
+    for k in theirs:
+        np.testing.assert_allclose(ours[k], theirs[k], rtol=1e-5, atol=1e-6, err_msg=str(k))
+    default = _run_optax(_config("adamw"), params, grads)  # the default leaves the bias undecayed
+    assert not np.allclose(default[("dense", "bias")], ours[("dense", "bias")], atol=1e-5)
 
 
 def test_lamb_matches_the_paper_with_bias_and_layer_norm_excluded():

@@ -105,3 +105,17 @@ def test_schedule_span_errors_are_one_line_config_errors():
     config.optim.schedule_steps = 0
     with pytest.raises(config_lib.ConfigError, match="schedule_offset needs optim.schedule_steps"):
         config_lib.from_config_dict(config)
+
+
+def test_mosaic_recipe_is_mosaics_yaml():
+    """mosaicml/examples' mosaic-bert-base-uncased.yaml in bertjax's terms: Composer's decoupled
+    weight decay 1e-5 (weights x (1 - 1e-5 lr_t / lr_peak) per step) is optax's 1e-5 / 5e-4 on
+    every parameter; linear decay to 2% of the peak; no clipping; no attention dropout."""
+    recipes = config_lib.load_config_module(ROOT / "experiments" / "recipes.py")
+    config = config_lib.from_config_dict(recipes.get_config("recipe=mosaic"))
+    assert abs(config.optim.weight_decay * config.optim.learning_rate - 1e-5) < 1e-12
+    assert config.optim.exclude_from_weight_decay == () and config.optim.clip_norm == 0.0
+    assert config.model.attention_probs_dropout_prob == 0.0 and config.data.masked_lm_prob == 0.3
+    _, schedule = optim.make_optimizer(config.optim, config.train.num_train_steps)
+    assert (config.train.num_train_steps, config.train.batch_size) == (70_000, 4096)  # 286,720,000 samples
+    assert abs(float(schedule(70_000)) - 0.02 * 5e-4) < 1e-10 and abs(float(schedule(4_200)) - 5e-4) < 1e-10

@@ -112,3 +112,13 @@ def test_weight_decay_mask_and_schedules():
     np.testing.assert_allclose([cosine(10), cosine(60), cosine(110)], [1, 0.5, 0], atol=1e-6)
     constant = optim.learning_rate_schedule(OptimConfig(learning_rate=1.0, warmup_steps=10, schedule="constant"), 110)
     np.testing.assert_allclose([constant(5), constant(100)], [0.5, 1.0], atol=1e-6)
+    # Decay to a fraction of the peak (Composer's alpha_f): linear to 0.02, cosine to 0.1.
+    to_two = optim.learning_rate_schedule(
+        OptimConfig(learning_rate=1.0, warmup_steps=10, final_learning_rate_fraction=0.02), 110
+    )
+    np.testing.assert_allclose([to_two(10), to_two(60), to_two(110)], [1, 0.51, 0.02], atol=1e-6)
+    cosine_floor = OptimConfig(learning_rate=1.0, warmup_steps=10, schedule="cosine", final_learning_rate_fraction=0.1)
+    np.testing.assert_allclose(optim.learning_rate_schedule(cosine_floor, 110)(110), 0.1, atol=1e-6)
+    # No exclusions: every parameter decays.
+    everything = optim.decay_mask(state.params, excluded=())
+    assert all(jax.tree.leaves(everything))
