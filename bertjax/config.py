@@ -412,7 +412,7 @@ def model_config_from_dict(cd: ml_collections.ConfigDict | dict, prefix: str = "
     return model
 
 
-def _check_schedule_span(optim: OptimConfig, run_steps: int | None) -> None:
+def _check_schedule(optim: OptimConfig, run_steps: int | None) -> None:
     """optim.schedule_steps / schedule_offset are non-negative and the run ends within the schedule;
     the final learning-rate fraction is in [0, 1]."""
     if not 0.0 <= optim.final_learning_rate_fraction <= 1.0:
@@ -459,7 +459,7 @@ def from_config_dict(cd: ml_collections.ConfigDict) -> PretrainConfig:
         )
     if train.num_train_steps < 1:
         raise ConfigError("config key train.num_train_steps must be >= 1")
-    _check_schedule_span(optim, train.num_train_steps)
+    _check_schedule(optim, train.num_train_steps)
     init = cd.get("init", "")
     if not isinstance(init, str):
         raise ConfigError(f"config key init: expected a path, got {init!r}")
@@ -496,7 +496,7 @@ def finetune_config_from_dict(cd: ml_collections.ConfigDict) -> FinetuneConfig:
     mesh = mesh_config_from_dict(cd.get("mesh", {}))
     _check_choice("task.kind", task.kind, ("classification", "regression"))
     _check_choice("optim.optimizer", optim.optimizer, ("adamw", "lamb"))
-    _check_schedule_span(optim, None)  # the run's steps follow from the data
+    _check_schedule(optim, None)  # the run's steps follow from the data
     _check_choice("optim.schedule", optim.schedule, ("linear", "polynomial", "cosine", "constant"))
     if task.file_format:
         _check_choice("task.file_format", task.file_format, ("tsv", "csv", "jsonl"))
