@@ -70,11 +70,13 @@ def bytes_per_device(tree: object) -> tuple[int, int]:
     return total, on_first
 
 
-def run(devices: list[int] | None, mesh_config: MeshConfig, model_config: ModelConfig = MODEL) -> dict[str, object]:
+def run(
+    devices: list[int] | None, mesh_config: MeshConfig, model_config: ModelConfig = MODEL, optimizer: str = "adamw"
+) -> dict[str, object]:
     devs = [jax.devices()[i] for i in devices] if devices else jax.devices()
     mesh = sharding.make_mesh(mesh_config, devs)
     model = BertForPreTraining(model_config)
-    tx, schedule = optim.make_optimizer(OptimConfig(learning_rate=1e-3, warmup_steps=1), 100)
+    tx, schedule = optim.make_optimizer(OptimConfig(optimizer=optimizer, learning_rate=1e-3, warmup_steps=1), 100)
     state, shardings = train.create_sharded_state(jax.random.key(0), model, tx, LENGTH, mesh, mesh_config)
     steps = train.compile_steps(model, tx, schedule, shardings, mesh, 1)
     losses = []
@@ -156,9 +158,14 @@ def main() -> None:
     dot_product = dataclasses.replace(MODEL, attention="xla", attention_probs_dropout_prob=0.0)
     results["single_xla_attention"] = run([0], MeshConfig(data=1), dot_product)
     results["tensor_xla_attention"] = run(None, MeshConfig(data=2, fsdp=2, tensor=2), dot_product)
+    # LAMB: its trust ratios take norms of whole parameters, which FSDP splits over devices
+    results["single_lamb"] = run([0], MeshConfig(data=1), optimizer="lamb")
+    results["fsdp_lamb"] = run(None, MeshConfig(**MESH_PRESETS["fsdp"]), optimizer="lamb")
     report = {}
     for name, result in results.items():
-        reference = results["single_xla_attention" if "xla_attention" in name else "single"]["params"]
+        reference = results["single"]["params"]
+        if name.endswith(("xla_attention", "lamb")):
+            reference = results["single_" + name.split("_", 1)[1]]["params"]
         diffs = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()), result["params"], reference))
         report[name] = {**{k: v for k, v in result.items() if k != "params"}, "max_param_diff": max(diffs)}
     with tempfile.TemporaryDirectory() as directory:

@@ -55,6 +55,17 @@ def test_dot_product_attention_under_tensor_parallelism(measured):
     assert single["losses"] != measured["single"]["losses"]  # really another model: no attention dropout
 
 
+def test_lamb_under_fsdp_trains_as_on_one_device(measured):
+    """LAMB's per-parameter trust ratios (norms over parameters that FSDP splits 8 ways) give the
+    single-device losses and parameters (same tolerance as above)."""
+    single, sharded = measured["single_lamb"], measured["fsdp_lamb"]
+    assert sharded["mesh_shape"] == {"data": 1, "fsdp": 8, "tensor": 1}
+    for a, b in zip(sharded["losses"], single["losses"]):
+        assert abs(a - b) <= 2e-5 * abs(b), (sharded["losses"], single["losses"])
+    assert sharded["max_param_diff"] < 1e-5
+    assert single["losses"][1:] != measured["single"]["losses"][1:]  # really another optimizer
+
+
 def test_fsdp_splits_parameters_and_optimizer_state(measured):
     fsdp, dp = measured["fsdp"], measured["dp"]
     assert fsdp["kernel_shape"] == [128, 512] and fsdp["kernel_shard_shape"] == [16, 512]
