@@ -152,6 +152,9 @@ class OptimConfig:
     b1: float = 0.9
     b2: float = 0.999
     eps: float = 1e-6
+    # Adam's bias correction of the moments (optax, torch, Hugging Face); False: google-research/bert's
+    # AdamWeightDecayOptimizer, m / (sqrt(v) + eps) on the raw moments.
+    bias_correction: bool = True
     weight_decay: float = 0.01  # decoupled, scaled by the learning rate (optax / torch AdamW)
     # Parameter names without weight decay (nor, with LAMB, a trust ratio): biases and LayerNorm
     # scales, as google-research/bert; () decays every parameter.

@@ -14,6 +14,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import optax
 
 from bertjax.config import OptimConfig
@@ -65,11 +66,36 @@ def _mask(optim: OptimConfig) -> Any:
     return functools.partial(decay_mask, excluded=tuple(optim.exclude_from_weight_decay))
 
 
+def scale_by_adam_uncorrected(b1: float, b2: float, eps: float) -> optax.GradientTransformation:
+    """Adam's direction m / (sqrt(v) + eps) on moments without bias correction, as
+    google-research/bert's AdamWeightDecayOptimizer computes it (optax's state layout, so
+    checkpoints are the same shape either way)."""
+
+    def init(params: Any) -> optax.ScaleByAdamState:
+        zeros = optax.tree_utils.tree_zeros_like(params)
+        return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32), mu=zeros, nu=zeros)
+
+    def update(updates: Any, state: optax.ScaleByAdamState, params: Any = None) -> tuple[Any, Any]:
+        del params
+        mu = optax.tree_utils.tree_update_moment(updates, state.mu, b1, 1)
+        nu = optax.tree_utils.tree_update_moment_per_elem_norm(updates, state.nu, b2, 2)
+        direction = jax.tree.map(lambda m, v: m / (jnp.sqrt(v) + eps), mu, nu)
+        return direction, optax.ScaleByAdamState(count=optax.safe_increment(state.count), mu=mu, nu=nu)
+
+    return optax.GradientTransformation(init, update)
+
+
+def _adam_direction(optim: OptimConfig) -> optax.GradientTransformation:
+    if optim.bias_correction:
+        return optax.scale_by_adam(b1=optim.b1, b2=optim.b2, eps=optim.eps)
+    return scale_by_adam_uncorrected(optim.b1, optim.b2, optim.eps)
+
+
 def lamb(schedule: optax.Schedule, optim: OptimConfig) -> optax.GradientTransformation:
     """LAMB (You et al. 2019): Adam directions plus decoupled weight decay, each parameter's step
     scaled by its trust ratio ||w|| / ||step||, except on the parameters without weight decay."""
     return optax.chain(
-        optax.scale_by_adam(b1=optim.b1, b2=optim.b2, eps=optim.eps),
+        _adam_direction(optim),
         optax.add_decayed_weights(optim.weight_decay, mask=_mask(optim)),
         optax.masked(optax.scale_by_trust_ratio(), _mask(optim)),
         optax.scale_by_learning_rate(schedule),
@@ -82,9 +108,11 @@ def make_optimizer(optim: OptimConfig, total_steps: int) -> tuple[optax.Gradient
     schedule = learning_rate_schedule(optim, optim.schedule_steps or total_steps)
     if optim.schedule_offset:
         schedule = _shifted(schedule, optim.schedule_offset)
-    if optim.optimizer == "adamw":
-        base = optax.adamw(
-            schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps, weight_decay=optim.weight_decay, mask=_mask(optim)
+    if optim.optimizer == "adamw":  # optax.adamw's chain, with the Adam direction chosen above
+        base = optax.chain(
+            _adam_direction(optim),
+            optax.add_decayed_weights(optim.weight_decay, mask=_mask(optim)),
+            optax.scale_by_learning_rate(schedule),
         )
     else:
         base = lamb(schedule, optim)

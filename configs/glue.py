@@ -46,6 +46,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     optim.b1 = 0.9
     optim.b2 = 0.999
     optim.eps = 1e-6
+    optim.bias_correction = True  # Adam's; False: google-research/bert's optimizer, which has none
     optim.weight_decay = 0.01  # not on biases and LayerNorm
     optim.exclude_from_weight_decay = ["bias", "scale"]  # no decay (nor LAMB trust ratio) on these
     optim.schedule = "linear"  # linear decay to 0 after warmup

@@ -36,12 +36,14 @@ def _base(size: str) -> ml_collections.ConfigDict:
 def bert(config: ml_collections.ConfigDict, phase: int) -> None:
     """Devlin et al. 2018: 1M steps of 256 sequences, 90% at length 128 then 10% at 512, on one
     learning-rate schedule (10k warmup steps to 1e-4, linear decay to 0 at step 1M) that phase 2
-    continues from step 900k (at 1e-5), with phase 1's Adam moments (init_optimizer)."""
+    continues from step 900k (at 1e-5), with phase 1's Adam moments (init_optimizer); its AdamW
+    without bias correction, as google-research/bert's."""
     config.optim.optimizer = "adamw"
     config.optim.learning_rate = 1e-4
     config.optim.warmup_steps = 10000
     config.optim.weight_decay = 0.01
     config.optim.schedule_steps = 1_000_000
+    config.optim.bias_correction = False  # google-research/bert's AdamWeightDecayOptimizer has none
     config.train.batch_size = 256
     config.data.dupe_factor = 10  # google-research/bert's static masks, ten copies
     if phase == 1:

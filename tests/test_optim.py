@@ -128,3 +128,30 @@ def test_lamb_matches_the_paper_with_bias_and_layer_norm_excluded():
         p = optax.apply_updates(p, updates)
     plain_bias = _flat(jax.device_get(p))[("dense", "bias")]
     assert np.abs(plain_bias - w[("dense", "bias")]).max() > 1e-2
+
+
+def test_adamw_without_bias_correction_is_google_bert_adam_weight_decay():
+    """bias_correction=False (the bert recipe) against google-research/bert's
+    AdamWeightDecayOptimizer written out: m / (sqrt(v) + eps) on the raw moments, plus the
+    decoupled decay, times the learning rate; clipped first at global norm 1."""
+    params, grads = _problem(3)
+    config = dataclasses.replace(_config("adamw"), bias_correction=False)
+    ours = _run_optax(config, params, grads)
+    w = {k: v.astype(np.float64) for k, v in _flat(params).items()}
+    m = {k: np.zeros_like(v) for k, v in w.items()}
+    v = {k: np.zeros_like(x) for k, x in w.items()}
+    for g in grads:
+        g = {k: x.astype(np.float64) for k, x in _flat(g).items()}
+        norm = np.sqrt(sum((x**2).sum() for x in g.values()))
+        for k in w:
+            grad = g[k] * min(1.0, config.clip_norm / norm)
+            m[k] = config.b1 * m[k] + (1 - config.b1) * grad
+            v[k] = config.b2 * v[k] + (1 - config.b2) * grad**2
+            update = m[k] / (np.sqrt(v[k]) + config.eps)
+            if k in DECAYED:
+                update = update + config.weight_decay * w[k]
+            w[k] = w[k] - config.learning_rate * update
+    for k in w:
+        np.testing.assert_allclose(ours[k], w[k], rtol=1e-5, atol=1e-5, err_msg=str(k))
+    corrected = _run_optax(_config("adamw"), params, grads)
+    assert max(np.abs(corrected[k] - w[k]).max() for k in w) > 1e-2  # bias correction changes the steps

@@ -78,6 +78,7 @@ def test_bert_phases_follow_one_learning_rate_schedule():
         config_dict.init = "runs/phase1" if phase == 2 else ""
         config = config_lib.from_config_dict(config_dict)
         assert config.init_optimizer == (phase == 2)  # phase 2 goes on with phase 1's Adam moments
+        assert not config.optim.bias_correction  # google's AdamWeightDecayOptimizer
         return optim.make_optimizer(config.optim, config.train.num_train_steps)[1], config.train.num_train_steps
 
     def google(step):  # optimization.py: polynomial_decay(1e-4, step, 1M, power=1), then the warmup
