@@ -392,7 +392,6 @@ def finetune(config: FinetuneConfig, workdir: str | Path) -> dict[str, Any]:
 
     if best_params is not None and is_main:
         save_best()  # best/ as the checkpoint has it (a run stopped between the two leaves them apart)
-    best = epochs[best_index] if best_index is not None else None
     progress = reporting.progress_bar(first_step, total_steps, enabled=is_main)
     pending: list[dict[str, jax.Array]] = []
     main_eval = spec.eval_splits[0] if spec.eval_splits[0] in eval_sets else next(iter(eval_sets))
@@ -448,9 +447,9 @@ def finetune(config: FinetuneConfig, workdir: str | Path) -> dict[str, Any]:
                 record[name] = evaluate_split(spec, split.labels, to_predictions(logits, spec))
                 writer.write_scalars(done, name, record[name])
             epochs.append(record)
-            improved = best is None or record[main_eval]["score"] > best[main_eval]["score"]
+            improved = best_index is None or record[main_eval]["score"] > epochs[best_index][main_eval]["score"]
             if improved:
-                best, best_index, best_params = record, len(epochs) - 1, jax.device_get(state.params)
+                best_index, best_params = len(epochs) - 1, jax.device_get(state.params)
             # The checkpoint (with the best parameters) is complete before best/ changes, so best/
             # is never ahead of what a resumed run knows.
             save_checkpoint(done)
@@ -473,7 +472,7 @@ def finetune(config: FinetuneConfig, workdir: str | Path) -> dict[str, Any]:
         return {"stopped_at_step": stopped_at}
 
     # Test predictions with the best parameters.
-    assert best is not None and best_params is not None
+    assert best_index is not None and best_params is not None
     results: dict[str, Any] = {
         "task": spec.name,
         "published": task_cfg.published,
@@ -481,7 +480,7 @@ def finetune(config: FinetuneConfig, workdir: str | Path) -> dict[str, Any]:
         "load_report": load_report,
         "main_split": main_eval,
         "epochs": epochs,
-        "best": best,
+        "best": epochs[best_index],
         "test": {},
         "prediction_files": [],
     }
@@ -515,10 +514,7 @@ def finetune(config: FinetuneConfig, workdir: str | Path) -> dict[str, Any]:
 
 def print_summary(results: dict[str, Any], workdir: str | Path) -> None:
     if "stopped_at_step" in results:
-        print(
-            f"stopped by a signal: checkpoint saved at step {results['stopped_at_step']} in "
-            f"{Path(workdir) / 'checkpoints'}; run the same command to resume"
-        )
+        train.print_stopped(results["stopped_at_step"], workdir)
         return
     best = results["best"]
     main = results["main_split"]

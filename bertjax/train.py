@@ -521,14 +521,19 @@ class StopSignal:
             signal.signal(sig, handler)
 
 
+def print_stopped(step: float, workdir: str | Path) -> None:
+    """The last line of a run that SIGTERM/SIGINT stopped (pretraining and fine-tuning alike)."""
+    print(
+        f"stopped by a signal: checkpoint saved at step {int(step)} in {Path(workdir) / 'checkpoints'}; "
+        "run the same command to resume"
+    )
+
+
 def print_summary(metrics: dict[str, float], workdir: str | Path) -> None:
     """The lines a user reads at the end of a run: held-out accuracy and where things are."""
     workdir = Path(workdir)
     if "stopped_at_step" in metrics:
-        print(
-            f"stopped by a signal: checkpoint saved at step {int(metrics['stopped_at_step'])} in "
-            f"{workdir / 'checkpoints'}; run the same command to resume"
-        )
+        print_stopped(metrics["stopped_at_step"], workdir)
         return
     print(
         f"held-out MLM accuracy {metrics['mlm_accuracy']:.4f} "
