@@ -41,11 +41,18 @@ def steps_logged(workdir: Path) -> int:
     return max((r["step"] for r in train_records(workdir)), default=0)
 
 
+def committed_checkpoints(workdir: Path) -> list[int]:
+    """The steps of the checkpoints orbax has committed in `workdir` (in-flight ones have a suffix)."""
+    directory = workdir / "checkpoints"
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
+
+
 def run_until(
-    command, workdir: Path, step: int, sig: int, env: dict, group: bool = False
+    command, workdir: Path, step: int, sig: int, env: dict, group: bool = False, checkpointed: bool = False
 ) -> subprocess.CompletedProcess:
-    """Runs `command` until `step` is logged in `workdir`, then sends `sig` to it (with `group`, to
-    its whole process group, as a terminal's Ctrl-C or a cluster's preemption does)."""
+    """Runs `command` until `step` is logged in `workdir` (and, with `checkpointed`, a checkpoint is
+    committed: orbax commits asynchronously, behind the logged steps), then sends `sig` to it (with
+    `group`, to its whole process group, as a terminal's Ctrl-C or a cluster's preemption does)."""
     process = subprocess.Popen(
         command,
         cwd=ROOT,
@@ -56,7 +63,11 @@ def run_until(
         start_new_session=group,
     )
     deadline = time.time() + 300
-    while steps_logged(workdir) < step and process.poll() is None and time.time() < deadline:
+
+    def reached() -> bool:
+        return steps_logged(workdir) >= step and (not checkpointed or bool(committed_checkpoints(workdir)))
+
+    while not reached() and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     if group:
         os.killpg(process.pid, sig)

@@ -8,7 +8,7 @@ import signal
 import sys
 
 import numpy as np
-from pretrain_runs import run_until, steps_logged, train_records
+from pretrain_runs import committed_checkpoints, run_until, steps_logged, train_records
 from test_finetune import finetune, write_toy
 
 from bertjax import pretrained
@@ -37,14 +37,14 @@ def test_killed_fine_tuning_resumes_to_the_same_results(tmp_path, vocab_file):
 
     kill_at = random.Random().randint(6, total - 6)
     workdir = tmp_path / "killed"
-    run_until([*command, f"--workdir={workdir}"], workdir, kill_at, signal.SIGKILL, env)
+    run_until([*command, f"--workdir={workdir}"], workdir, kill_at, signal.SIGKILL, env, checkpointed=True)
     assert not (workdir / "results.json").exists() and steps_logged(workdir) < total
     # The latest is kept (killed between committing a new checkpoint and deleting the older one,
     # both are there; the newer one is resumed from).
-    saved = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+    saved = committed_checkpoints(workdir)
     assert 1 <= len(saved) <= 2 and 4 <= saved[-1] <= steps_logged(workdir), saved
     finetune(workdir, *common, "--config.train.keep_checkpoint=True")
-    assert [p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()] == [str(total)]
+    assert committed_checkpoints(workdir) == [total]
     # It went on from the checkpoint: steps up to it were trained (and logged) once.
     logged = [r["step"] for r in train_records(workdir)]
     assert all(logged.count(step) == 1 for step in range(1, saved[-1] + 1))

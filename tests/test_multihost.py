@@ -10,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from pretrain_runs import pretrain_command, train_records
+from pretrain_runs import committed_checkpoints, pretrain_command, train_records
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,7 +76,7 @@ def test_two_processes_equal_one_process_with_as_many_devices(tmp_path, sample_f
     assert sorted(ours) == sorted(reference) == list(range(1, 7))
     for step in reference:
         assert abs(ours[step] - reference[step]) <= 1e-5 * abs(reference[step]), (step, ours, reference)
-    assert sorted(p.name for p in (multi / "checkpoints").iterdir() if p.name.isdigit()) == ["3", "6"]
+    assert committed_checkpoints(multi) == [3, 6]
     final = [json.loads((d / "final_eval.json").read_text()) for d in (multi, single)]
     assert abs(final[0]["mlm_accuracy"] - final[1]["mlm_accuracy"]) < 1e-6
 
@@ -104,5 +104,5 @@ def test_two_processes_equal_one_process_with_as_many_devices(tmp_path, sample_f
         assert p.returncode == 0, err[-3000:]
     assert "stopped by a signal: checkpoint saved at step" in outputs[0][0], outputs[0][1][-3000:]
     step = int(outputs[0][0].split("checkpoint saved at step ")[1].split()[0])
-    saved = sorted(int(p.name) for p in (multi / "checkpoints").iterdir() if p.name.isdigit())
+    saved = committed_checkpoints(multi)
     assert step > 11 and saved[-1] == step and max(_losses(multi)) == step

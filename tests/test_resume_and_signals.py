@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pretrain_runs import pretrain_command, run_until, steps_logged, train_records
+from pretrain_runs import committed_checkpoints, pretrain_command, run_until, steps_logged, train_records
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
@@ -68,7 +68,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_0(tmp_path, sample_files, loader):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "stopped by a signal: checkpoint saved at step" in result.stdout
     step = int(result.stdout.split("checkpoint saved at step ")[1].split()[0])
-    assert step >= 3 and [p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()] == [str(step)]
+    assert step >= 3 and committed_checkpoints(workdir) == [step]
     progress = json.loads((workdir / "checkpoints" / str(step) / "progress" / "metadata").read_text())
     assert progress["step"] == step
 
@@ -89,7 +89,7 @@ def test_nonfinite_loss_stops_or_is_skipped(tmp_path, sample_files):
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("error: non-finite loss or gradient at step ") and "train.nonfinite=stop" in line
     bad_step = int(line.split("at step ")[1].split()[0])
-    saved = sorted(int(p.name) for p in (stop / "checkpoints").iterdir() if p.name.isdigit())
+    saved = committed_checkpoints(stop)
     assert saved and max(saved) == bad_step - 1  # nothing from the bad step on was saved
     params = _final_params(stop, max(saved))
     assert all(np.isfinite(v).all() for v in params.values())
