@@ -263,8 +263,14 @@ def resolve_model(config: FinetuneConfig) -> tuple[ModelConfig, pretrained.Pretr
 
 
 def finetune(config: FinetuneConfig, workdir: str | Path) -> dict[str, Any]:
-    """Fine-tunes as `config` says; returns (and writes to results.json) the run's results."""
+    """Fine-tunes as `config` says; returns (and writes to results.json) the run's results. A run
+    that fails before its first checkpoint leaves no `checkpoints/` directory behind."""
     workdir = Path(workdir)
+    with checkpointing.removed_if_left_empty(workdir / "checkpoints"):
+        return _finetune(config, workdir)
+
+
+def _finetune(config: FinetuneConfig, workdir: Path) -> dict[str, Any]:
     results_file = workdir / "results.json"
     if results_file.is_file():
         print(f"{workdir} holds a finished run: {results_file}")

@@ -325,9 +325,15 @@ def resolve_model_config(model: ModelConfig, tokenizer_vocab_size: int) -> Model
 def pretrain(config: PretrainConfig, workdir: str | Path) -> dict[str, float]:
     """Pretrains BERT with MLM + NSP as `config` says; resumes from `workdir` if it holds a run.
 
-    Returns the final held-out metrics.
+    Returns the final held-out metrics. A run that fails before its first checkpoint leaves no
+    `checkpoints/` directory behind.
     """
     workdir = Path(workdir)
+    with checkpointing.removed_if_left_empty(workdir / "checkpoints"):
+        return _pretrain(config, workdir)
+
+
+def _pretrain(config: PretrainConfig, workdir: Path) -> dict[str, float]:
     is_main = jax.process_index() == 0
     tokenizer = load_tokenizer(config.data.vocab_file, config.data.lowercase)
     checkpoint = pretrained.load(config.init) if config.init else None

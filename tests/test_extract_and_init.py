@@ -193,6 +193,6 @@ def test_second_phase_takes_the_first_phases_optimizer_state(tmp_path, sample_fi
         tmp_path / "lamb", f"--config.init={first}", "--config.init_optimizer=True", "--config.optim.optimizer=lamb"
     )
     assert lamb.returncode == 2 and "optimizer state" in lamb.stderr.strip().splitlines()[-1], lamb.stderr[-2000:]
-    assert not (tmp_path / "lamb" / "checkpoints").exists() or not any((tmp_path / "lamb" / "checkpoints").iterdir())
+    assert not (tmp_path / "lamb" / "checkpoints").exists()  # the failed start leaves no empty directory
     no_init = run(tmp_path / "none", "--config.init_optimizer=True")
     assert no_init.returncode == 2 and "init_optimizer=True needs init" in no_init.stderr

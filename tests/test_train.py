@@ -4,7 +4,9 @@ import dataclasses
 
 import jax
 import numpy as np
+import pytest
 
+from bertjax import checkpoint as checkpointing
 from bertjax import optim, sharding, train
 from bertjax.config import MeshConfig, ModelConfig, OptimConfig
 from bertjax.model import BertForPreTraining
@@ -122,3 +124,27 @@ def test_weight_decay_mask_and_schedules():
     # No exclusions: every parameter decays.
     everything = optim.decay_mask(state.params, excluded=())
     assert all(jax.tree.leaves(everything))
+
+
+def test_failed_start_leaves_no_empty_checkpoint_directory(tmp_path):
+    """A directory the failing run created and left empty goes; one that existed, or holds a
+    checkpoint, stays; a run that does not fail keeps its directory."""
+    new = tmp_path / "new" / "checkpoints"
+    with pytest.raises(RuntimeError), checkpointing.removed_if_left_empty(new):
+        new.mkdir(parents=True)
+        raise RuntimeError("bad optimizer state")
+    assert not new.exists() and (tmp_path / "new").is_dir()
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    with pytest.raises(RuntimeError), checkpointing.removed_if_left_empty(existing):
+        raise RuntimeError
+    assert existing.is_dir()
+    saved = tmp_path / "saved"
+    with pytest.raises(KeyboardInterrupt), checkpointing.removed_if_left_empty(saved):
+        (saved / "10").mkdir(parents=True)
+        raise KeyboardInterrupt
+    assert (saved / "10").is_dir()
+    finished = tmp_path / "finished"
+    with checkpointing.removed_if_left_empty(finished):
+        finished.mkdir()
+    assert finished.is_dir()
