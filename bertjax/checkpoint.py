@@ -97,32 +97,46 @@ def restore_latest(mngr: ocp.CheckpointManager, state: Any, **trees: Any) -> tup
     return restored["state"], dict(restored["progress"]), {name: restored[name] for name in trees}
 
 
+def saved_tree(directory: str | Path) -> Any:
+    """The tree metadata (names, shapes, dtypes) of a saved item, e.g. `checkpoints/<step>/state`."""
+    with ocp.StandardCheckpointer() as checkpointer:
+        saved = checkpointer.metadata(Path(directory).absolute())
+    return getattr(getattr(saved, "item_metadata", saved), "tree", saved)
+
+
+def restore_subtrees(directory: str | Path, target: dict[str, Any]) -> dict[str, Any]:
+    """Only the top-level subtrees of a saved item that `target` names (e.g. {"params": ...}), read
+    into the target's dtypes and shardings (jax.ShapeDtypeStruct leaves) or onto the host (numpy
+    leaves); the item's other subtrees are not read."""
+    restore_args = ocp.checkpoint_utils.construct_restore_args(target)
+    args = ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True)
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        return checkpointer.restore(Path(directory).absolute(), args=args)
+
+
 def restore_run_state(step_dir: str | Path, state: Any) -> Any:
-    """Parameters and optimizer state of another run's checkpoint (`checkpoints/<step>`) read into
-    the structure and shardings of `state`, whose step and learning-rate schedule count are kept:
-    a second phase that continues the first's moments. A checkpoint of another model or optimizer
-    is a `CheckpointError`."""
+    """The optimizer state of another run's checkpoint (`checkpoints/<step>`) read into the
+    structure and shardings of `state`, whose parameters, step and learning-rate schedule count are
+    kept: a second phase (its parameters already taken from that checkpoint) that continues the
+    first's moments. Only the optimizer state is read. A checkpoint of another optimizer is a
+    `CheckpointError`."""
     step_dir = Path(step_dir).absolute()
     where = f"checkpoint {step_dir}"
-    with ocp.StandardCheckpointer() as checkpointer:
-        saved = checkpointer.metadata(step_dir / "state")
-        saved = getattr(getattr(saved, "item_metadata", saved), "tree", saved)
-        saved_shapes = sorted(tuple(x.shape) for x in jax.tree.leaves(saved["opt_state"]))
-        our_shapes = sorted(tuple(x.shape) for x in jax.tree.leaves(state.opt_state))
-        if saved_shapes != our_shapes:
-            raise CheckpointError(
-                f"{where} holds another optimizer's state ({len(saved_shapes)} arrays; this config's has "
-                f"{len(our_shapes)}): use its optim.optimizer and optim.clip_norm, or init_optimizer=False"
-            )
-        target = {"step": jax.ShapeDtypeStruct((), jax.numpy.int32)}
-        target |= _abstract({"params": state.params, "opt_state": state.opt_state})
-        try:
-            restored = checkpointer.restore(step_dir / "state", target)
-        except (ValueError, KeyError, TypeError):
-            raise CheckpointError(
-                f"{where} holds an optimizer state of another structure than this config's: use its "
-                "optim.optimizer and optim.clip_norm, or init_optimizer=False"
-            ) from None
+    saved = saved_tree(step_dir / "state")
+    saved_shapes = sorted(tuple(x.shape) for x in jax.tree.leaves(saved["opt_state"]))
+    our_shapes = sorted(tuple(x.shape) for x in jax.tree.leaves(state.opt_state))
+    if saved_shapes != our_shapes:
+        raise CheckpointError(
+            f"{where} holds another optimizer's state ({len(saved_shapes)} arrays; this config's has "
+            f"{len(our_shapes)}): use its optim.optimizer and optim.clip_norm, or init_optimizer=False"
+        )
+    try:
+        restored = restore_subtrees(step_dir / "state", {"opt_state": _abstract(state.opt_state)})
+    except (ValueError, KeyError, TypeError):
+        raise CheckpointError(
+            f"{where} holds an optimizer state of another structure than this config's: use its "
+            "optim.optimizer and optim.clip_norm, or init_optimizer=False"
+        ) from None
     # The moments and their bias-correction count go on; the learning-rate schedule's count is
     # this run's (its step 0: the schedule starts afresh, or at optim.schedule_offset).
     opt_state = jax.tree.map(
@@ -131,4 +145,4 @@ def restore_run_state(step_dir: str | Path, state: Any) -> Any:
         restored["opt_state"],
         is_leaf=lambda x: isinstance(x, optax.ScaleByScheduleState),
     )
-    return state.replace(params=restored["params"], opt_state=opt_state)
+    return state.replace(opt_state=opt_state)

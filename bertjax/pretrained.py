@@ -201,7 +201,10 @@ def read_run(path: str | Path) -> Pretrained:
     record = _read_json(run_dir / "config.json")
     run_config = record.get("config", {})
     config = model_config_from_dict(run_config["model"], prefix=f"{run_dir / 'config.json'}: model.")
-    state = _restore_tree(step_dir / "state")
+    from bertjax import checkpoint  # orbax is imported only where a checkpoint is read
+
+    saved = checkpoint.saved_tree(step_dir / "state")  # only the parameters are read, not the optimizer state
+    state = checkpoint.restore_subtrees(step_dir / "state", {"params": _abstract_numpy(saved["params"])})
     params = {k: np.asarray(v) for k, v in hf_weights.flatten(state["params"]).items()}
     data = run_config.get("data", {})
     vocab = Path(data["vocab_file"]) if data.get("vocab_file") else None

@@ -148,3 +148,34 @@ def test_failed_start_leaves_no_empty_checkpoint_directory(tmp_path):
     with checkpointing.removed_if_left_empty(finished):
         finished.mkdir()
     assert finished.is_dir()
+
+
+def test_restore_subtrees_reads_only_the_named_parts(tmp_path):
+    """A phase-2 start reads the first run's parameters (to the host) and its optimizer state (onto
+    the mesh) each once: `restore_subtrees` returns just the named subtrees, with their values."""
+    import orbax.checkpoint as ocp
+
+    rng = np.random.default_rng(0)
+    saved = {
+        "step": np.int32(4),
+        "params": {"dense": {"kernel": rng.standard_normal((4, 3)).astype(np.float32)}},
+        "opt_state": [{"mu": rng.standard_normal((4, 3)).astype(np.float32)}, np.int32(4)],
+    }
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save((tmp_path / "state").absolute(), saved)
+    tree = checkpointing.saved_tree(tmp_path / "state")
+    assert tree["opt_state"][0]["mu"].shape == (4, 3)
+    on_host = checkpointing.restore_subtrees(
+        tmp_path / "state", {"params": jax.tree.map(np.zeros_like, saved["params"])}
+    )
+    assert list(on_host) == ["params"]
+    np.testing.assert_array_equal(on_host["params"]["dense"]["kernel"], saved["params"]["dense"]["kernel"])
+    mesh = sharding.make_mesh(MeshConfig())
+    target = [
+        {"mu": jax.ShapeDtypeStruct((4, 3), np.float32, sharding=sharding.replicated(mesh))},
+        jax.ShapeDtypeStruct((), np.int32, sharding=sharding.replicated(mesh)),
+    ]
+    on_mesh = checkpointing.restore_subtrees(tmp_path / "state", {"opt_state": target})
+    assert list(on_mesh) == ["opt_state"] and isinstance(on_mesh["opt_state"][0]["mu"], jax.Array)
+    np.testing.assert_array_equal(np.asarray(on_mesh["opt_state"][0]["mu"]), saved["opt_state"][0]["mu"])
+    assert int(on_mesh["opt_state"][1]) == 4
