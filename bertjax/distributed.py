@@ -5,18 +5,28 @@ slice, SLURM with several tasks, Open MPI, or JAX_COORDINATOR_ADDRESS set) and d
 one machine; `"explicit"` uses the coordinator address, process count and id of the config (any
 other launcher); `"off"` never initialises. With an explicit coordinator the coordinator service
 binds to that address only (127.0.0.1:PORT for local multi-process runs), never to all interfaces.
-Must run before anything else touches JAX.
+Must run before anything else touches JAX. `first_on_process_0` runs shareable start-up work
+(the corpus preparation) on process 0 before the others.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
 import jax
 from absl import logging
 
+from bertjax import errors
 from bertjax.config import DistributedConfig
 from bertjax.errors import ConfigError
+
+T = TypeVar("T")
+
+# How long the other processes wait for process 0's `first_on_process_0` work (corpus preparation
+# can take hours on a large corpus); a process that dies is noticed sooner by the coordinator.
+WAIT_SECONDS = 48 * 3600
 
 
 def cluster_detected(environ: dict[str, str] | None = None) -> bool:
@@ -61,3 +71,40 @@ def initialize(config: DistributedConfig) -> None:
     logging.info(
         "process %d of %d, %d local devices", jax.process_index(), jax.process_count(), jax.local_device_count()
     )
+
+
+def first_on_process_0(name: str, work: Callable[[], T]) -> T:
+    """`work()` on process 0 first, then on the other processes once it has finished there.
+
+    For work whose result the others can reuse: the prepared corpus, in a cache directory that
+    the hosts share, is then found by the others instead of being built N times over (on hosts
+    that do not share it, each builds its own copy, as before). A `BertjaxError` or
+    `TrainingStopped` on process 0 is raised on every process with the same message, so all hosts
+    end with the same one-line error instead of waiting. One process: just `work()`.
+
+    The signal goes through the key-value store of the jax.distributed coordinator (the client
+    orbax also uses), with a wait of `WAIT_SECONDS`; `name` must be unique within the run.
+    """
+    if jax.process_count() == 1:
+        return work()
+    from jax._src import distributed as jax_distributed  # the coordinator's client (no public API)
+
+    client = jax_distributed.global_state.client
+    key = f"bertjax/{name}"
+    if jax.process_index() == 0:
+        try:
+            result = work()
+        except (errors.BertjaxError, errors.TrainingStopped) as e:
+            client.key_value_set(key, f"{type(e).__name__}:{e}")
+            raise
+        except BaseException as e:
+            client.key_value_set(key, f"RuntimeError:process 0 failed in {name}: {type(e).__name__}: {e}")
+            raise
+        client.key_value_set(key, "done")
+        return result
+    status = client.blocking_key_value_get(key, WAIT_SECONDS * 1000)
+    if status != "done":
+        kind, _, message = status.partition(":")
+        error = getattr(errors, kind, RuntimeError)
+        raise error(message)
+    return work()

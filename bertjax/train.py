@@ -27,7 +27,7 @@ from flax import struct
 
 from bertjax import checkpoint as checkpointing
 from bertjax import config as config_lib
-from bertjax import optim, pretrained, reporting, sharding
+from bertjax import distributed, optim, pretrained, reporting, sharding
 from bertjax.config import ModelConfig, PretrainConfig
 from bertjax.data import pretraining
 from bertjax.errors import ConfigError, TrainingStopped
@@ -349,7 +349,9 @@ def _pretrain(config: PretrainConfig, workdir: Path) -> dict[str, float]:
 
     # Data: tokenized and paired once (cached by fingerprint), masked at read time.
     cache_dir = Path(data_cfg.cache_dir) if data_cfg.cache_dir else workdir / "data"
-    prepared = pretraining.prepare(data_cfg, tokenizer, cache_dir)
+    prepared = distributed.first_on_process_0(
+        "prepare corpus", lambda: pretraining.prepare(data_cfg, tokenizer, cache_dir)
+    )  # with several hosts, process 0 first: hosts that share cache_dir then find it built
     train_examples = pretraining.load_split(prepared, "train", data_cfg, tokenizer)
     eval_examples = pretraining.load_split(prepared, "eval", data_cfg, tokenizer)
     logging.info(

@@ -66,11 +66,13 @@ def test_two_processes_equal_one_process_with_as_many_devices(tmp_path, sample_f
     assert one.returncode == 0, one.stderr[-3000:]
 
     multi = tmp_path / "multi"
-    processes = _two_processes(multi, sample_files, cache)
+    processes = _two_processes(multi, sample_files, tmp_path / "multi_cache", "--verbosity=0")
     outputs = [p.communicate(timeout=600) for p in processes]
     for p, (_, err) in zip(processes, outputs):
         assert p.returncode == 0, err[-3000:]
     assert "held-out MLM accuracy" in outputs[0][0]
+    # The corpus is prepared once, by process 0; process 1 finds it in the cache they share.
+    assert "prepared " in outputs[0][1] and "prepared " not in outputs[1][1], outputs[1][1][-3000:]
 
     ours, reference = _losses(multi), _losses(single)
     assert sorted(ours) == sorted(reference) == list(range(1, 7))
@@ -106,3 +108,17 @@ def test_two_processes_equal_one_process_with_as_many_devices(tmp_path, sample_f
     step = int(outputs[0][0].split("checkpoint saved at step ")[1].split()[0])
     saved = committed_checkpoints(multi)
     assert step > 11 and saved[-1] == step and max(_losses(multi)) == step
+
+
+def test_bad_corpus_is_the_same_one_line_error_on_every_host(tmp_path, sample_files):
+    """Process 0 prepares the corpus; its one-line error reaches process 1, which would otherwise
+    wait for it: both exit 2 with the same message, and neither leaves a checkpoints directory."""
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    workdir = tmp_path / "run"
+    processes = _two_processes(workdir, sample_files, tmp_path / "cache", f"--config.data.train_files={empty}")
+    outputs = [p.communicate(timeout=300) for p in processes]
+    last_lines = [err.strip().splitlines()[-1] for _, err in outputs]
+    assert [p.returncode for p in processes] == [2, 2], [err[-2000:] for _, err in outputs]
+    assert last_lines[0] == last_lines[1] and "empty.txt is empty" in last_lines[0], last_lines
+    assert not (workdir / "checkpoints").exists()

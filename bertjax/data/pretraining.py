@@ -40,11 +40,12 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from absl import flags
+from absl import flags, logging
 import grain
 import numpy as np
 import tokenizers
@@ -283,6 +284,7 @@ def prepare(config: DataConfig, tokenizer: tokenizers.Tokenizer, cache_dir: str 
         return final
     created = [p for p in (cache_dir, *cache_dir.parents) if not p.exists()]
     temporary = cache_dir / f".{final.name}.tmp-{os.getpid()}"
+    start = time.perf_counter()
     try:
         temporary.mkdir(parents=True, exist_ok=False)
         train_docs, eval_docs = read_documents(config)
@@ -304,6 +306,13 @@ def prepare(config: DataConfig, tokenizer: tokenizers.Tokenizer, cache_dir: str 
                 "random_next": int(instances[:, 4].sum()),
             }
         (temporary / "meta.json").write_text(json.dumps(meta, indent=2))
+        logging.info(
+            "prepared %s: %d train tokens, %d pairs, in %.1f s",
+            final,
+            meta["splits"]["train"]["tokens"],
+            meta["splits"]["train"]["instances"],
+            time.perf_counter() - start,
+        )
         try:
             temporary.rename(final)
         except OSError:
