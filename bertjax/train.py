@@ -460,7 +460,7 @@ def _pretrain(config: PretrainConfig, workdir: Path) -> dict[str, float]:
                 stopped_at = done
                 break
     progress_bar.close()
-    batches.close()  # ends the loader's threads or processes
+    pretraining.close_batches(batches)  # ends the loader's threads or processes
     manager.wait_until_finished()
     manager.close()
     if stopped_at is not None:

@@ -52,8 +52,12 @@ def test_sigkill_at_a_random_step_then_resume_is_bitwise_equal(tmp_path, sample_
 
 @pytest.mark.parametrize("loader", ["threads", "processes"])
 def test_sigterm_saves_a_checkpoint_and_exits_0(tmp_path, sample_files, loader):
-    """With loader processes the signal goes to the whole process group: the loaders ignore it and
-    the main process still saves, stops them and exits 0."""
+    """With loader processes the signal goes to the whole process group, as a terminal's Ctrl-C or a
+    scheduler's preemption does: it ends grain's loader processes (they keep the default action),
+    and the main process still saves, closes the loader and exits 0. (The shared memory of the
+    batches the loaders had in flight is then reclaimed by Python's resource tracker, with its
+    "leaked shared_memory" warning; a run that ends normally releases it all, see
+    test_pretraining_data.)"""
     workdir = tmp_path / "run"
     processes = ["--config.data.num_processes=2", "--config.data.num_threads=1"] if loader == "processes" else []
     command = _command(
