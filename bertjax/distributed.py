@@ -5,14 +5,16 @@ slice, SLURM with several tasks, Open MPI, or JAX_COORDINATOR_ADDRESS set) and d
 one machine; `"explicit"` uses the coordinator address, process count and id of the config (any
 other launcher); `"off"` never initialises. With an explicit coordinator the coordinator service
 binds to that address only (127.0.0.1:PORT for local multi-process runs), never to all interfaces.
-Must run before anything else touches JAX. `first_on_process_0` runs shareable start-up work
-(the corpus preparation) on process 0 before the others.
+Must run before anything else touches JAX. `once_per_file_system` does start-up work whose result
+the hosts can share (the corpus preparation) once per file system.
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import jax
@@ -24,8 +26,8 @@ from bertjax.errors import ConfigError
 
 T = TypeVar("T")
 
-# How long the other processes wait for process 0's `first_on_process_0` work (corpus preparation
-# can take hours on a large corpus); a process that dies is noticed sooner by the coordinator.
+# How long a process waits for process 0's `once_per_file_system` work (corpus preparation can
+# take hours on a large corpus); a process that dies is noticed sooner by the coordinator.
 WAIT_SECONDS = 48 * 3600
 
 
@@ -73,38 +75,60 @@ def initialize(config: DistributedConfig) -> None:
     )
 
 
-def first_on_process_0(name: str, work: Callable[[], T]) -> T:
-    """`work()` on process 0 first, then on the other processes once it has finished there.
+def once_per_file_system(name: str, directory: Path, work: Callable[[], T]) -> T:
+    """`work()` on every process, built once per file system that holds `directory`.
 
-    For work whose result the others can reuse: the prepared corpus, in a cache directory that
-    the hosts share, is then found by the others instead of being built N times over (on hosts
-    that do not share it, each builds its own copy, as before). A `BertjaxError` or
-    `TrainingStopped` on process 0 is raised on every process with the same message, so all hosts
-    end with the same one-line error instead of waiting. One process: just `work()`.
+    `work` must write its result under `directory` and reuse a result it finds there (as
+    `pretraining.prepare` does with its cache). First, process 0 puts a probe file in `directory`
+    and every process looks for it (then all meet at a barrier, and the probe goes). A process
+    that saw it shares process 0's file system: it waits for process 0's work and then finds the
+    result instead of building it again. A process that did not (a host's own disk) starts at
+    once, so hosts with local disks still build in parallel. A `BertjaxError` or
+    `TrainingStopped` on process 0 is raised with the same message on the processes waiting for
+    it. One process: just `work()`.
 
-    The signal goes through the key-value store of the jax.distributed coordinator (the client
-    orbax also uses), with a wait of `WAIT_SECONDS`; `name` must be unique within the run.
+    The signals go through the jax.distributed coordinator's key-value store and barrier (the
+    client orbax also uses); `name` must be unique within the run. A process that dies is noticed
+    by the coordinator; otherwise a wait lasts at most `WAIT_SECONDS`.
     """
     if jax.process_count() == 1:
         return work()
     from jax._src import distributed as jax_distributed  # the coordinator's client (no public API)
 
     client = jax_distributed.global_state.client
-    key = f"bertjax/{name}"
-    if jax.process_index() == 0:
-        try:
-            result = work()
-        except (errors.BertjaxError, errors.TrainingStopped) as e:
-            client.key_value_set(key, f"{type(e).__name__}:{e}")
-            raise
-        except BaseException as e:
-            client.key_value_set(key, f"RuntimeError:process 0 failed in {name}: {type(e).__name__}: {e}")
-            raise
-        client.key_value_set(key, "done")
-        return result
-    status = client.blocking_key_value_get(key, WAIT_SECONDS * 1000)
-    if status != "done":
-        kind, _, message = status.partition(":")
-        error = getattr(errors, kind, RuntimeError)
-        raise error(message)
-    return work()
+    key, wait_ms = f"bertjax/{name}", WAIT_SECONDS * 1000
+    if jax.process_index() != 0:
+        shared = (directory / client.blocking_key_value_get(f"{key}/probe", wait_ms)).exists()
+        client.wait_at_barrier(f"{key}/looked", wait_ms)
+        if shared:  # process 0 is building the result where this process will find it
+            logging.info("%s: waiting for process 0, which shares %s", name, directory)
+            status = client.blocking_key_value_get(f"{key}/done", wait_ms)
+            if status != "done":
+                kind, _, message = status.partition(":")
+                raise getattr(errors, kind, RuntimeError)(message)
+        return work()
+
+    probe = directory / f".bertjax-probe-{uuid.uuid4().hex}"
+    created = [d for d in (directory, *directory.parents) if not d.exists()]
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe.touch()
+    except OSError:
+        pass  # no probe: the others build their own, and `work` reports the directory's problem
+    client.key_value_set(f"{key}/probe", probe.name)
+    client.wait_at_barrier(f"{key}/looked", wait_ms)
+    probe.unlink(missing_ok=True)
+    try:
+        result = work()
+    except (errors.BertjaxError, errors.TrainingStopped) as e:
+        client.key_value_set(f"{key}/done", f"{type(e).__name__}:{e}")
+        raise
+    except BaseException as e:
+        client.key_value_set(f"{key}/done", f"RuntimeError:process 0 failed in {name}: {type(e).__name__}: {e}")
+        raise
+    finally:
+        for d in created:  # a failed start leaves no empty directories behind
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+    client.key_value_set(f"{key}/done", "done")
+    return result

@@ -349,9 +349,9 @@ def _pretrain(config: PretrainConfig, workdir: Path) -> dict[str, float]:
 
     # Data: tokenized and paired once (cached by fingerprint), masked at read time.
     cache_dir = Path(data_cfg.cache_dir) if data_cfg.cache_dir else workdir / "data"
-    prepared = distributed.first_on_process_0(
-        "prepare corpus", lambda: pretraining.prepare(data_cfg, tokenizer, cache_dir)
-    )  # with several hosts, process 0 first: hosts that share cache_dir then find it built
+    prepared = distributed.once_per_file_system(  # hosts that share cache_dir find process 0's
+        "prepare corpus", cache_dir, lambda: pretraining.prepare(data_cfg, tokenizer, cache_dir)
+    )
     train_examples = pretraining.load_split(prepared, "train", data_cfg, tokenizer)
     eval_examples = pretraining.load_split(prepared, "eval", data_cfg, tokenizer)
     logging.info(

@@ -30,14 +30,15 @@ def _env(devices: int) -> dict[str, str]:
     return {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
 
 
-def _two_processes(workdir, sample_files, cache, *extra) -> list[subprocess.Popen]:
+def _two_processes(workdir, sample_files, cache, *extra, caches=None) -> list[subprocess.Popen]:
+    """The run as two processes; `caches` gives each its own data.cache_dir (hosts that share no disk)."""
     port = _free_port()
     return [
         subprocess.Popen(
             _command(
                 workdir,
                 sample_files,
-                cache,
+                caches[i] if caches else cache,
                 "--config.distributed.mode=explicit",
                 f"--config.distributed.coordinator_address=127.0.0.1:{port}",
                 "--config.distributed.num_processes=2",
@@ -71,8 +72,10 @@ def test_two_processes_equal_one_process_with_as_many_devices(tmp_path, sample_f
     for p, (_, err) in zip(processes, outputs):
         assert p.returncode == 0, err[-3000:]
     assert "held-out MLM accuracy" in outputs[0][0]
-    # The corpus is prepared once, by process 0; process 1 finds it in the cache they share.
+    # The corpus is prepared once, by process 0; process 1 sees its probe, waits and finds it.
     assert "prepared " in outputs[0][1] and "prepared " not in outputs[1][1], outputs[1][1][-3000:]
+    assert "waiting for process 0" in outputs[1][1]
+    assert not list((tmp_path / "multi_cache").glob(".bertjax-probe-*"))
 
     ours, reference = _losses(multi), _losses(single)
     assert sorted(ours) == sorted(reference) == list(range(1, 7))
@@ -95,8 +98,18 @@ def test_two_processes_equal_one_process_with_as_many_devices(tmp_path, sample_f
 
     # SIGTERM to the second process only: both stop at the same step, save that one checkpoint
     # together and exit 0.
+    # Each process with a cache of its own (hosts with local disks): each prepares its own copy.
     long_run = ("--config.train.num_train_steps=100000", "--config.train.checkpoint_every_steps=100000")
-    processes = _two_processes(multi, sample_files, cache, *long_run, "--config.train.eval_every_steps=100000")
+    own_caches = [tmp_path / "host0_cache", tmp_path / "host1_cache"]
+    processes = _two_processes(
+        multi,
+        sample_files,
+        None,
+        *long_run,
+        "--config.train.eval_every_steps=100000",
+        "--verbosity=0",
+        caches=own_caches,
+    )
     deadline = time.monotonic() + 300
     while max(_losses(multi)) < 11 and time.monotonic() < deadline and processes[0].poll() is None:
         time.sleep(0.2)
@@ -108,17 +121,23 @@ def test_two_processes_equal_one_process_with_as_many_devices(tmp_path, sample_f
     step = int(outputs[0][0].split("checkpoint saved at step ")[1].split()[0])
     saved = committed_checkpoints(multi)
     assert step > 11 and saved[-1] == step and max(_losses(multi)) == step
+    assert all(len(list(c.glob("*/meta.json"))) == 1 for c in own_caches)  # both prepared, neither waited
+    assert "waiting for process 0" not in outputs[1][1]
+    assert not any(list(c.glob(".bertjax-probe-*")) for c in own_caches)
 
 
 def test_bad_corpus_is_the_same_one_line_error_on_every_host(tmp_path, sample_files):
     """Process 0 prepares the corpus; its one-line error reaches process 1, which would otherwise
-    wait for it: both exit 2 with the same message, and neither leaves a checkpoints directory."""
+    wait for it: both exit 2 with the same message, and neither leaves a checkpoints or cache directory."""
     empty = tmp_path / "empty.txt"
     empty.write_text("")
     workdir = tmp_path / "run"
-    processes = _two_processes(workdir, sample_files, tmp_path / "cache", f"--config.data.train_files={empty}")
+    processes = _two_processes(
+        workdir, sample_files, tmp_path / "cache", f"--config.data.train_files={empty}", "--verbosity=0"
+    )
     outputs = [p.communicate(timeout=300) for p in processes]
+    assert "prepare corpus: waiting for process 0" in outputs[1][1], outputs[1][1][-3000:]
     last_lines = [err.strip().splitlines()[-1] for _, err in outputs]
     assert [p.returncode for p in processes] == [2, 2], [err[-2000:] for _, err in outputs]
     assert last_lines[0] == last_lines[1] and "empty.txt is empty" in last_lines[0], last_lines
-    assert not (workdir / "checkpoints").exists()
+    assert not (workdir / "checkpoints").exists() and not (tmp_path / "cache").exists()
