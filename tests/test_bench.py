@@ -45,6 +45,15 @@ def test_bench_runs_on_a_tiny_size(tmp_path):
     for r in report["rows"]:
         assert r["seq_per_second"] > 0 and r["peak_memory_mib"] > 0 and 0 < r["fraction_of_matmul_peak"]
         assert r["mfu"] is None  # no datasheet rate for a CPU
+        # The share is of the row's own peak, measured around bertjax's steps; the peer after it shares it.
+        assert abs(r["fraction_of_matmul_peak"] - r["useful_tflops"] / r["matmul_peak_tflops"]) < 1e-9
+        key = (r["task"], r["row"], r["dtype"])
+        ours = [
+            o["matmul_peak_tflops"]
+            for o in report["rows"]
+            if o["impl"].startswith("bertjax") and key == (o["task"], o["row"], o["dtype"])
+        ]
+        assert r["matmul_peak_tflops"] > 0 and r["matmul_peak_tflops"] in ours
         if r["impl"].startswith("bertjax"):  # the traced step's top ops, traced back to the model's modules
             ops = r["profile"]
             assert 0 < len(ops) <= 25 and all(op["ms"] > 0 and op["launches"] >= 1 for op in ops)
