@@ -20,7 +20,7 @@ from typing import TypeVar
 import jax
 from absl import logging
 
-from bertjax import errors
+from bertjax import errors, fileio
 from bertjax.config import DistributedConfig
 from bertjax.errors import ConfigError
 
@@ -109,26 +109,22 @@ def once_per_file_system(name: str, directory: Path, work: Callable[[], T]) -> T
         return work()
 
     probe = directory / f".bertjax-probe-{uuid.uuid4().hex}"
-    created = [d for d in (directory, *directory.parents) if not d.exists()]
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        probe.touch()
-    except OSError:
-        pass  # no probe: the others build their own, and `work` reports the directory's problem
-    client.key_value_set(f"{key}/probe", probe.name)
-    client.wait_at_barrier(f"{key}/looked", wait_ms)
-    probe.unlink(missing_ok=True)
-    try:
-        result = work()
-    except (errors.BertjaxError, errors.TrainingStopped) as e:
-        client.key_value_set(f"{key}/done", f"{type(e).__name__}:{e}")
-        raise
-    except BaseException as e:
-        client.key_value_set(f"{key}/done", f"RuntimeError:process 0 failed in {name}: {type(e).__name__}: {e}")
-        raise
-    finally:
-        for d in created:  # a failed start leaves no empty directories behind
-            if d.is_dir() and not any(d.iterdir()):
-                d.rmdir()
+    with fileio.folders_removed_on_failure(directory):  # a failed start leaves no empty folders behind
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            probe.touch()
+        except OSError:
+            pass  # no probe: the others build their own, and `work` reports the directory's problem
+        client.key_value_set(f"{key}/probe", probe.name)
+        client.wait_at_barrier(f"{key}/looked", wait_ms)
+        probe.unlink(missing_ok=True)
+        try:
+            result = work()
+        except (errors.BertjaxError, errors.TrainingStopped) as e:
+            client.key_value_set(f"{key}/done", f"{type(e).__name__}:{e}")
+            raise
+        except BaseException as e:
+            client.key_value_set(f"{key}/done", f"RuntimeError:process 0 failed in {name}: {type(e).__name__}: {e}")
+            raise
     client.key_value_set(f"{key}/done", "done")
     return result

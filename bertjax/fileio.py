@@ -1,8 +1,11 @@
-"""Files written whole or not at all: a temporary name in the same folder, then an atomic rename."""
+"""Files written whole or not at all: a temporary name in the same folder, then an atomic rename;
+folders that a failed step created are removed again."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -18,3 +21,20 @@ def write_text_atomically(path: str | Path, text: str) -> Path:
     finally:
         temporary.unlink(missing_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def folders_removed_on_failure(directory: str | Path) -> Iterator[None]:
+    """On an exception, `directory` and those of its parents that did not exist before are removed
+    again where they are empty (deepest first): a failed step leaves no empty folders behind. A
+    folder that existed before, or holds anything, is never touched."""
+    directory = Path(directory)
+    created = [d for d in (directory, *directory.parents) if not d.exists()]
+    try:
+        yield
+    except BaseException:
+        for d in created:
+            if d.is_dir() and not any(d.iterdir()):
+                with contextlib.suppress(OSError):  # another process may have removed it first
+                    d.rmdir()
+        raise

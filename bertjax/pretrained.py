@@ -143,11 +143,10 @@ def read_hf(folder: str | Path) -> Pretrained:
 def _restore_tree(directory: Path) -> dict[str, Any]:
     import orbax.checkpoint as ocp
 
+    from bertjax import checkpoint  # orbax is imported only where a checkpoint is read
+
+    target = _abstract_numpy(checkpoint.saved_tree(directory))
     with ocp.StandardCheckpointer() as checkpointer:
-        metadata = checkpointer.metadata(directory.absolute())
-        tree = getattr(metadata, "item_metadata", metadata)
-        tree = getattr(tree, "tree", tree)
-        target = _abstract_numpy(tree)
         return checkpointer.restore(directory.absolute(), target)
 
 

@@ -50,6 +50,7 @@ import grain
 import numpy as np
 import tokenizers
 
+from bertjax import fileio
 from bertjax.config import DataConfig
 from bertjax.data import corpus
 from bertjax.errors import DataError
@@ -282,49 +283,45 @@ def prepare(config: DataConfig, tokenizer: tokenizers.Tokenizer, cache_dir: str 
     final = cache_dir / fingerprint(config, tokenizer)
     if (final / "meta.json").is_file():
         return final
-    created = [p for p in (cache_dir, *cache_dir.parents) if not p.exists()]
     temporary = cache_dir / f".{final.name}.tmp-{os.getpid()}"
     start = time.perf_counter()
-    try:
-        temporary.mkdir(parents=True, exist_ok=False)
-        train_docs, eval_docs = read_documents(config)
-        vocab_size = tokenizer.get_vocab_size()
-        meta: dict[str, Any] = {"format": FORMAT_VERSION, "fingerprint": final.name, "vocab_size": vocab_size}
-        meta["splits"] = {}
-        for key, (split, documents) in enumerate((("train", train_docs), ("eval", eval_docs))):
-            docs = tokenize_documents(documents, tokenizer)
-            instances = create_instances(docs, config, key)
-            np.save(temporary / f"{split}_tokens.npy", docs.tokens.astype(_token_dtype(vocab_size)))
-            np.save(temporary / f"{split}_instances.npy", instances)
-            if split == "train":
-                np.save(temporary / "train_token_counts.npy", np.bincount(docs.tokens, minlength=vocab_size))
-            meta["splits"][split] = {
-                "documents": len(docs),
-                "sentences": len(docs.sentence_bounds),
-                "tokens": len(docs.tokens),
-                "instances": len(instances),
-                "random_next": int(instances[:, 4].sum()),
-            }
-        (temporary / "meta.json").write_text(json.dumps(meta, indent=2))
-        logging.info(
-            "prepared %s: %d train tokens, %d pairs, in %.1f s",
-            final,
-            meta["splits"]["train"]["tokens"],
-            meta["splits"]["train"]["instances"],
-            time.perf_counter() - start,
-        )
+    with fileio.folders_removed_on_failure(cache_dir):  # no empty folders behind a failed preparation
         try:
-            temporary.rename(final)
-        except OSError:
-            if not (final / "meta.json").is_file():  # not another process that prepared it first
-                raise
-    finally:
-        if temporary.exists():
-            shutil.rmtree(temporary)
-        if not final.exists():
-            for directory in created:  # leave no empty directories behind a failed preparation
-                if directory.exists() and not any(directory.iterdir()):
-                    directory.rmdir()
+            temporary.mkdir(parents=True, exist_ok=False)
+            train_docs, eval_docs = read_documents(config)
+            vocab_size = tokenizer.get_vocab_size()
+            meta: dict[str, Any] = {"format": FORMAT_VERSION, "fingerprint": final.name, "vocab_size": vocab_size}
+            meta["splits"] = {}
+            for key, (split, documents) in enumerate((("train", train_docs), ("eval", eval_docs))):
+                docs = tokenize_documents(documents, tokenizer)
+                instances = create_instances(docs, config, key)
+                np.save(temporary / f"{split}_tokens.npy", docs.tokens.astype(_token_dtype(vocab_size)))
+                np.save(temporary / f"{split}_instances.npy", instances)
+                if split == "train":
+                    np.save(temporary / "train_token_counts.npy", np.bincount(docs.tokens, minlength=vocab_size))
+                meta["splits"][split] = {
+                    "documents": len(docs),
+                    "sentences": len(docs.sentence_bounds),
+                    "tokens": len(docs.tokens),
+                    "instances": len(instances),
+                    "random_next": int(instances[:, 4].sum()),
+                }
+            (temporary / "meta.json").write_text(json.dumps(meta, indent=2))
+            logging.info(
+                "prepared %s: %d train tokens, %d pairs, in %.1f s",
+                final,
+                meta["splits"]["train"]["tokens"],
+                meta["splits"]["train"]["instances"],
+                time.perf_counter() - start,
+            )
+            try:
+                temporary.rename(final)
+            except OSError:
+                if not (final / "meta.json").is_file():  # not another process that prepared it first
+                    raise
+        finally:
+            if temporary.exists():
+                shutil.rmtree(temporary)
     return final
 
 
