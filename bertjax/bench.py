@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import gzip
 import json
 import os
 import platform
@@ -120,7 +121,10 @@ def measure_bertjax(
     dtype: str,
     attention: str = "einsum",
     profile_steps: int = 0,
+    hlo_path: Path | None = None,
 ) -> dict[str, Any]:
+    """One bertjax row: compile time, step times, the matmul peak around them, memory, and with
+    `profile_steps` a trace of that many more steps (`hlo_path`: write the compiled HLO there, gzipped)."""
     import jax
 
     step = bertjax_step(size, batch, length, task, dtype, attention)
@@ -128,6 +132,9 @@ def measure_bertjax(
     times = timed(step.run, steps, warmup)
     peaks.append(measure_matmul_peak(dtype))
     profile = _profile(step.run, profile_steps, step.compiled.as_text()) if profile_steps else None
+    if hlo_path is not None:
+        hlo_path.parent.mkdir(parents=True, exist_ok=True)
+        hlo_path.write_bytes(gzip.compress(step.compiled.as_text().encode()))
     memory = step.compiled.memory_analysis()
     compiled_bytes = None
     if memory is not None:  # what XLA plans for one step: arguments, scratch, and outputs not aliased to inputs
@@ -227,9 +234,9 @@ def bertjax_step(size: str, batch: int, length: int, task: str, dtype: str, atte
     return CompiledStep(compiled, compile_seconds, one_step)
 
 
-def _profile(step: Any, steps: int, hlo: str) -> list[dict[str, Any]]:
-    """The step's ops by device time, from a jax.profiler trace of `steps` more steps, each with
-    the jax operation it came from (`hlo`: the compiled step's HLO text)."""
+def _profile(step: Any, steps: int, hlo: str) -> dict[str, Any]:
+    """The step's ops by device time, from a jax.profiler trace of `steps` more steps (see
+    `op_times`; `hlo`: the compiled step's HLO text, for each op's source and kind)."""
     import tempfile
 
     import jax
@@ -239,7 +246,7 @@ def _profile(step: Any, steps: int, hlo: str) -> list[dict[str, Any]]:
             for _ in range(steps):
                 step()
         (path,) = Path(directory).rglob("*.xplane.pb")
-        return op_times(path, steps, hlo_sources(hlo))
+        return op_times(path, steps, hlo_sources(hlo), hlo_kinds(hlo))
 
 
 def hlo_sources(hlo: str) -> dict[str, str]:
@@ -248,9 +255,60 @@ def hlo_sources(hlo: str) -> dict[str, str]:
     return {name: source for name, source in pattern.findall(hlo)}
 
 
-def op_times(xspace: Path, steps: int, sources: dict[str, str] | None = None, top: int = 25) -> list[dict[str, Any]]:
-    """The `top` ops of a profiler trace (an .xplane.pb) by total time, per step: name, launches,
-    milliseconds, share of all op time, and the jax op it came from (`sources`, by HLO name).
+def hlo_kinds(hlo: str) -> dict[str, str]:
+    """HLO instruction name -> what kind of work it is: "matmul" (a dot, a library GEMM call, or a
+    fusion around a dot: XLA:CPU's, Triton's or cuDNN's), "attention" (cuDNN's fused attention),
+    "fusion" (XLA's other fused kernels: elementwise, reductions), "collective", or the opcode."""
+    instruction = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+) = [^=]*?\s([a-z][\w\-]*)\(")
+    computation = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
+    calls = re.compile(r"calls=%?([\w.\-]+)")
+    with_dot: set[str] = set()  # computations that hold a matmul
+    fusions: dict[str, str] = {}  # fusion instruction -> the computation it calls
+    kinds = {}
+    current = ""
+    for line in hlo.splitlines():
+        header = computation.match(line)
+        if header:
+            current = header.group(1)
+            continue
+        match = instruction.match(line)
+        if not match:
+            continue
+        name, opcode = match.groups()
+        if "__cudnn$fmha" in line:
+            kind = "attention"
+        elif opcode in ("dot", "convolution") or any(
+            t in line for t in ("__cublas", "__triton_gemm", "__cudnn$fusion")
+        ):
+            kind = "matmul"
+        elif opcode == "fusion":
+            kind = "fusion"
+            called = calls.search(line)
+            if called:
+                fusions[name] = called.group(1)
+        elif opcode.startswith(("all-", "reduce-scatter", "collective")):
+            kind = "collective"
+        else:
+            kind = opcode
+        if kind in ("matmul", "attention"):
+            with_dot.add(current)
+        kinds[name] = kind
+    for name, called in fusions.items():
+        if called in with_dot:
+            kinds[name] = "matmul"
+    return kinds
+
+
+def op_times(
+    xspace: Path,
+    steps: int,
+    sources: dict[str, str] | None = None,
+    kinds: dict[str, str] | None = None,
+    top: int = 25,
+) -> dict[str, Any]:
+    """The ops of a profiler trace (an .xplane.pb), per step: "ms" (all ops' time), "by_kind" (ms
+    per `hlo_kinds` kind, largest first) and "ops", the `top` ops by time (name, launches,
+    milliseconds, share of all op time, kind and the jax op it came from: `sources`, by HLO name).
 
     On a GPU the ops are the device plane's "XLA Ops" line (HLO ops; their kernels on the stream
     lines when that line is absent). On the CPU they are the events of XLA's threads that name
@@ -278,18 +336,27 @@ def op_times(xspace: Path, steps: int, sources: dict[str, str] | None = None, to
                 entry[0] += 1
                 entry[1] += event.duration_ns
     everything = sum(ns for _, ns in totals.values()) or 1.0
+    sources, kinds = sources or {}, kinds or {}
+    by_kind: dict[str, float] = {}
+    for name, (_, ns) in totals.items():
+        kind = kinds.get(name, "other")
+        by_kind[kind] = by_kind.get(kind, 0.0) + ns / steps / 1e6
     ranked = sorted(totals.items(), key=lambda item: -item[1][1])[:top]
-    sources = sources or {}
-    return [
-        {
-            "op": name,
-            "source": sources.get(name, ""),
-            "launches": count / steps,
-            "ms": ns / steps / 1e6,
-            "share": ns / everything,
-        }
-        for name, (count, ns) in ranked
-    ]
+    return {
+        "ms": everything / steps / 1e6,
+        "by_kind": dict(sorted(by_kind.items(), key=lambda item: -item[1])),
+        "ops": [
+            {
+                "op": name,
+                "kind": kinds.get(name, "other"),
+                "source": sources.get(name, ""),
+                "launches": count / steps,
+                "ms": ns / steps / 1e6,
+                "share": ns / everything,
+            }
+            for name, (count, ns) in ranked
+        ],
+    }
 
 
 def _peak_bytes(jax_module: Any = None) -> int:
@@ -413,8 +480,9 @@ def worker(args: argparse.Namespace) -> None:
     if kind.startswith("bertjax"):  # "bertjax" or "bertjax-<attention>"
         cli.use_huge_pages()  # as bertjax's entry points run; the peer keeps glibc's defaults
         attention = attention_of(kind)
+        hlo_path = Path(args.hlo_dir) / f"{kind}-{args.dtype}-{task}-{row}.hlo.txt.gz" if args.hlo_dir else None
         result = measure_bertjax(
-            size, batch, length, task, args.steps, args.warmup, args.dtype, attention, args.profile
+            size, batch, length, task, args.steps, args.warmup, args.dtype, attention, args.profile, hlo_path
         )
     else:
         result = measure_torch(size, batch, length, task, args.steps, args.warmup, args.dtype)
@@ -426,6 +494,8 @@ def _child(spec: str, args: argparse.Namespace, dtype: str = "float32") -> dict[
     command += [f"--warmup={args.warmup}", f"--dtype={dtype}"]
     if spec.startswith("bertjax"):  # only bertjax's steps are traced
         command.append(f"--profile={args.profile}")
+        if args.hlo_dir:
+            command.append(f"--hlo-dir={args.hlo_dir}")
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"benchmark {spec} failed:\n{result.stderr[-2000:]}")
@@ -517,6 +587,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--profile", type=int, default=0, help="trace this many more bertjax steps and print their top ops by time"
     )
+    parser.add_argument("--hlo-dir", default="", help="write each bertjax step's compiled HLO there (gzipped)")
     parser.add_argument("--no-pipeline", action="store_true", help="skip the input-pipeline measurement")
     parser.add_argument("--out", default="runs/bench/bench.json")
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
@@ -575,12 +646,16 @@ def main(argv: list[str] | None = None) -> None:
                         f"{record['peak_memory_mib']:.0f} MiB, compile {record['compile_seconds']:.1f} s",
                         flush=True,
                     )
-                    for op in record.get("profile") or []:
-                        print(
-                            f"    {op['ms']:9.3f} ms {op['share']:6.1%} x{op['launches']:<4g} {op['op'][:40]:40s} "
-                            f"{op['source'][-90:]}",
-                            flush=True,
-                        )
+                    if record.get("profile"):
+                        profile = record["profile"]
+                        kinds = ", ".join(f"{kind} {ms:.2f}" for kind, ms in profile["by_kind"].items())
+                        print(f"  ops {profile['ms']:.2f} ms a step ({kinds})", flush=True)
+                        for op in profile["ops"]:
+                            print(
+                                f"    {op['ms']:9.3f} ms {op['share']:6.1%} x{op['launches']:<4g} {op['kind'][:9]:9s} "
+                                f"{op['op'][:36]:36s} {op['source'][-90:]}",
+                                flush=True,
+                            )
     result: dict[str, Any] = {
         "date": date.today().isoformat(),
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, backend {jax.default_backend()}, {device_kind}",

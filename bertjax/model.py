@@ -251,8 +251,8 @@ class Projection(nn.Module):
     contracts two kernel axes by copying the kernel (or the activation) transposed, in the forward
     and the backward pass; the flat form saves those copies (1-3% of a BERT-base step on a
     CPU). Flattening merges a sharded `heads` axis with the unsharded `kv` axis after it, which
-    GSPMD shards without communication. The bias is added in float32, then the result is cast to
-    the compute dtype.
+    GSPMD shards without communication. The bias is added in the matmul's output dtype (float32
+    from `einsum`), then the result is cast to the compute dtype.
 
     (flax's DenseGeneral creates multi-axis kernels flat and reshapes them, which breaks
     logical sharding constraints at initialisation; this makes the kernel in its real shape.)
@@ -272,7 +272,7 @@ class Projection(nn.Module):
         lead = x.shape[: x.ndim - self.contracted]
         features_in = math.prod(self.kernel_shape[: self.contracted])
         flat = einsum("...i,io->...o", x.reshape(*lead, features_in), kernel.reshape(features_in, -1), cfg.dtype)
-        out = flat.reshape(*lead, *bias_shape) + bias.astype(jnp.float32)
+        out = flat.reshape(*lead, *bias_shape) + bias.astype(flat.dtype)
         return out.astype(_dtype(cfg.dtype))
 
 

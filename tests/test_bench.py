@@ -1,6 +1,7 @@
 """The benchmark runs end to end on a tiny size (its figures are not checked: tests never time);
 its FLOP formula is checked against a count by hand."""
 
+import gzip
 import json
 import os
 import subprocess
@@ -36,6 +37,7 @@ def test_bench_runs_on_a_tiny_size(tmp_path):
     command.append("--dtypes=bfloat16")  # the float32 path is the same code without autocast / custom VJP
     command.append("--attention=einsum,xla")  # bertjax once per attention implementation
     command.append("--profile=1")  # and one traced step: its ops by time
+    command.append(f"--hlo-dir={tmp_path / 'hlo'}")  # and its compiled HLO, gzipped
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -55,9 +57,13 @@ def test_bench_runs_on_a_tiny_size(tmp_path):
         ]
         assert r["matmul_peak_tflops"] > 0 and r["matmul_peak_tflops"] in ours
         if r["impl"].startswith("bertjax"):  # the traced step's top ops, traced back to the model's modules
-            ops = r["profile"]
+            profile = r["profile"]
+            ops = profile["ops"]
             assert 0 < len(ops) <= 25 and all(op["ms"] > 0 and op["launches"] >= 1 for op in ops)
             assert sum(op["share"] for op in ops) <= 1 + 1e-9
+            # Every op's time is counted under one kind, and the step's matmuls are found as such.
+            assert sum(profile["by_kind"].values()) == pytest.approx(profile["ms"])
+            assert profile["by_kind"].get("matmul", 0) > 0
             assert any("BertFor" in op["source"] for op in ops), ops
         if r["impl"].startswith("bertjax"):  # XLA's plan holds at least the parameters; the process holds more
             assert 0 < r["compiled_memory_mib"] < r["peak_memory_mib"]
@@ -65,6 +71,8 @@ def test_bench_runs_on_a_tiny_size(tmp_path):
     assert report["pipeline_examples_per_second"] > 0 and report["pipeline_processes_examples_per_second"] > 0
     assert "bertjax / peer" in report["table"] and "x |" in report["table"]
     assert report["failures"] == []
+    hlo = tmp_path / "hlo" / "bertjax-xla-bfloat16-pretrain-tiny-4-32.hlo.txt.gz"
+    assert "HloModule" in gzip.decompress(hlo.read_bytes()).decode()
 
 
 def test_mfu_is_useful_flops_over_the_datasheet_rate():
