@@ -330,16 +330,19 @@ def op_times(
             chosen = [line for line in lines if line.name.startswith("tf_XLA")]
         for line in chosen:
             for event in line.events:
-                if not devices and "hlo_op" not in dict(event.stats):  # thread-pool bookkeeping
+                stats = dict(event.stats)
+                if not devices and "hlo_op" not in stats:  # thread-pool bookkeeping
                     continue
-                entry = totals.setdefault(event.name, [0, 0.0])
+                # A kernel on a stream line names its HLO op in its stats (a GEMM's kernel does not
+                # otherwise say which dot it computes).
+                entry = totals.setdefault(str(stats.get("hlo_op") or event.name), [0, 0.0])
                 entry[0] += 1
                 entry[1] += event.duration_ns
     everything = sum(ns for _, ns in totals.values()) or 1.0
     sources, kinds = sources or {}, kinds or {}
     by_kind: dict[str, float] = {}
     for name, (_, ns) in totals.items():
-        kind = kinds.get(name, "other")
+        kind = _kind_of(name, kinds)
         by_kind[kind] = by_kind.get(kind, 0.0) + ns / steps / 1e6
     ranked = sorted(totals.items(), key=lambda item: -item[1][1])[:top]
     return {
@@ -348,7 +351,7 @@ def op_times(
         "ops": [
             {
                 "op": name,
-                "kind": kinds.get(name, "other"),
+                "kind": _kind_of(name, kinds),
                 "source": sources.get(name, ""),
                 "launches": count / steps,
                 "ms": ns / steps / 1e6,
@@ -357,6 +360,21 @@ def op_times(
             for name, (count, ns) in ranked
         ],
     }
+
+
+def _kind_of(name: str, kinds: dict[str, str]) -> str:
+    """An op's kind (`hlo_kinds`) by its HLO name, or by its kernel's name where the trace gives
+    kernels ("input_scatter_fusion_2" for input_scatter_fusion.2; cuBLAS's and cuDNN's own)."""
+    if name in kinds:
+        return kinds[name]
+    dotted = re.sub(r"_(\d+)$", r".\1", name)
+    if dotted in kinds:
+        return kinds[dotted]
+    if re.search(r"sdpa|fmha|flash", name):
+        return "attention"
+    if re.search(r"nvjet|gemm|cutlass|cublas|sm90_xmma", name):
+        return "matmul"
+    return "other"
 
 
 def _peak_bytes(jax_module: Any = None) -> int:

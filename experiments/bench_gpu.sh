@@ -50,6 +50,7 @@ bench_rows "$out" ${ROWS:-base-256-128}
 if [[ "${LEVERS:-1}" == 1 ]] && (($(left) >= 120)); then
   row=${LEVERS_ROW:-base-256-128}
   timeout "$(left)" python3 experiments/gpu_levers.py --row="$row" --profile=2 --out="$out/levers-$row.json" \
+    --deadline="$(($(left) - 10))" \
     ${VARIANTS:+--variants=$VARIANTS} 2>&1 | tee -a "$log" | tail -22
 fi
 if (($(left) >= 60)); then

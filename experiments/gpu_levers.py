@@ -3,20 +3,22 @@ that drift (clocks, temperature, neighbours) hits every variant alike. Written f
 experiments/bench_gpu.sh; it runs on the CPU too (use a small row).
 
     python3 experiments/gpu_levers.py [--row=base-256-128] [--dtype=bfloat16] [--rounds=5] [--steps=5]
-                                      [--variants=einsum,cudnn,einsum+bf16-dots,cudnn+bf16-dots]
-                                      [--profile=2] [--out=levers.json]
+                                      [--variants=einsum,cudnn,einsum+f32-dots,cudnn+nodrop]
+                                      [--profile=2] [--out=levers.json] [--deadline=SECONDS]
 
 Variants (README, "On one NVIDIA H100", and DESIGN.md, "Speed on a GPU"):
-  einsum          the default: einsum attention with attention dropout; every matmul through
-                  `model.einsum` (bf16 operands, float32 outputs by its custom VJP, cast after)
+  einsum          the default: einsum attention with attention dropout; on a GPU every matmul is
+                  XLA's own dot in the compute dtype (bf16 outputs; `model.einsum`)
   xla, cudnn      model.attention = xla / cudnn (jax.nn.dot_product_attention; no attention dropout)
-  <a>+bf16-dots   attention <a>, and every matmul as XLA's own dot in the compute dtype (bf16 outputs,
-                  and so the biases added in bf16; cuBLAS and TPUs accumulate bf16 products in
-                  float32 themselves). On a CPU this is the slow path that `model.einsum` avoids.
+  <a>+f32-dots    attention <a>, and every matmul in `model.einsum`'s CPU form (bf16 operands,
+                  float32 outputs by its custom VJP, cast after): the GPU default until the ninth
+                  session, when one A/B on an H100 made it 9-28% slower
   ...+nodrop      no dropout at all (hidden and attention): what the dropout masks cost, a bound
                   and not a lever (BERT trains with dropout)
 Prints each variant's median step, seq/s, useful TFLOP/s and its ratio to the first variant; with
 --profile, traces the fastest variant and prints its device time by kind of op and its top ops.
+With --deadline, variants whose compilation would likely end past it are skipped (the ones
+compiled are still timed), and the JSON is written after every stage.
 """
 
 from __future__ import annotations
@@ -26,29 +28,25 @@ import contextlib
 import dataclasses
 import json
 import statistics
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from bertjax import bench, model
 
 
 @contextlib.contextmanager
-def bf16_dots(enabled: bool) -> Iterator[None]:
-    """While tracing: `model.einsum` as a plain jnp.einsum in the compute dtype."""
-    original = model.einsum
-
-    def plain(spec: str, x: jax.Array, w: jax.Array, dtype: Any) -> jax.Array:
-        return jnp.einsum(spec, x.astype(dtype), w.astype(dtype))
-
+def float32_dots(enabled: bool) -> Iterator[None]:
+    """While tracing: `model.einsum` in its CPU form (float32 outputs) on any backend."""
+    original = model.native_low_precision_dots
     if enabled:
-        model.einsum = plain
+        model.native_low_precision_dots = lambda: False
     try:
         yield
     finally:
-        model.einsum = original
+        model.native_low_precision_dots = original
 
 
 @contextlib.contextmanager
@@ -72,22 +70,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--row", default="base-256-128")
     parser.add_argument("--dtype", default="bfloat16")
-    parser.add_argument("--variants", default="einsum,cudnn,einsum+bf16-dots,cudnn+bf16-dots,cudnn+bf16-dots+nodrop")
+    parser.add_argument("--variants", default="einsum,cudnn,einsum+f32-dots,cudnn+nodrop")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=5, help="steps per variant per round")
     parser.add_argument("--profile", type=int, default=0, help="trace this many steps of the fastest variant")
     parser.add_argument("--out", default="", help="write the medians (and the profile) there as JSON")
+    parser.add_argument("--deadline", type=float, default=0, help="seconds from the start to finish within")
     args = parser.parse_args()
+    began = time.perf_counter()
     size, batch, length = bench.parse_row(args.row)
-    print(f"{args.row} {args.dtype} on {jax.devices()[0].device_kind}", flush=True)
+    device = jax.devices()[0].device_kind
+    print(f"{args.row} {args.dtype} on {device}", flush=True)
+    report: dict[str, Any] = {"row": args.row, "dtype": args.dtype, "device": device, "compile_seconds": {}}
+
+    def write() -> None:
+        if args.out:
+            with open(args.out, "w") as file:
+                json.dump(report, file, indent=2)
 
     steps = {}
     for variant in args.variants.split(","):
+        longest = max(report["compile_seconds"].values(), default=0.0)
+        if steps and args.deadline and time.perf_counter() - began + 2 * longest + 30 > args.deadline:
+            print(f"{variant}: skipped, too close to the deadline", flush=True)
+            continue
         attention, *levers = variant.split("+")
-        with bf16_dots("bf16-dots" in levers), no_dropout("nodrop" in levers):
+        with float32_dots("f32-dots" in levers), no_dropout("nodrop" in levers):
             steps[variant] = bench.bertjax_step(size, batch, length, "pretrain", args.dtype, attention)
         metrics = steps[variant].run()
+        report["compile_seconds"][variant] = steps[variant].compile_seconds
         print(f"{variant}: compiled in {steps[variant].compile_seconds:.1f} s, first loss {float(metrics['loss']):.4f}")
+        write()
 
     times: dict[str, list[float]] = {variant: [] for variant in steps}
     for step in steps.values():  # warm-up
@@ -108,8 +121,8 @@ def main() -> None:
             f"| {variant} | {median:.4f} | {min(measured):.4f}-{max(measured):.4f} | {batch / median:.1f} | "
             f"{flops / median / 1e12:.1f} | {first / median:.3f}x |"
         )
-    report: dict[str, Any] = {"row": args.row, "dtype": args.dtype, "device": jax.devices()[0].device_kind}
     report["median_step_seconds"] = medians
+    write()
     if args.profile:
         fastest = min(medians, key=medians.__getitem__)
         profile = bench._profile(steps[fastest].run, args.profile, steps[fastest].compiled.as_text())
@@ -120,9 +133,7 @@ def main() -> None:
                 f"  {op['ms']:8.3f} ms {op['share']:6.1%} {op['kind'][:9]:9s} {op['op'][:36]:36s} {op['source'][-70:]}"
             )
         report["profile"] = {"variant": fastest, **profile}
-    if args.out:
-        with open(args.out, "w") as file:
-            json.dump(report, file, indent=2)
+        write()
 
 
 if __name__ == "__main__":
