@@ -4,6 +4,7 @@ import dataclasses
 import subprocess
 import sys
 import textwrap
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -248,6 +249,57 @@ def test_bad_corpus_files(tmp_path):
     latin1.write_bytes("ok line\nsecond line\ncaf\xe9\n".encode("latin-1"))
     with pytest.raises(DataError, match=r"latin1\.txt line 3 is not UTF-8"):
         list(corpus.read_text_files([str(latin1)], "sentences"))
+
+
+def _news_prefix(sample_files, path, size):
+    """The sample news corpus up to the first document boundary after `size` characters."""
+    text = sample_files["news"].read_text()
+    path.write_text(text[: text.index("\n\n", size) + 2])
+    return path
+
+
+def test_preparation_streams_the_corpus_and_holds_out_by_the_rule(sample_files, tokenizer, tmp_path):
+    """The corpus is read as a stream (twice, for the hold-out) and kept only as tokens: the traced
+    peak grows by well under a byte per byte of text (it held every sentence as a Python string,
+    about 4 bytes per byte). The prepared splits are those of the documented rule: a keyed
+    permutation holds out round(eval_fraction x documents), the rest train, in corpus order."""
+    small, large = (_news_prefix(sample_files, tmp_path / f"{n}.txt", n) for n in (1_000_000, 2_500_000))
+    peaks = []
+    for path in (small, large):
+        config = DataConfig(train_files=(str(path),), corpus_format="paragraphs", dupe_factor=2)
+        tracemalloc.start()
+        try:
+            prepared = pretraining.prepare(config, tokenizer, tmp_path / f"cache-{path.stem}")
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    slope = (peaks[1] - peaks[0]) / (large.stat().st_size - small.stat().st_size)
+    assert slope < 1.0, (peaks, slope)
+
+    documents = list(corpus.read_text_files([str(large)], "paragraphs"))
+    order = np.random.default_rng([config.seed, pretraining._HOLDOUT]).permutation(len(documents))
+    held_out = set(order[: round(len(documents) * config.eval_fraction)].tolist())
+    for key, split in enumerate(pretraining.SPLITS):
+        chosen = [d for i, d in enumerate(documents) if (i in held_out) == (split == "eval")]
+        docs = pretraining.tokenize_documents(chosen, tokenizer)
+        np.testing.assert_array_equal(np.load(prepared / f"{split}_tokens.npy"), docs.tokens)
+        instances = pretraining.create_instances(docs, config, key)
+        np.testing.assert_array_equal(np.load(prepared / f"{split}_instances.npy"), instances)
+    counts = np.load(prepared / "train_token_counts.npy")
+    assert counts.sum() == len(np.load(prepared / "train_tokens.npy"))
+
+
+def test_document_tokenizer_drops_empty_sentences_and_documents(tokenizer):
+    documents = [["The market rose.", "", "Shares fell."], [], ["", " "], ["Oil prices."]] * 3000
+    docs = pretraining.tokenize_documents(documents, tokenizer, np.uint16)
+    sentences = [s for d in documents for s in d if tokenizer.encode(s, add_special_tokens=False).ids]
+    assert len(docs) == 2 * 3000 and len(docs.sentence_bounds) == len(sentences) == 3 * 3000
+    assert docs.tokens.dtype == np.uint16
+    expected = [t for s in sentences for t in tokenizer.encode(s, add_special_tokens=False).ids]
+    np.testing.assert_array_equal(docs.tokens, expected)
+    assert docs.sentence_lengths(1).tolist() == [
+        len(tokenizer.encode(s, add_special_tokens=False).ids) for s in ["Oil prices."]
+    ]
 
 
 def test_failed_preparation_leaves_nothing(news_config, tokenizer, tmp_path, monkeypatch):

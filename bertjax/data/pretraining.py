@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -88,44 +89,75 @@ class TokenizedDocuments:
         return bounds[:, 1] - bounds[:, 0]
 
 
-def tokenize_documents(documents: Iterable[corpus.Document], tokenizer: tokenizers.Tokenizer) -> TokenizedDocuments:
+class DocumentTokenizer:
+    """Tokenizes documents as they come (no special tokens; empty sentences and documents dropped)
+    into one token stream, `add` by `add`, holding only the tokens and the bounds: a batch of
+    sentences goes into the (multithreaded) Rust tokenizer at a time and leaves one array of
+    `dtype` tokens, so a corpus is never held as text."""
+
+    def __init__(self, tokenizer: tokenizers.Tokenizer, dtype: Any = np.int32) -> None:
+        self.tokenizer = tokenizer
+        self.dtype = np.dtype(dtype)
+        self.token_chunks: list[np.ndarray] = []
+        self.length_chunks: list[np.ndarray] = []  # tokens per kept sentence
+        self.size_chunks: list[np.ndarray] = []  # kept sentences per kept document
+        self.pending: list[str] = []
+        self.pending_docs: list[int] = []
+
+    def add(self, document: corpus.Document) -> None:
+        self.pending.extend(document)
+        self.pending_docs.append(len(document))
+        if len(self.pending) >= _ENCODE_BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        encodings = self.tokenizer.encode_batch(self.pending, add_special_tokens=False)
+        lengths = np.fromiter((len(e) for e in encodings), np.int64, len(encodings))
+        kept = lengths > 0
+        ids = itertools.chain.from_iterable(e.ids for e in encodings)
+        self.token_chunks.append(np.fromiter(ids, self.dtype, int(lengths.sum())))
+        self.length_chunks.append(lengths[kept])
+        kept_before = np.concatenate([[0], np.cumsum(kept, dtype=np.int64)])
+        offsets = np.cumsum([0, *self.pending_docs], dtype=np.int64)
+        sizes = kept_before[offsets[1:]] - kept_before[offsets[:-1]]  # kept sentences of each document
+        self.size_chunks.append(sizes[sizes > 0])
+        self.pending.clear()
+        self.pending_docs.clear()
+
+    def finish(self, path: Path | None = None) -> TokenizedDocuments:
+        """The documents added; with `path`, the tokens are written there as an .npy file, chunk by
+        chunk, and come back memory-mapped (never all in memory twice)."""
+        self._flush()
+        count = sum(len(chunk) for chunk in self.token_chunks)
+        if path is None:
+            tokens = np.concatenate(self.token_chunks) if self.token_chunks else np.zeros(0, self.dtype)
+        else:
+            tokens = np.lib.format.open_memmap(path, mode="w+", dtype=self.dtype, shape=(count,))
+            offset = 0
+            for chunk in self.token_chunks:
+                tokens[offset : offset + len(chunk)] = chunk
+                offset += len(chunk)
+            tokens.flush()
+        self.token_chunks.clear()
+        lengths = np.concatenate(self.length_chunks) if self.length_chunks else np.zeros(0, np.int64)
+        sizes = np.concatenate(self.size_chunks) if self.size_chunks else np.zeros(0, np.int64)
+        ends = np.cumsum(lengths, dtype=np.int64)
+        sentence_bounds = np.stack([ends - lengths, ends], axis=1).reshape(-1, 2)
+        doc_ends = np.cumsum(sizes, dtype=np.int64)
+        document_bounds = np.stack([doc_ends - sizes, doc_ends], axis=1).reshape(-1, 2)
+        return TokenizedDocuments(tokens, sentence_bounds, document_bounds)
+
+
+def tokenize_documents(
+    documents: Iterable[corpus.Document], tokenizer: tokenizers.Tokenizer, dtype: Any = np.int32
+) -> TokenizedDocuments:
     """Tokenizes every sentence (no special tokens); empty sentences and documents are dropped."""
-    token_chunks: list[np.ndarray] = []
-    sentence_lengths: list[int] = []
-    document_sizes: list[int] = []
-    pending: list[str] = []
-    pending_docs: list[int] = []
-
-    def flush() -> None:
-        encodings = tokenizer.encode_batch(pending, add_special_tokens=False)
-        offset = 0
-        for size in pending_docs:
-            lengths = [len(e.ids) for e in encodings[offset : offset + size]]
-            kept = 0
-            for encoding, length in zip(encodings[offset : offset + size], lengths):
-                if length:
-                    token_chunks.append(np.asarray(encoding.ids, np.int32))
-                    sentence_lengths.append(length)
-                    kept += 1
-            if kept:
-                document_sizes.append(kept)
-            offset += size
-        pending.clear()
-        pending_docs.clear()
-
+    tokenizing = DocumentTokenizer(tokenizer, dtype)
     for document in documents:
-        pending.extend(document)
-        pending_docs.append(len(document))
-        if len(pending) >= _ENCODE_BATCH:
-            flush()
-    if pending:
-        flush()
-    tokens = np.concatenate(token_chunks) if token_chunks else np.zeros(0, np.int32)
-    ends = np.cumsum(sentence_lengths, dtype=np.int64)
-    sentence_bounds = np.stack([ends - np.asarray(sentence_lengths, np.int64), ends], axis=1).reshape(-1, 2)
-    doc_ends = np.cumsum(document_sizes, dtype=np.int64)
-    document_bounds = np.stack([doc_ends - np.asarray(document_sizes, np.int64), doc_ends], axis=1).reshape(-1, 2)
-    return TokenizedDocuments(tokens, sentence_bounds, document_bounds)
+        tokenizing.add(document)
+    return tokenizing.finish()
 
 
 def _truncate_pair(spans: list[int], max_num_tokens: int, rng: np.random.Generator) -> None:
@@ -203,12 +235,16 @@ def _instances_of_document(
 
 def create_instances(docs: TokenizedDocuments, config: DataConfig, split_key: int) -> np.ndarray:
     """All segment pairs of a split, `dupe_factor` times with different pairing keys: [N, 5] int64."""
-    rows: list[tuple[int, int, int, int, int]] = []
+    chunks, rows = [], []  # rows as compact arrays every 4,096 pairs, not as Python tuples
     for dupe in range(config.dupe_factor):
         rng = np.random.default_rng([config.seed, _PAIRING, split_key, dupe])
         for index in range(len(docs)):
             rows.extend(_instances_of_document(docs, index, config, rng))
-    return np.asarray(rows, np.int64).reshape(-1, 5)
+            if len(rows) >= 4096:
+                chunks.append(np.asarray(rows, np.int64).reshape(-1, 5))
+                rows.clear()
+    chunks.append(np.asarray(rows, np.int64).reshape(-1, 5))
+    return np.concatenate(chunks)
 
 
 def _file_identity(pattern_list: tuple[str, ...]) -> list[tuple[str, int, int]]:
@@ -245,32 +281,48 @@ def _limited(documents: Iterator[corpus.Document], limit: int) -> Iterator[corpu
         yield document
 
 
-def read_documents(config: DataConfig) -> tuple[list[corpus.Document], list[corpus.Document]]:
-    """(train, eval) documents: eval from its own files/split, or a keyed random hold-out."""
+def documents_by_split(config: DataConfig) -> Iterator[tuple[str, corpus.Document]]:
+    """("train" | "eval", document) for every document, read as a stream: eval from its own
+    files/split, or a keyed random hold-out of the train documents. The hold-out needs the number
+    of documents first, so then the corpus is read twice rather than held in memory."""
     if config.train_files:
-        train_docs = list(
-            _limited(corpus.read_text_files(config.train_files, config.corpus_format), config.max_documents)
-        )
+
+        def train_source() -> Iterator[corpus.Document]:
+            return _limited(corpus.read_text_files(config.train_files, config.corpus_format), config.max_documents)
+
         eval_source = corpus.read_text_files(config.eval_files, config.corpus_format) if config.eval_files else None
         where = f"corpus {','.join(config.train_files)}"
     else:
         read = functools.partial(
             corpus.read_tfds, config.tfds_name, text_feature=config.tfds_text_feature, data_dir=config.tfds_data_dir
         )
-        train_docs = list(_limited(read(split=config.tfds_split), config.max_documents))
+
+        def train_source() -> Iterator[corpus.Document]:
+            return _limited(read(split=config.tfds_split), config.max_documents)
+
         eval_source = read(split=config.tfds_eval_split) if config.tfds_eval_split else None
         where = f"TFDS dataset {config.tfds_name} split {config.tfds_split}"
     if eval_source is not None:
-        return train_docs, list(eval_source)
-    if len(train_docs) < 2:
-        raise DataError(f"{where} has {len(train_docs)} document(s): too few to hold out evaluation documents")
-    num_eval = min(len(train_docs) - 1, max(1, round(len(train_docs) * config.eval_fraction)))
-    order = np.random.default_rng([config.seed, _HOLDOUT]).permutation(len(train_docs))
-    held_out = set(order[:num_eval].tolist())
-    return (
-        [d for i, d in enumerate(train_docs) if i not in held_out],
-        [d for i, d in enumerate(train_docs) if i in held_out],
-    )
+        yield from (("train", document) for document in train_source())
+        yield from (("eval", document) for document in eval_source)
+        return
+    count = sum(1 for _ in train_source())
+    if count < 2:
+        raise DataError(f"{where} has {count} document(s): too few to hold out evaluation documents")
+    num_eval = min(count - 1, max(1, round(count * config.eval_fraction)))
+    order = np.random.default_rng([config.seed, _HOLDOUT]).permutation(count)
+    held_out = np.zeros(count, bool)
+    held_out[order[:num_eval]] = True
+    for index, document in enumerate(train_source()):
+        yield ("eval" if held_out[index] else "train"), document
+
+
+def _token_counts(tokens: np.ndarray, vocab_size: int) -> np.ndarray:
+    """np.bincount of the tokens, a slice at a time (bincount widens its input to int64)."""
+    counts = np.zeros(vocab_size, np.int64)
+    for start in range(0, len(tokens), 1 << 16):
+        counts += np.bincount(tokens[start : start + (1 << 16)], minlength=vocab_size)
+    return counts
 
 
 def _token_dtype(vocab_size: int) -> np.dtype:
@@ -288,17 +340,18 @@ def prepare(config: DataConfig, tokenizer: tokenizers.Tokenizer, cache_dir: str 
     with fileio.folders_removed_on_failure(cache_dir):  # no empty folders behind a failed preparation
         try:
             temporary.mkdir(parents=True, exist_ok=False)
-            train_docs, eval_docs = read_documents(config)
             vocab_size = tokenizer.get_vocab_size()
+            tokenizing = {split: DocumentTokenizer(tokenizer, _token_dtype(vocab_size)) for split in SPLITS}
+            for split, document in documents_by_split(config):
+                tokenizing[split].add(document)
             meta: dict[str, Any] = {"format": FORMAT_VERSION, "fingerprint": final.name, "vocab_size": vocab_size}
             meta["splits"] = {}
-            for key, (split, documents) in enumerate((("train", train_docs), ("eval", eval_docs))):
-                docs = tokenize_documents(documents, tokenizer)
+            for key, split in enumerate(SPLITS):
+                docs = tokenizing.pop(split).finish(temporary / f"{split}_tokens.npy")
                 instances = create_instances(docs, config, key)
-                np.save(temporary / f"{split}_tokens.npy", docs.tokens.astype(_token_dtype(vocab_size)))
                 np.save(temporary / f"{split}_instances.npy", instances)
                 if split == "train":
-                    np.save(temporary / "train_token_counts.npy", np.bincount(docs.tokens, minlength=vocab_size))
+                    np.save(temporary / "train_token_counts.npy", _token_counts(docs.tokens, vocab_size))
                 meta["splits"][split] = {
                     "documents": len(docs),
                     "sentences": len(docs.sentence_bounds),
