@@ -75,6 +75,46 @@ def test_bench_runs_on_a_tiny_size(tmp_path):
     assert "HloModule" in gzip.decompress(hlo.read_bytes()).decode()
 
 
+GPU_HLO = """HloModule jit_train_step
+
+%gemm_fusion_dot.76_computation (p0: bf16[4,8], p1: bf16[8,8]) -> bf16[4,8] {
+  %p0 = bf16[4,8]{1,0} parameter(0)
+  %p1 = bf16[8,8]{1,0} parameter(1)
+  ROOT %dot.1 = bf16[4,8]{1,0} dot(%p0, %p1), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+}
+
+%fused_scatter.2 (p0: bf16[2,8], p1: bf16[4,8], p2: s32[4]) -> bf16[2,8] {
+  %p0 = bf16[2,8]{1,0} parameter(0)
+  %p1 = bf16[4,8]{1,0} parameter(1)
+  %p2 = s32[4]{0} parameter(2)
+  ROOT %scatter.1 = bf16[2,8]{1,0} scatter(%p0, %p2, %p1), update_window_dims={1}
+}
+
+ENTRY %main.1 (a: bf16[4,8], b: bf16[8,8]) -> bf16[4,8] {
+  %gemm_fusion_dot.76 = bf16[4,8]{1,0} fusion(%a, %b), kind=kCustom, calls=%gemm_fusion_dot.76_computation, metadata={op_name="jit(train_step)/dense/dot_general"}
+  %cublas-lt-matmul.1 = (f32[4,2]{1,0}, s8[1024]{0}) custom-call(%a, %b), custom_call_target="__cublas$lt$matmul"
+  %dot_product_attention_fwd.60 = (bf16[1,2,4,8]{3,1,2,0}, u8[256]{0}) custom-call(%a, %a, %a), custom_call_target="__cudnn$fmhaScaleBiasSoftmax"
+  %input_scatter_fusion.2 = bf16[2,8]{1,0} fusion(%c, %a, %i), kind=kInput, calls=%fused_scatter.2
+  ROOT %copy.3 = bf16[4,8]{1,0} copy(%gemm_fusion_dot.76)
+}
+"""
+
+
+def test_profile_kinds_of_gpu_ops():
+    """Ops by kind, from an HLO module as XLA:GPU writes it, and from the kernel names that a GPU
+    trace gives where it names no HLO op (nvjet: cuBLAS; sdpa: cuDNN's fused attention)."""
+    kinds = bench.hlo_kinds(GPU_HLO)
+    assert kinds["gemm_fusion_dot.76"] == "matmul"  # a fusion around a dot (Triton's GEMM)
+    assert kinds["cublas-lt-matmul.1"] == "matmul"
+    assert kinds["dot_product_attention_fwd.60"] == "attention"
+    assert kinds["input_scatter_fusion.2"] == "fusion" and kinds["copy.3"] == "copy"
+    assert bench.hlo_sources(GPU_HLO)["gemm_fusion_dot.76"] == "jit(train_step)/dense/dot_general"
+    assert bench._kind_of("input_scatter_fusion_2", kinds) == "fusion"
+    assert bench._kind_of("nvjet_sm90_tst_128x160_64x5_2x1_v_bz_NNT", kinds) == "matmul"
+    assert bench._kind_of("cudnn_generated_fort_native_sdpa_sm90_flash_bprop_wgmma_f16", kinds) == "attention"
+    assert bench._kind_of("memcpy", kinds) == "other"
+
+
 def test_mfu_is_useful_flops_over_the_datasheet_rate():
     measured = {"step_times": [0.2, 0.1, 0.3], "peak_bytes": 2**30, "compile_seconds": 1.0}
     record = bench.summarise("bertjax", "pretrain", "base-8-128", "bfloat16", measured, 500e12, 1000.0)
