@@ -9,8 +9,6 @@ trained is a `CheckpointError`.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,22 +26,6 @@ def manager(directory: str | Path, keep: int, trees: tuple[str, ...] = ()) -> oc
     handlers = {"state": ocp.StandardCheckpointHandler(), "progress": ocp.JsonCheckpointHandler()}
     handlers |= {name: ocp.StandardCheckpointHandler() for name in trees}
     return ocp.CheckpointManager(Path(directory).absolute(), options=options, item_handlers=handlers)
-
-
-@contextlib.contextmanager
-def removed_if_left_empty(directory: str | Path) -> Iterator[None]:
-    """A run's checkpoint directory that this run created is removed again if the run fails before
-    its first checkpoint: a failed start leaves no empty `checkpoints/` behind. A directory that
-    existed before, or holds anything, is never touched."""
-    directory = Path(directory)
-    existed = directory.exists()
-    try:
-        yield
-    except BaseException:
-        if not existed and directory.is_dir() and not any(directory.iterdir()):
-            with contextlib.suppress(OSError):  # another host of the run may have removed it first
-                directory.rmdir()
-        raise
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: Any, progress: dict[str, Any], **trees: Any) -> None:

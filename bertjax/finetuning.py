@@ -28,7 +28,7 @@ import optax
 
 from bertjax import checkpoint as checkpointing
 from bertjax import config as config_lib
-from bertjax import glue, metrics, optim, pretrained, reporting, sharding, train
+from bertjax import fileio, glue, metrics, optim, pretrained, reporting, sharding, train
 from bertjax.config import FinetuneConfig, ModelConfig, TaskConfig
 from bertjax.data import labelled
 from bertjax.data.labelled import Encoded, Examples, Layout, TaskSpec
@@ -264,9 +264,10 @@ def resolve_model(config: FinetuneConfig) -> tuple[ModelConfig, pretrained.Pretr
 
 def finetune(config: FinetuneConfig, workdir: str | Path) -> dict[str, Any]:
     """Fine-tunes as `config` says; returns (and writes to results.json) the run's results. A run
-    that fails before its first checkpoint leaves no `checkpoints/` directory behind."""
+    that fails before its first checkpoint leaves no `checkpoints/` directory behind, nor a workdir
+    that it created and left empty."""
     workdir = Path(workdir)
-    with checkpointing.removed_if_left_empty(workdir / "checkpoints"):
+    with fileio.folders_removed_on_failure(workdir / "checkpoints"):
         return _finetune(config, workdir)
 
 

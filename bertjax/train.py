@@ -27,7 +27,7 @@ from flax import struct
 
 from bertjax import checkpoint as checkpointing
 from bertjax import config as config_lib
-from bertjax import distributed, optim, pretrained, reporting, sharding
+from bertjax import distributed, fileio, optim, pretrained, reporting, sharding
 from bertjax.config import ModelConfig, PretrainConfig
 from bertjax.data import pretraining
 from bertjax.errors import ConfigError, TrainingStopped
@@ -326,10 +326,10 @@ def pretrain(config: PretrainConfig, workdir: str | Path) -> dict[str, float]:
     """Pretrains BERT with MLM + NSP as `config` says; resumes from `workdir` if it holds a run.
 
     Returns the final held-out metrics. A run that fails before its first checkpoint leaves no
-    `checkpoints/` directory behind.
+    `checkpoints/` directory behind, nor a workdir that it created and left empty.
     """
     workdir = Path(workdir)
-    with checkpointing.removed_if_left_empty(workdir / "checkpoints"):
+    with fileio.folders_removed_on_failure(workdir / "checkpoints"):
         return _pretrain(config, workdir)
 
 

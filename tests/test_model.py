@@ -28,10 +28,11 @@ CONFIG = ModelConfig(
 
 def _init(config: ModelConfig, batch: int = 2, length: int = 16, preds: int = 5, seed: int = 0):
     ids = jnp.ones((batch, length), jnp.int32)
-    variables = BertForPreTraining(config).init(
-        jax.random.key(seed), ids, ids * 0, ids, jnp.zeros((batch, preds), jnp.int32)
-    )
-    return nn.meta.unbox(variables["params"])
+
+    def init(key: jax.Array):  # compiled: eager initialisation takes seconds, op by op
+        return BertForPreTraining(config).init(key, ids, ids * 0, ids, jnp.zeros((batch, preds), jnp.int32))
+
+    return nn.meta.unbox(jax.jit(init)(jax.random.key(seed))["params"])
 
 
 def _random_batch(rng: np.random.Generator, batch: int, length: int, preds: int, vocab: int):
@@ -189,18 +190,18 @@ def test_einsum_on_gpus_and_tpus_is_xlas_own_in_the_compute_dtype(monkeypatch):
 
     rng = np.random.default_rng(0)
     x, w = jnp.asarray(rng.normal(size=(2, 8, 32)), jnp.float32), jnp.asarray(rng.normal(size=(32, 16)), jnp.float32)
-    config = dataclasses.replace(CONFIG, dtype="bfloat16")
+    config = dataclasses.replace(CONFIG, dtype="bfloat16", num_hidden_layers=1)
     batch = _random_batch(rng, 2, 16, 5, config.vocab_size)
     params = _init(config)
     assert einsum("...i,io->...o", x, w, jnp.bfloat16).dtype == jnp.float32  # the CPU form
-    value_cpu, grads_cpu = _value_and_grads(config, params, batch)
+    value_cpu, grads_cpu = jax.jit(lambda p: _value_and_grads(config, p, batch))(params)
 
     monkeypatch.setattr(model, "native_low_precision_dots", lambda: True)
     out = einsum("...i,io->...o", x, w, jnp.bfloat16)
     assert out.dtype == jnp.bfloat16
     np.testing.assert_array_equal(out, jnp.einsum("bti,io->bto", x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)))
     assert einsum("...i,io->...o", x, w, jnp.float32).dtype == jnp.float32
-    value, grads = _value_and_grads(config, params, batch)
+    value, grads = jax.jit(lambda p: _value_and_grads(config, p, batch))(params)  # traced anew: the XLA path
     assert abs(float(value) - float(value_cpu)) < 2e-2 * abs(float(value_cpu))
     for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_cpu)):
         assert got.dtype == jnp.float32  # the parameters' gradients stay float32

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bertjax import checkpoint as checkpointing
-from bertjax import optim, sharding, train
+from bertjax import fileio, optim, sharding, train
 from bertjax.config import MeshConfig, ModelConfig, OptimConfig
 from bertjax.model import BertForPreTraining
 
@@ -127,25 +127,31 @@ def test_weight_decay_mask_and_schedules():
 
 
 def test_failed_start_leaves_no_empty_checkpoint_directory(tmp_path):
-    """A directory the failing run created and left empty goes; one that existed, or holds a
-    checkpoint, stays; a run that does not fail keeps its directory."""
+    """The folders the failing run created and left empty go (checkpoints/ and an empty workdir
+    above it); one that existed, or holds anything, stays; a run that does not fail keeps its own."""
     new = tmp_path / "new" / "checkpoints"
-    with pytest.raises(RuntimeError), checkpointing.removed_if_left_empty(new):
+    with pytest.raises(RuntimeError), fileio.folders_removed_on_failure(new):
         new.mkdir(parents=True)
         raise RuntimeError("bad optimizer state")
-    assert not new.exists() and (tmp_path / "new").is_dir()
+    assert not (tmp_path / "new").exists()
+    logged = tmp_path / "logged" / "checkpoints"
+    with pytest.raises(RuntimeError), fileio.folders_removed_on_failure(logged):
+        logged.mkdir(parents=True)
+        (logged.parent / "config.json").write_text("{}")
+        raise RuntimeError
+    assert not logged.exists() and (logged.parent / "config.json").is_file()
     existing = tmp_path / "existing"
     existing.mkdir()
-    with pytest.raises(RuntimeError), checkpointing.removed_if_left_empty(existing):
+    with pytest.raises(RuntimeError), fileio.folders_removed_on_failure(existing):
         raise RuntimeError
     assert existing.is_dir()
     saved = tmp_path / "saved"
-    with pytest.raises(KeyboardInterrupt), checkpointing.removed_if_left_empty(saved):
+    with pytest.raises(KeyboardInterrupt), fileio.folders_removed_on_failure(saved):
         (saved / "10").mkdir(parents=True)
         raise KeyboardInterrupt
     assert (saved / "10").is_dir()
     finished = tmp_path / "finished"
-    with checkpointing.removed_if_left_empty(finished):
+    with fileio.folders_removed_on_failure(finished):
         finished.mkdir()
     assert finished.is_dir()
 
