@@ -80,9 +80,10 @@ def einsum(spec: str, x: Array, w: Array, dtype: Any) -> Array:
 
     On GPUs and TPUs this is XLA's own einsum in `dtype`: their matrix units accumulate bf16
     products in float32 and round the result to bf16, in the forward pass and in both backward
-    matmuls (as flax's Dense in bf16 and MaxText do). On an H100 this was 9-28% faster over a
-    BERT-base step than the CPU's form below (README, "On one NVIDIA H100"): float32 results
-    double the bytes that the elementwise kernels after each matmul read and write.
+    matmuls (as flax's Dense in bf16 and MaxText do). In one A/B on an H100 this was 9-28%
+    faster over a BERT-base step than the CPU's form below (README, "On one NVIDIA H100"; a slow
+    scatter, since removed, was still in the step): float32 results double the bytes that the
+    elementwise kernels after each matmul read and write.
 
     On a CPU, below float32 this is mixed precision done by hand: the products accumulate in
     float32 in the forward pass and in both backward matmuls, whose incoming gradient is cast to
@@ -256,12 +257,14 @@ class Embeddings(nn.Module):
         The table has 2 rows, so the gather's gradient is a scatter-add of every token into 2 rows:
         on an H100 XLA's scatter took 32-43 ms of a 110-123 ms BERT-base step (256 x 128 tokens,
         bf16), all its atomic adds landing on the same 1,536 numbers. The matmul's gradient is
-        a [2, tokens] x [tokens, hidden] product. Exact: each output is one table row.
+        a [2, tokens] x [tokens, hidden] product. Exact, as the gather: each output is one table
+        row in the compute dtype (at the highest precision, so that float32 runs on GPUs and TPUs do
+        not round the table to TF32 or bf16).
         """
-        cfg = self.config
-        one_hot = jax.nn.one_hot(token_type_ids, cfg.type_vocab_size, dtype=_dtype(cfg.dtype))
-        table = self.token_type_embeddings.embedding
-        return einsum("...t,td->...d", one_hot, table, cfg.dtype).astype(_dtype(cfg.dtype))
+        dtype = _dtype(self.config.dtype)
+        one_hot = jax.nn.one_hot(token_type_ids, self.config.type_vocab_size, dtype=dtype)
+        table = self.token_type_embeddings.embedding.astype(dtype)
+        return jnp.einsum("...t,td->...d", one_hot, table, precision=jax.lax.Precision.HIGHEST)
 
     def attend(self, x: Array) -> Array:
         """Logits against the word-embedding table (the tied MLM decoder)."""
@@ -278,8 +281,9 @@ class Projection(nn.Module):
     contracts two kernel axes by copying the kernel (or the activation) transposed, in the forward
     and the backward pass; the flat form saves those copies (1-3% of a BERT-base step on a
     CPU). Flattening merges a sharded `heads` axis with the unsharded `kv` axis after it, which
-    GSPMD shards without communication. The bias is added in the matmul's output dtype (float32
-    from `einsum`), then the result is cast to the compute dtype.
+    GSPMD shards without communication. The bias is added in the matmul's output dtype (`einsum`'s:
+    float32 on a CPU, the compute dtype on GPUs and TPUs), then the result is cast to the compute
+    dtype.
 
     (flax's DenseGeneral creates multi-axis kernels flat and reshapes them, which breaks
     logical sharding constraints at initialisation; this makes the kernel in its real shape.)
