@@ -141,6 +141,10 @@ class DataConfig:
     # > 0: that many loader processes (grain's mp_prefetch), each building whole batches with its
     # threads; for hosts whose accelerators outrun threads that share one Python interpreter.
     num_processes: int = 0
+    # Preparation: processes that pair the dupe_factor copies side by side (the same pairs in any
+    # case). 0: one per CPU, at most dupe_factor, once a split has 50M or more tokens to pair in
+    # all (below that, starting the processes costs more than it saves); 1: in this process.
+    prepare_processes: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -539,6 +543,8 @@ def validate_data(data: DataConfig, model: ModelConfig) -> None:
         raise ConfigError(f"config key data.num_threads={data.num_threads} must be >= 1")
     if data.num_processes < 0:
         raise ConfigError(f"config key data.num_processes={data.num_processes} must be >= 0 (0 = threads only)")
+    if data.prepare_processes < 0:
+        raise ConfigError(f"config key data.prepare_processes={data.prepare_processes} must be >= 0 (0 = auto)")
     _check_choice("data.corpus_format", data.corpus_format, ("sentences", "paragraphs"))
     _check_choice("data.masking", data.masking, ("static", "dynamic"))
     if not data.train_files and not data.tfds_name:

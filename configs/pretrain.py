@@ -69,6 +69,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     data.seed = 12345
     data.num_threads = 2  # threads building batches ahead of the train step
     data.num_processes = 0  # > 0: loader processes instead (a GPU host: about one per two cores)
+    data.prepare_processes = 0  # pairing the dupe_factor copies: 0 one process per CPU on big corpora, 1 none
 
     config.optim = optim = ml_collections.ConfigDict()
     optim.optimizer = "adamw"  # "adamw" or "lamb"

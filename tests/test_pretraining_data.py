@@ -9,9 +9,9 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from bertjax.config import DataConfig
+from bertjax.config import DataConfig, ModelConfig, validate_data
 from bertjax.data import corpus, pretraining
-from bertjax.errors import DataError
+from bertjax.errors import ConfigError, DataError
 from bertjax.tokenizer import load_tokenizer, special_ids
 
 
@@ -287,6 +287,26 @@ def test_preparation_streams_the_corpus_and_holds_out_by_the_rule(sample_files, 
         np.testing.assert_array_equal(np.load(prepared / f"{split}_instances.npy"), instances)
     counts = np.load(prepared / "train_token_counts.npy")
     assert counts.sum() == len(np.load(prepared / "train_tokens.npy"))
+
+
+def test_copies_paired_in_processes_equal_copies_paired_in_turn(sample_files, tokenizer, tmp_path):
+    """data.prepare_processes pairs the dupe_factor copies side by side in spawned processes; the
+    prepared data is the same as pairing them one after another."""
+    path = _news_prefix(sample_files, tmp_path / "news.txt", 300_000)
+    config = DataConfig(train_files=(str(path),), corpus_format="paragraphs", dupe_factor=3, prepare_processes=1)
+    in_turn = pretraining.prepare(config, tokenizer, tmp_path / "in-turn")
+    side_by_side = dataclasses.replace(config, prepare_processes=2)
+    assert pretraining.fingerprint(side_by_side, tokenizer) == in_turn.name  # the same data, the same cache
+    docs = pretraining.tokenize_documents(corpus.read_text_files([str(path)], "paragraphs"), tokenizer)
+    assert pretraining.pairing_processes(docs, side_by_side) == 2
+    assert pretraining.pairing_processes(docs, dataclasses.replace(config, prepare_processes=0)) == 1  # small
+    parallel = pretraining.prepare(side_by_side, tokenizer, tmp_path / "side-by-side")
+    for split in pretraining.SPLITS:
+        instances = np.load(in_turn / f"{split}_instances.npy")
+        assert len(instances) > 0
+        np.testing.assert_array_equal(np.load(parallel / f"{split}_instances.npy"), instances)
+    with pytest.raises(ConfigError, match="data.prepare_processes=-1 must be >= 0"):
+        validate_data(dataclasses.replace(config, prepare_processes=-1), ModelConfig())
 
 
 def test_document_tokenizer_drops_empty_sentences_and_documents(tokenizer):

@@ -9,7 +9,8 @@ Two stages, so that training never re-tokenizes:
    with `random_next_prob` (and always for a one-sentence chunk) a run of sentences from another
    document, the unused sentences going back to the pool; the pair is truncated to fit, one token
    at a time from the front or back of the longer segment. `dupe_factor` copies are paired with
-   different keys. The result lives in `<cache_dir>/<fingerprint>/`:
+   different keys (side by side in `data.prepare_processes` processes). The result lives in
+   `<cache_dir>/<fingerprint>/`:
 
        {train,eval}_tokens.npy      the token stream of the split (uint16 when the vocab fits)
        {train,eval}_instances.npy   one row per pair: a_start, a_end, b_start, b_end, is_random_next
@@ -35,10 +36,12 @@ Two stages, so that training never re-tokenizes:
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import hashlib
 import itertools
 import json
+import multiprocessing
 import os
 import shutil
 import time
@@ -233,18 +236,46 @@ def _instances_of_document(
     return instances
 
 
-def create_instances(docs: TokenizedDocuments, config: DataConfig, split_key: int) -> np.ndarray:
-    """All segment pairs of a split, `dupe_factor` times with different pairing keys: [N, 5] int64."""
+def _instances_of_copy(docs: TokenizedDocuments, config: DataConfig, split_key: int, dupe: int) -> np.ndarray:
+    """The segment pairs of one of the `dupe_factor` copies: [N, 5] int64."""
+    rng = np.random.default_rng([config.seed, _PAIRING, split_key, dupe])
     chunks, rows = [], []  # rows as compact arrays every 4,096 pairs, not as Python tuples
-    for dupe in range(config.dupe_factor):
-        rng = np.random.default_rng([config.seed, _PAIRING, split_key, dupe])
-        for index in range(len(docs)):
-            rows.extend(_instances_of_document(docs, index, config, rng))
-            if len(rows) >= 4096:
-                chunks.append(np.asarray(rows, np.int64).reshape(-1, 5))
-                rows.clear()
+    for index in range(len(docs)):
+        rows.extend(_instances_of_document(docs, index, config, rng))
+        if len(rows) >= 4096:
+            chunks.append(np.asarray(rows, np.int64).reshape(-1, 5))
+            rows.clear()
     chunks.append(np.asarray(rows, np.int64).reshape(-1, 5))
     return np.concatenate(chunks)
+
+
+_AUTO_PARALLEL_TOKENS = 50_000_000  # tokens x copies from which prepare_processes=0 pairs in processes
+
+
+def pairing_processes(docs: TokenizedDocuments, config: DataConfig) -> int:
+    """How many processes pair a split's copies (`DataConfig.prepare_processes`)."""
+    if config.prepare_processes:
+        return min(config.prepare_processes, config.dupe_factor)
+    if int(docs.sentence_bounds[-1, 1] if len(docs.sentence_bounds) else 0) * config.dupe_factor < _AUTO_PARALLEL_TOKENS:
+        return 1
+    return max(1, min(os.cpu_count() or 1, config.dupe_factor))
+
+
+def create_instances(docs: TokenizedDocuments, config: DataConfig, split_key: int) -> np.ndarray:
+    """All segment pairs of a split, `dupe_factor` times with different pairing keys: [N, 5] int64.
+
+    Each copy has its own key, so the copies are paired side by side in `pairing_processes`
+    processes (spawned: the parent may hold JAX) with the same result as one after another.
+    """
+    copies = range(config.dupe_factor)
+    processes = pairing_processes(docs, config)
+    if processes <= 1:
+        return np.concatenate([_instances_of_copy(docs, config, split_key, dupe) for dupe in copies])
+    bounds_only = TokenizedDocuments(np.zeros(0, np.int32), docs.sentence_bounds, docs.document_bounds)
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(processes, mp_context=context) as pool:
+        parts = pool.map(_instances_of_copy, *zip(*((bounds_only, config, split_key, dupe) for dupe in copies)))
+        return np.concatenate(list(parts))
 
 
 def _file_identity(pattern_list: tuple[str, ...]) -> list[tuple[str, int, int]]:
