@@ -301,6 +301,7 @@ def test_copies_paired_in_processes_equal_copies_paired_in_turn(sample_files, to
     assert pretraining.pairing_processes(docs, side_by_side) == 2
     assert pretraining.pairing_processes(docs, dataclasses.replace(config, prepare_processes=0)) == 1  # small
     parallel = pretraining.prepare(side_by_side, tokenizer, tmp_path / "side-by-side")
+    assert sorted(f.name for f in parallel.iterdir()) == sorted(f.name for f in in_turn.iterdir())  # no scratch left
     for split in pretraining.SPLITS:
         instances = np.load(in_turn / f"{split}_instances.npy")
         assert len(instances) > 0

@@ -44,6 +44,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -261,21 +262,36 @@ def pairing_processes(docs: TokenizedDocuments, config: DataConfig) -> int:
     return max(1, min(os.cpu_count() or 1, config.dupe_factor))
 
 
-def create_instances(docs: TokenizedDocuments, config: DataConfig, split_key: int) -> np.ndarray:
+def _instances_of_copy_on_disk(bounds: tuple[Path, Path], config: DataConfig, split_key: int, dupe: int) -> np.ndarray:
+    """`_instances_of_copy` in a pairing process, on the split's bounds memory-mapped from disk
+    (one copy in the page cache for all the processes, not one pickled copy each)."""
+    sentence_bounds, document_bounds = (np.asarray(np.load(path, mmap_mode="r")) for path in bounds)
+    docs = TokenizedDocuments(np.zeros(0, np.int32), sentence_bounds, document_bounds)
+    return _instances_of_copy(docs, config, split_key, dupe)
+
+
+def create_instances(
+    docs: TokenizedDocuments, config: DataConfig, split_key: int, scratch: Path | None = None
+) -> np.ndarray:
     """All segment pairs of a split, `dupe_factor` times with different pairing keys: [N, 5] int64.
 
     Each copy has its own key, so the copies are paired side by side in `pairing_processes`
-    processes (spawned: the parent may hold JAX) with the same result as one after another.
+    processes (spawned: the parent may hold JAX) with the same result as one after another; they
+    read the split's bounds from files in a temporary folder under `scratch` (default: the
+    system's temporary folder).
     """
     copies = range(config.dupe_factor)
     processes = pairing_processes(docs, config)
     if processes <= 1:
         return np.concatenate([_instances_of_copy(docs, config, split_key, dupe) for dupe in copies])
-    bounds_only = TokenizedDocuments(np.zeros(0, np.int32), docs.sentence_bounds, docs.document_bounds)
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(processes, mp_context=context) as pool:
-        parts = pool.map(_instances_of_copy, *zip(*((bounds_only, config, split_key, dupe) for dupe in copies)))
-        return np.concatenate(list(parts))
+    with tempfile.TemporaryDirectory(dir=scratch) as directory:
+        bounds = (Path(directory) / "sentence_bounds.npy", Path(directory) / "document_bounds.npy")
+        np.save(bounds[0], docs.sentence_bounds)
+        np.save(bounds[1], docs.document_bounds)
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(processes, mp_context=context) as pool:
+            tasks = [(bounds, config, split_key, dupe) for dupe in copies]
+            return np.concatenate(list(pool.map(_instances_of_copy_on_disk, *zip(*tasks))))
 
 
 def _file_identity(pattern_list: tuple[str, ...]) -> list[tuple[str, int, int]]:
@@ -379,7 +395,7 @@ def prepare(config: DataConfig, tokenizer: tokenizers.Tokenizer, cache_dir: str 
             meta["splits"] = {}
             for key, split in enumerate(SPLITS):
                 docs = tokenizing.pop(split).finish(temporary / f"{split}_tokens.npy")
-                instances = create_instances(docs, config, key)
+                instances = create_instances(docs, config, key, scratch=temporary)
                 np.save(temporary / f"{split}_instances.npy", instances)
                 if split == "train":
                     np.save(temporary / "train_token_counts.npy", _token_counts(docs.tokens, vocab_size))
