@@ -131,7 +131,7 @@ def measure_bertjax(
     peaks = [measure_matmul_peak(dtype)]  # the row's own peak, just before and just after its steps
     times = timed(step.run, steps, warmup)
     peaks.append(measure_matmul_peak(dtype))
-    profile = _profile(step.run, profile_steps, step.compiled.as_text()) if profile_steps else None
+    profile = profile_step(step.run, profile_steps, step.compiled.as_text()) if profile_steps else None
     if hlo_path is not None:
         hlo_path.parent.mkdir(parents=True, exist_ok=True)
         hlo_path.write_bytes(gzip.compress(step.compiled.as_text().encode()))
@@ -234,7 +234,7 @@ def bertjax_step(size: str, batch: int, length: int, task: str, dtype: str, atte
     return CompiledStep(compiled, compile_seconds, one_step)
 
 
-def _profile(step: Any, steps: int, hlo: str) -> dict[str, Any]:
+def profile_step(step: Callable[[], Any], steps: int, hlo: str) -> dict[str, Any]:
     """The step's ops by device time, from a jax.profiler trace of `steps` more steps (see
     `op_times`; `hlo`: the compiled step's HLO text, for each op's source and kind)."""
     import tempfile

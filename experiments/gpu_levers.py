@@ -125,7 +125,7 @@ def main() -> None:
     write()
     if args.profile:
         fastest = min(medians, key=medians.__getitem__)
-        profile = bench._profile(steps[fastest].run, args.profile, steps[fastest].compiled.as_text())
+        profile = bench.profile_step(steps[fastest].run, args.profile, steps[fastest].compiled.as_text())
         kinds = ", ".join(f"{kind} {ms:.2f}" for kind, ms in profile["by_kind"].items())
         print(f"{fastest}: ops {profile['ms']:.2f} ms a step, step {medians[fastest] * 1e3:.2f} ms ({kinds})")
         for op in profile["ops"][:12]:
