@@ -7,7 +7,11 @@
 #   experiments/gpu_wheels.sh [DIR]        # DIR defaults to .whl (git-ignored)
 #   # on the GPU machine (the device tool: run with carry=[".whl"]):
 #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl \
-#     && PYTHONPATH=/tmp/site DEADLINE=440 experiments/bench_gpu.sh "$OUT"
+#     && PYTHONPATH=/tmp/site MORE_ROWS=" " DEADLINE=440 experiments/bench_gpu.sh "$OUT"
+#
+# (timeout_s about 500; MORE_ROWS=" " keeps to the base-256-128 bench, the levers and the cuDNN
+# test, which fit 15 minutes of device time with the machine's start; a fresh machine compiles
+# a BERT-base step in 30-45 s.)
 #
 # Versions: the lower bounds of pyproject.toml (portpicker: what the CPU runs were tested with).
 set -euo pipefail
