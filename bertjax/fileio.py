@@ -1,10 +1,11 @@
-"""Files written whole or not at all: a temporary name in the same folder, then an atomic rename;
-folders that a failed step created are removed again."""
+"""Files and folders written whole or not at all: a temporary name in the same folder, then an
+atomic rename; folders that a failed step created are removed again."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,3 +39,23 @@ def folders_removed_on_failure(directory: str | Path) -> Iterator[None]:
                 with contextlib.suppress(OSError):  # another process may have removed it first
                     d.rmdir()
         raise
+
+
+@contextlib.contextmanager
+def folder_written_whole(final: str | Path, marker: str) -> Iterator[Path]:
+    """Yields a temporary folder beside `final` to fill; when the block succeeds it is renamed to
+    `final`, so a reader never sees a half-written folder. If another process got there first
+    (`final/marker` exists) its folder stands. The temporary folder never stays behind."""
+    final = Path(final)
+    temporary = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir(parents=True)
+    try:
+        yield temporary
+        try:
+            temporary.rename(final)
+        except OSError:
+            if not (final / marker).is_file():  # not another process that finished first
+                raise
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)

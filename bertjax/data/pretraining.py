@@ -382,46 +382,36 @@ def prepare(config: DataConfig, tokenizer: tokenizers.Tokenizer, cache_dir: str 
     final = cache_dir / fingerprint(config, tokenizer)
     if (final / "meta.json").is_file():
         return final
-    temporary = cache_dir / f".{final.name}.tmp-{os.getpid()}"
     start = time.perf_counter()
-    with fileio.folders_removed_on_failure(cache_dir):  # no empty folders behind a failed preparation
-        try:
-            temporary.mkdir(parents=True, exist_ok=False)
-            vocab_size = tokenizer.get_vocab_size()
-            tokenizing = {split: DocumentTokenizer(tokenizer, _token_dtype(vocab_size)) for split in SPLITS}
-            for split, document in documents_by_split(config):
-                tokenizing[split].add(document)
-            meta: dict[str, Any] = {"format": FORMAT_VERSION, "fingerprint": final.name, "vocab_size": vocab_size}
-            meta["splits"] = {}
-            for key, split in enumerate(SPLITS):
-                docs = tokenizing.pop(split).finish(temporary / f"{split}_tokens.npy")
-                instances = create_instances(docs, config, key, scratch=temporary)
-                np.save(temporary / f"{split}_instances.npy", instances)
-                if split == "train":
-                    np.save(temporary / "train_token_counts.npy", _token_counts(docs.tokens, vocab_size))
-                meta["splits"][split] = {
-                    "documents": len(docs),
-                    "sentences": len(docs.sentence_bounds),
-                    "tokens": len(docs.tokens),
-                    "instances": len(instances),
-                    "random_next": int(instances[:, 4].sum()),
-                }
-            (temporary / "meta.json").write_text(json.dumps(meta, indent=2))
-            logging.info(
-                "prepared %s: %d train tokens, %d pairs, in %.1f s",
-                final,
-                meta["splits"]["train"]["tokens"],
-                meta["splits"]["train"]["instances"],
-                time.perf_counter() - start,
-            )
-            try:
-                temporary.rename(final)
-            except OSError:
-                if not (final / "meta.json").is_file():  # not another process that prepared it first
-                    raise
-        finally:
-            if temporary.exists():
-                shutil.rmtree(temporary)
+    # No empty folders behind a failed preparation, and never a half-written prepared folder.
+    with fileio.folders_removed_on_failure(cache_dir), fileio.folder_written_whole(final, "meta.json") as temporary:
+        vocab_size = tokenizer.get_vocab_size()
+        tokenizing = {split: DocumentTokenizer(tokenizer, _token_dtype(vocab_size)) for split in SPLITS}
+        for split, document in documents_by_split(config):
+            tokenizing[split].add(document)
+        meta: dict[str, Any] = {"format": FORMAT_VERSION, "fingerprint": final.name, "vocab_size": vocab_size}
+        meta["splits"] = {}
+        for key, split in enumerate(SPLITS):
+            docs = tokenizing.pop(split).finish(temporary / f"{split}_tokens.npy")
+            instances = create_instances(docs, config, key, scratch=temporary)
+            np.save(temporary / f"{split}_instances.npy", instances)
+            if split == "train":
+                np.save(temporary / "train_token_counts.npy", _token_counts(docs.tokens, vocab_size))
+            meta["splits"][split] = {
+                "documents": len(docs),
+                "sentences": len(docs.sentence_bounds),
+                "tokens": len(docs.tokens),
+                "instances": len(instances),
+                "random_next": int(instances[:, 4].sum()),
+            }
+        (temporary / "meta.json").write_text(json.dumps(meta, indent=2))
+        logging.info(
+            "prepared %s: %d train tokens, %d pairs, in %.1f s",
+            final,
+            meta["splits"]["train"]["tokens"],
+            meta["splits"]["train"]["instances"],
+            time.perf_counter() - start,
+        )
     return final
 
 

