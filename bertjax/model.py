@@ -209,6 +209,17 @@ class Dropout(nn.Module):
         return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros_like(x)).astype(x.dtype)
 
 
+def mesh_axes_of(logical_axis: str) -> frozenset[str]:
+    """The mesh axes of more than one device that the logical-axis rules in effect put
+    `logical_axis` on, in the current mesh (`jax.set_mesh`); none outside a mesh."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return frozenset()
+    axes = nn.logical_to_mesh_axes((logical_axis,))[0]
+    names = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+    return frozenset(name for name in names if mesh.shape[name] > 1)
+
+
 def position_ids(segments: Array) -> Array:
     """Token positions counted from the start of each segment (see BertModel); padding goes on
     counting from the segment before it, so a 0/1 mask gives 0, 1, 2, ... along the row."""
@@ -246,10 +257,35 @@ class Embeddings(nn.Module):
         self.dropout = Dropout(cfg.hidden_dropout_prob)
 
     def __call__(self, input_ids: Array, token_type_ids: Array, segments: Array, deterministic: bool) -> Array:
-        x = self.word_embeddings(input_ids) + self.position_embeddings(position_ids(segments))
+        dtype = _dtype(self.config.dtype)
+        # The position table (512 x hidden) is always gathered whole before the lookup: moving
+        # its rows out of an embed split costs more than the table.
+        positions = nn.with_logical_constraint(self.position_embeddings.embedding, ("position", None))
+        x = jnp.take(self.word_table().astype(dtype), input_ids, axis=0)
+        x = x + jnp.take(positions.astype(dtype), position_ids(segments), axis=0)
         x = x + self.token_types(token_type_ids)
         x = nn.with_logical_constraint(x, BATCH_LENGTH_EMBED)
         return self.dropout(self.layer_norm(x), deterministic=deterministic)
+
+    def word_table(self) -> Array:
+        """The word-embedding table for the lookup and the tied MLM decoder, gathered along its
+        embed axis first (as FSDP gathers every kernel before its matmul) unless the batch is split
+        over just the mesh axes that split the table's embed axis (FSDP alone, or no split).
+
+        Looked up as stored, its embed axis split over fsdp, the table gives rows split along
+        embed that must move to batch-split rows. With the batch split over fsdp alone that is one
+        all-to-all. With the batch split over data and fsdp, or the vocab axis split (tensor
+        parallelism), GSPMD did it by gathering the whole global batch's [batch, length, hidden]
+        on every device, forward and backward (its "involuntary full rematerialization"; see
+        experiments/sharded_collectives.py). Gathered first, the table is looked up where the
+        rows are, and the decoder reuses the same gathered table; under FSDP alone gathering
+        would only add a second reduction of the table's gradient.
+        """
+        table = self.word_embeddings.embedding
+        embed = mesh_axes_of("embed")
+        if embed and (mesh_axes_of("vocab") or mesh_axes_of("activation_batch") != embed):
+            table = nn.with_logical_constraint(table, ("vocab", None))
+        return table
 
     def token_types(self, token_type_ids: Array) -> Array:
         """The token-type embeddings as a one-hot matmul (as google-research/bert), not a gather.
@@ -268,7 +304,7 @@ class Embeddings(nn.Module):
 
     def attend(self, x: Array) -> Array:
         """Logits against the word-embedding table (the tied MLM decoder)."""
-        return einsum("...d,vd->...v", x, self.word_embeddings.embedding, self.config.dtype)
+        return einsum("...d,vd->...v", x, self.word_table(), self.config.dtype)
 
 
 class Projection(nn.Module):

@@ -10,6 +10,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import dataclasses  # noqa: E402
 import functools  # noqa: E402
 import json  # noqa: E402
+import re  # noqa: E402
 import tempfile  # noqa: E402
 
 import flax.linen as nn  # noqa: E402
@@ -22,7 +23,7 @@ from bertjax.config import MESH_PRESETS, MeshConfig, ModelConfig, OptimConfig  #
 from bertjax.model import BertForPreTraining  # noqa: E402
 
 MODEL = ModelConfig(
-    vocab_size=256,
+    vocab_size=2048,  # large enough that GSPMD chose to gather lookups whole on a data x fsdp x tensor mesh
     hidden_size=128,
     num_hidden_layers=2,
     num_attention_heads=4,
@@ -37,6 +38,7 @@ MESHES = {
     "dp": (None, MeshConfig(**MESH_PRESETS["dp"])),
     "fsdp": (None, MeshConfig(**MESH_PRESETS["fsdp"])),
     "data2_fsdp2_tensor2": (None, MeshConfig(data=2, fsdp=2, tensor=2)),
+    "data2_fsdp4": (None, MeshConfig(data=2, fsdp=4)),
 }
 
 
@@ -84,6 +86,16 @@ def run(
         for batch in batches():
             state, metrics = steps.train(state, train.to_global(batch, steps.batch_sharding), jax.random.key(1))
             losses.append(float(metrics["loss"]))
+    if len(devs) > 1:
+        with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules(mesh_config)):
+            batch = train.to_global(batches()[0], steps.batch_sharding)
+            hlo = steps.train.lower(state, batch, jax.random.key(1)).compile().as_text()
+        # All-gathers whose result holds a float [BATCH, LENGTH, ...] array: the global batch's
+        # activations on every device.
+        results = re.findall(r" = (.*?) all-gather(?:-start)?\(", hlo)
+        extra = {"global_batch_gathers": sum(bool(re.search(rf"f32\[{BATCH},{LENGTH},", r)) for r in results)}
+    else:
+        extra = {}
     total, first = bytes_per_device((state.params, state.opt_state))
     kernel = state.params["bert"]["layer_0"]["intermediate"]["kernel"]
     return {
@@ -95,6 +107,7 @@ def run(
         "kernel_shape": list(kernel.shape),
         "compilations": steps.train._cache_size(),
         "mesh_shape": dict(mesh.shape),
+        **extra,
     }
 
 

@@ -1,0 +1,100 @@
+"""What bertjax's compiled pretraining step moves between devices, per mesh: the bytes of each kind
+of collective in the compiled HLO (per device, summed over the step), XLA's scratch memory plan,
+and how many all-gathers hold a [global batch, length, ...] array. Compiled from abstract shapes
+on simulated CPU devices; nothing runs.
+
+    python experiments/sharded_collectives.py [--size=base] [--layers=2] [--batch=64] [--length=128]
+                                              [--meshes=8,1,1 1,8,1 2,2,2 1,4,2] [--top=0]
+
+A mesh is data,fsdp,tensor. The CPU backend keeps FSDP's gradient reductions as all-reduce (GPU and
+TPU compilers turn all-reduce + slice into reduce-scatter), so compare meshes and code versions
+with each other, not with a GPU's traffic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+
+DTYPE_BYTES = {"f32": 4, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "s64": 8, "u16": 2, "s8": 1, "u8": 1, "pred": 1}
+COLLECTIVE = re.compile(
+    r" = (.*?) (all-gather|all-reduce|all-to-all|collective-permute|reduce-scatter)(?:-start)?\(.*?"
+    r'(?:op_name="([^"]*)")?'
+)
+
+
+def result_bytes(shapes: str) -> int:
+    """Bytes of an HLO result type such as `f32[8,128]{1,0}` or a tuple of them."""
+    total = 0
+    for dtype, dims in re.findall(r"(\w+)\[([0-9,]*)\]", shapes):
+        count = 1
+        for dim in filter(None, dims.split(",")):
+            count *= int(dim)
+        total += count * DTYPE_BYTES.get(dtype, 4)
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="base")
+    parser.add_argument("--layers", type=int, default=2, help="encoder layers (fewer compile faster)")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--length", type=int, default=128)
+    parser.add_argument("--meshes", nargs="+", default=["8,1,1", "1,8,1", "2,2,2", "1,4,2"])
+    parser.add_argument("--top", type=int, default=0, help="also list the largest collectives")
+    args = parser.parse_args()
+    meshes = [tuple(int(n) for n in mesh.split(",")) for mesh in args.meshes]
+    devices = max(d * f * t for d, f, t in meshes)
+    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+    import dataclasses
+
+    import flax.linen as nn
+    import jax
+
+    from bertjax import bench, optim, sharding, train
+    from bertjax.config import MeshConfig, OptimConfig
+    from bertjax.model import BertForPreTraining
+
+    config = dataclasses.replace(
+        bench.bench_model_config(args.size, "float32", "einsum"), num_hidden_layers=args.layers
+    )
+    model = BertForPreTraining(config)
+    tx, schedule = optim.make_optimizer(OptimConfig(learning_rate=1e-4, warmup_steps=10), 1000)
+    data = bench._random_batch(args.batch, args.length)
+    batch = {k: jax.ShapeDtypeStruct(data[k].shape, data[k].dtype) for k in train.BATCH_KEYS}
+    abstract = jax.eval_shape(lambda key: train.init_state(key, model, tx, args.length), jax.random.key(0))
+    abstract_state = nn.meta.unbox(abstract)
+    kinds = ("all-gather", "all-reduce", "all-to-all", "collective-permute", "reduce-scatter")
+    print(f"{args.size} ({args.layers} layers), batch {args.batch} x {args.length}, float32; MiB per device")
+    print("| data,fsdp,tensor | " + " | ".join(kinds) + " | scratch | global-batch all-gathers |")
+    print("|---" * (len(kinds) + 3) + "|")
+    for d, f, t in meshes:
+        mesh_config = MeshConfig(data=d, fsdp=f, tensor=t)
+        mesh = sharding.make_mesh(mesh_config, jax.devices()[: d * f * t])
+        shardings = sharding.state_shardings(abstract, mesh, mesh_config)
+        step = train.compile_steps(model, tx, schedule, shardings, mesh, 1).train
+        with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules(mesh_config)):
+            compiled = step.lower(abstract_state, batch, jax.random.key(1)).compile()
+        moved: dict[str, int] = collections.Counter()
+        largest = []
+        global_batch = 0
+        for line in compiled.as_text().splitlines():
+            match = COLLECTIVE.search(line)
+            if match:
+                size = result_bytes(match.group(1))
+                moved[match.group(2)] += size
+                largest.append((size, match.group(2), match.group(1)[:60], (match.group(3) or "")[-80:]))
+                global_batch += match.group(2) == "all-gather" and f"[{args.batch},{args.length}," in match.group(1)
+        scratch = compiled.memory_analysis().temp_size_in_bytes
+        cells = " | ".join(f"{moved[kind] / 2**20:.1f}" for kind in kinds)
+        print(f"| {d},{f},{t} | {cells} | {scratch / 2**20:.0f} | {global_batch} |", flush=True)
+        for size, kind, shapes, source in sorted(largest, reverse=True)[: args.top]:
+            print(f"    {size / 2**20:8.2f} MiB {kind:18s} {shapes:60s} {source}")
+
+
+if __name__ == "__main__":
+    main()
