@@ -12,6 +12,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import numpy as np
+from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from bertjax.config import MeshConfig
@@ -46,9 +47,38 @@ def rules(config: MeshConfig) -> tuple[tuple[str, Any], ...]:
 
 
 def state_shardings(abstract_boxed: Any, mesh: Mesh, config: MeshConfig) -> Any:
-    """NamedShardings for a (boxed, abstract) pytree whose leaves carry logical axis names."""
+    """NamedShardings for a (boxed, abstract) pytree whose leaves carry logical axis names. A
+    dimension that its mesh axes do not divide evenly (BERT's 30,522-word vocabulary over a
+    tensor axis of 4) is kept whole along them, with a warning, as jax places only even splits."""
     specs = nn.get_partition_spec(abstract_boxed)
-    return nn.logical_to_mesh_sharding(specs, mesh, rules(config))
+    shardings = nn.logical_to_mesh_sharding(specs, mesh, rules(config))
+    shapes = nn.meta.unbox(abstract_boxed)
+    kept_whole: dict[tuple[int, str, int], list[str]] = {}
+
+    def even(path: Any, leaf: Any, leaf_sharding: Any) -> Any:
+        if not isinstance(leaf_sharding, NamedSharding):
+            return leaf_sharding
+        spec = list(leaf_sharding.spec) + [None] * (len(leaf.shape) - len(leaf_sharding.spec))
+        for dim, axes in enumerate(spec):
+            names = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+            ways = int(np.prod([mesh.shape[name] for name in names]))
+            if leaf.shape[dim] % ways:
+                kept_whole.setdefault((leaf.shape[dim], "x".join(names), ways), []).append(jax.tree_util.keystr(path))
+                spec[dim] = None
+        return NamedSharding(mesh, PartitionSpec(*spec))
+
+    shardings = jax.tree_util.tree_map_with_path(even, shapes, shardings)
+    for (size, axes, ways), paths in kept_whole.items():
+        logging.warning(
+            "%d arrays have a dimension of %d, which mesh axis %s (%d devices) does not divide: they are kept "
+            "whole along it (e.g. %s)",
+            len(paths),
+            size,
+            axes,
+            ways,
+            paths[0],
+        )
+    return shardings
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
