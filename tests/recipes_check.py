@@ -38,9 +38,12 @@ RECIPES = [
 BATCH = 8
 
 
-def compile_step(config: config_lib.PretrainConfig) -> float:
-    """Seconds to lower and compile the sharded train step for BATCH sequences."""
+def compile_step(config: config_lib.PretrainConfig, layers: int) -> float:
+    """Seconds to lower and compile the sharded train step for BATCH sequences, with the recipe's
+    encoder cut to `layers` layers (0: all of them)."""
     model_config = dataclasses.replace(config.model, vocab_size=30522)
+    if layers:
+        model_config = dataclasses.replace(model_config, num_hidden_layers=layers)
     mesh_config = dataclasses.replace(config.mesh, **config_lib.MESH_PRESETS["fsdp"])
     mesh = sharding.make_mesh(mesh_config)
     model = BertForPreTraining(model_config)
@@ -75,7 +78,9 @@ def main() -> None:
     recipes_file = ROOT / "experiments" / "recipes.py"
     module = config_lib.load_config_module(recipes_file)
     report = {}
-    to_compile = sys.argv[1:] or RECIPES  # which recipes' steps to compile; every recipe is built
+    # Which recipes' steps to compile (every recipe is built), and at how many layers (0: all).
+    layers = int(os.environ.get("BERTJAX_RECIPE_LAYERS", "0"))
+    to_compile = sys.argv[1:] or RECIPES
     compiled: dict[tuple, float] = {}
     for arg in RECIPES:
         config_dict = module.get_config(arg)
@@ -93,7 +98,7 @@ def main() -> None:
             config.model.layer_norm_position,
         )
         if arg in to_compile and key not in compiled:  # the same program compiles once
-            compiled[key] = compile_step(config)
+            compiled[key] = compile_step(config, layers)
         report[arg] = {
             "params": model.num_params(),
             "layers": model.num_hidden_layers,
