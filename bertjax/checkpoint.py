@@ -96,12 +96,13 @@ def restore_subtrees(directory: str | Path, target: dict[str, Any]) -> dict[str,
         return checkpointer.restore(Path(directory).absolute(), args=args)
 
 
-def restore_run_state(step_dir: str | Path, state: Any) -> Any:
+def restore_run_state(step_dir: str | Path, state: Any, restart_count: bool = False) -> Any:
     """The optimizer state of another run's checkpoint (`checkpoints/<step>`) read into the
     structure and shardings of `state`, whose parameters, step and learning-rate schedule count are
     kept: a second phase (its parameters already taken from that checkpoint) that continues the
-    first's moments. Only the optimizer state is read. A checkpoint of another optimizer is a
-    `CheckpointError`."""
+    first's moments. With `restart_count` the moments' count (Adam's bias correction) starts again
+    at 0, as NVIDIA's BERT phase 2 does. Only the optimizer state is read. A checkpoint of another
+    optimizer is a `CheckpointError`."""
     step_dir = Path(step_dir).absolute()
     where = f"checkpoint {step_dir}"
     saved = saved_tree(step_dir / "state")
@@ -127,4 +128,10 @@ def restore_run_state(step_dir: str | Path, state: Any) -> Any:
         restored["opt_state"],
         is_leaf=lambda x: isinstance(x, optax.ScaleByScheduleState),
     )
+    if restart_count:
+        opt_state = jax.tree.map(
+            lambda x: x._replace(count=x.count * 0) if isinstance(x, optax.ScaleByAdamState) else x,
+            opt_state,
+            is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState),
+        )
     return state.replace(opt_state=opt_state)

@@ -249,6 +249,9 @@ class PretrainConfig:
     # With init a bertjax pretraining run: take its optimizer state too (Adam / LAMB moments), as a
     # second phase that continues the first; the step count and data still start at 0.
     init_optimizer: bool = False
+    # With init_optimizer: "continue" the moments' count (Adam's bias correction), or "restart" it at
+    # 0 with the moments kept, as NVIDIA's BERT phase 2 (its run_pretraining.py resets the step).
+    init_optimizer_count: str = "continue"
     distributed: DistributedConfig = DistributedConfig()
 
 
@@ -442,7 +445,17 @@ def _check_schedule(optim: OptimConfig, run_steps: int | None) -> None:
 
 def from_config_dict(cd: ml_collections.ConfigDict) -> PretrainConfig:
     """Turns the run's ConfigDict into a validated PretrainConfig."""
-    sections = {"init", "init_optimizer", "model", "data", "optim", "train", "mesh", "distributed"}
+    sections = {
+        "init",
+        "init_optimizer",
+        "init_optimizer_count",
+        "model",
+        "data",
+        "optim",
+        "train",
+        "mesh",
+        "distributed",
+    }
     for key in cd.keys():
         if key not in sections:
             raise ConfigError(f"unknown config key {key}")
@@ -475,6 +488,10 @@ def from_config_dict(cd: ml_collections.ConfigDict) -> PretrainConfig:
         raise ConfigError(f"config key init_optimizer: expected True or False, got {init_optimizer!r}")
     if init_optimizer and not init:
         raise ConfigError("config key init_optimizer=True needs init (a bertjax pretraining run directory)")
+    init_optimizer_count = cd.get("init_optimizer_count", "continue")
+    _check_choice("init_optimizer_count", init_optimizer_count, ("continue", "restart"))
+    if init_optimizer_count == "restart" and not init_optimizer:
+        raise ConfigError("config key init_optimizer_count='restart' needs init_optimizer=True")
     return PretrainConfig(
         model=model,
         data=data,
@@ -483,6 +500,7 @@ def from_config_dict(cd: ml_collections.ConfigDict) -> PretrainConfig:
         mesh=mesh,
         init=init,
         init_optimizer=init_optimizer,
+        init_optimizer_count=init_optimizer_count,
         distributed=distributed,
     )
 

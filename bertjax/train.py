@@ -382,7 +382,8 @@ def _pretrain(config: PretrainConfig, workdir: Path) -> dict[str, float]:
     if checkpoint is not None and first_step == 0:  # a new run from pretrained weights
         state, _ = init_from_checkpoint(state, checkpoint, tx, shardings, is_main)
         if config.init_optimizer:  # and the optimizer state of the run they come from
-            state = checkpointing.restore_run_state(checkpoint.path, state)
+            restart = config.init_optimizer_count == "restart"
+            state = checkpointing.restore_run_state(checkpoint.path, state, restart_count=restart)
             if is_main:
                 print(f"optimizer state from {checkpoint.path} (init_optimizer)")
     examples_offset = int(progress.get("examples_seen", 0)) - first_step * train_cfg.batch_size

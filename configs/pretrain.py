@@ -18,6 +18,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.init = ""  # start from pretrained weights (HF folder, bertjax checkpoint, run dir); "" = random
     config.init_optimizer = False  # init is a pretraining run: take its optimizer state too (a second phase)
+    config.init_optimizer_count = "continue"  # or "restart" the moments' count at 0 (NVIDIA's phase 2)
 
     config.model = model = ml_collections.ConfigDict()
     model.size = args.get("size", "base")  # a row of the size table: sets layers, hidden, heads, intermediate

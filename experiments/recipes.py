@@ -71,7 +71,10 @@ def lamb(config: ml_collections.ConfigDict, phase: int) -> None:
         config.data.max_seq_length, config.data.max_predictions_per_seq = 512, 80
         config.train.batch_size, config.train.num_train_steps = 32768, 1563
         config.optim.learning_rate, config.optim.warmup_fraction = 4e-3, 0.128
-        config.init_optimizer = True  # NVIDIA's phase 2 loads phase 1's optimizer state, with a new schedule
+        # NVIDIA's phase 2 loads phase 1's optimizer state with a new schedule, and sets the LAMB
+        # step count (its bias correction) back to 0 (run_pretraining.py, DeepLearningExamples).
+        config.init_optimizer = True
+        config.init_optimizer_count = "restart"
     config.train.checkpoint_every_steps = 200
 
 

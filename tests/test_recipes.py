@@ -81,6 +81,7 @@ def test_bert_phases_follow_one_learning_rate_schedule():
         config_dict.init = "runs/phase1" if phase == 2 else ""
         config = config_lib.from_config_dict(config_dict)
         assert config.init_optimizer == (phase == 2)  # phase 2 goes on with phase 1's Adam moments
+        assert config.init_optimizer_count == "continue"  # and their count (one run in google's)
         assert not config.optim.bias_correction  # google's AdamWeightDecayOptimizer
         return optim.make_optimizer(config.optim, config.train.num_train_steps)[1], config.train.num_train_steps
 
@@ -123,3 +124,19 @@ def test_mosaic_recipe_is_mosaics_yaml():
     _, schedule = optim.make_optimizer(config.optim, config.train.num_train_steps)
     assert (config.train.num_train_steps, config.train.batch_size) == (70_000, 4096)  # 286,720,000 samples
     assert abs(float(schedule(70_000)) - 0.02 * 5e-4) < 1e-10 and abs(float(schedule(4_200)) - 5e-4) < 1e-10
+
+
+def test_lamb_phase_2_restarts_the_moments_count_as_nvidia():
+    """NVIDIA's LAMB phase 2 loads phase 1's optimizer state and sets its step count back to 0; a
+    restart without init_optimizer, or another word, is a one-line config error."""
+    recipes = config_lib.load_config_module(ROOT / "experiments" / "recipes.py")
+    config_dict = recipes.get_config("recipe=lamb,phase=2")
+    config_dict.init = "runs/phase1"
+    config = config_lib.from_config_dict(config_dict)
+    assert config.init_optimizer and config.init_optimizer_count == "restart"
+    config_dict.init_optimizer = False
+    with pytest.raises(config_lib.ConfigError, match="init_optimizer_count='restart' needs init_optimizer=True"):
+        config_lib.from_config_dict(config_dict)
+    config_dict.init_optimizer, config_dict.init_optimizer_count = True, "reset"
+    with pytest.raises(config_lib.ConfigError, match="init_optimizer_count='reset': expected one of continue"):
+        config_lib.from_config_dict(config_dict)

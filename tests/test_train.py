@@ -1,6 +1,7 @@
 """The train step: gradient accumulation, loss weighting, optimizer masks and schedules."""
 
 import dataclasses
+import functools
 
 import jax
 import numpy as np
@@ -185,3 +186,37 @@ def test_restore_subtrees_reads_only_the_named_parts(tmp_path):
     assert list(on_mesh) == ["opt_state"] and isinstance(on_mesh["opt_state"][0]["mu"], jax.Array)
     np.testing.assert_array_equal(np.asarray(on_mesh["opt_state"][0]["mu"]), saved["opt_state"][0]["mu"])
     assert int(on_mesh["opt_state"][1]) == 4
+
+
+def test_second_phase_continues_or_restarts_the_moments_count(tmp_path):
+    """`restore_run_state` takes another run's LAMB moments; its count (Adam's bias correction)
+    goes on, or with restart_count starts again at 0 (NVIDIA's phase 2) with the same moments.
+    The schedule's count is the new run's either way."""
+    tx, _ = optim.make_optimizer(OptimConfig(optimizer="lamb", learning_rate=1e-2, warmup_steps=1), 10)
+    params = {"dense": {"kernel": jax.numpy.arange(6.0).reshape(2, 3), "bias": jax.numpy.ones(3)}}
+    opt_state = tx.init(params)
+    for shift in (0.0, 1.0, 2.0):
+        grads = jax.tree.map(functools.partial(lambda s, p: jax.numpy.sin(p + s), shift), params)
+        _, opt_state = tx.update(grads, opt_state, params)
+    first = train.TrainState(step=jax.numpy.int32(3), params=params, opt_state=opt_state)
+    manager = checkpointing.manager(tmp_path / "checkpoints", 2)
+    checkpointing.save(manager, 3, first, {"step": 3})
+    manager.wait_until_finished()
+    manager.close()
+
+    fresh = train.TrainState(step=jax.numpy.int32(0), params=params, opt_state=tx.init(params))
+
+    def counts(state):
+        leaves = jax.tree_util.tree_flatten_with_path(state.opt_state)[0]
+        return {jax.tree_util.keystr(path): int(v) for path, v in leaves if "count" in jax.tree_util.keystr(path)}
+
+    def moments(state):
+        return [np.asarray(x) for x in jax.tree.leaves(state.opt_state) if np.ndim(x) > 0]
+
+    continued = checkpointing.restore_run_state(tmp_path / "checkpoints" / "3", fresh)
+    restarted = checkpointing.restore_run_state(tmp_path / "checkpoints" / "3", fresh, restart_count=True)
+    assert sorted(counts(first).values()) == [3, 3] and sorted(counts(continued).values()) == [0, 3]
+    assert sorted(counts(restarted).values()) == [0, 0]
+    for ours, saved in zip(moments(restarted), moments(first)):
+        np.testing.assert_array_equal(ours, saved)
+    assert any(np.any(m != 0) for m in moments(restarted))
