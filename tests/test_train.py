@@ -220,3 +220,21 @@ def test_second_phase_continues_or_restarts_the_moments_count(tmp_path):
     for ours, saved in zip(moments(restarted), moments(first)):
         np.testing.assert_array_equal(ours, saved)
     assert any(np.any(m != 0) for m in moments(restarted))
+
+
+def test_a_folder_written_whole_yields_to_one_another_process_finished(tmp_path):
+    """`folder_written_whole`: the filled folder is renamed into place; when another process has
+    put a finished folder (with its marker) there first, that one stands and ours goes; a folder
+    there without the marker is an error; no temporary folder stays behind either way."""
+    final = tmp_path / "prepared"
+    with fileio.folder_written_whole(final, "done") as folder:
+        (folder / "done").write_text("ours")
+    assert (final / "done").read_text() == "ours"
+    with fileio.folder_written_whole(final, "done") as folder:  # another process finished first
+        (folder / "done").write_text("later")
+    assert (final / "done").read_text() == "ours"
+    half = tmp_path / "half"
+    (half / "part").mkdir(parents=True)  # someone's folder without the marker: not finished
+    with pytest.raises(OSError), fileio.folder_written_whole(half, "done") as folder:
+        (folder / "done").write_text("ours")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["half", "prepared"]
