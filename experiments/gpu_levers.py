@@ -35,6 +35,9 @@ from typing import Any
 import jax
 
 from bertjax import bench, model
+from bertjax.config import ATTENTION_IMPLEMENTATIONS
+
+LEVERS = ("f32-dots", "nodrop")
 
 
 @contextlib.contextmanager
@@ -78,6 +81,13 @@ def main() -> None:
     parser.add_argument("--deadline", type=float, default=0, help="seconds from the start to finish within")
     args = parser.parse_args()
     began = time.perf_counter()
+    for variant in args.variants.split(","):
+        attention, *levers = variant.split("+")
+        if attention not in ATTENTION_IMPLEMENTATIONS or not set(levers) <= set(LEVERS):
+            parser.error(
+                f"--variants: {variant!r} is not an attention ({', '.join(ATTENTION_IMPLEMENTATIONS)}) "
+                f"followed by +levers ({', '.join(LEVERS)})"
+            )
     size, batch, length = bench.parse_row(args.row)
     device = jax.devices()[0].device_kind
     print(f"{args.row} {args.dtype} on {device}", flush=True)

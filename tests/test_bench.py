@@ -134,7 +134,7 @@ def test_gpu_levers_runs_every_variant_on_the_same_function():
     the same weights on the same batch, so the first losses agree to 1e-3 relative (bf16; "xla" also
     drops attention dropout, a change far below that at initialisation), and each gets a row."""
     command = [sys.executable, "experiments/gpu_levers.py", "--row=tiny-4-32", "--rounds=1", "--steps=1"]
-    command.append("--variants=einsum,xla+bf16-dots")
+    command.append("--variants=einsum,xla+f32-dots")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -143,10 +143,13 @@ def test_gpu_levers_runs_every_variant_on_the_same_function():
         for line in result.stdout.splitlines()
         if "first loss" in line
     }
-    assert losses.keys() == {"einsum", "xla+bf16-dots"}
+    assert losses.keys() == {"einsum", "xla+f32-dots"}
     assert max(losses.values()) - min(losses.values()) < 1e-3 * losses["einsum"], losses
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "x |" in line]
-    assert [row.split(" | ")[0][2:] for row in rows] == ["einsum", "xla+bf16-dots"], rows
+    assert [row.split(" | ")[0][2:] for row in rows] == ["einsum", "xla+f32-dots"], rows
+    # A lever it does not know is a one-line usage error, before anything compiles.
+    wrong = subprocess.run([*command[:-1], "--variants=einsum+bf16-dots"], cwd=ROOT, capture_output=True, text=True)
+    assert wrong.returncode == 2 and "'einsum+bf16-dots' is not an attention" in wrong.stderr.strip().splitlines()[-1]
 
 
 def test_bench_model_is_validated_as_a_runs_config():
@@ -165,3 +168,22 @@ def test_bench_model_is_validated_as_a_runs_config():
     with pytest.raises(ConfigError, match="cudnn"):
         bench.bench_model_config("mini", "float32", "cudnn")
     assert bench.attention_of("bertjax") == "einsum" and bench.attention_of("bertjax-cudnn") == "cudnn"
+
+
+def test_sharded_collectives_tabulates_what_each_mesh_moves():
+    """experiments/sharded_collectives.py at a tiny size: one row per mesh, bytes per kind of
+    collective; data parallelism moves gradients by all-reduce only, and no mesh all-gathers the
+    global batch's activations."""
+    command = [sys.executable, "experiments/sharded_collectives.py", "--size=tiny", "--layers=1", "--batch=16"]
+    command += ["--length=32", "--meshes", "4,1,1", "2,2,2"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {
+        line.split(" | ")[0][2:]: [float(cell) for cell in line.strip(" |").split(" | ")[1:]]
+        for line in result.stdout.splitlines()
+        if line.startswith("| ") and line[2].isdigit()
+    }
+    assert rows.keys() == {"4,1,1", "2,2,2"}
+    gather, reduce, to_all, permute, scatter, scratch, global_batch = rows["4,1,1"]
+    assert reduce > 0 and gather == to_all == permute == scatter == 0 and scratch > 0
+    assert rows["2,2,2"][0] > 0 and rows["2,2,2"][-1] == 0 and global_batch == 0
