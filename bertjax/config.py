@@ -41,6 +41,7 @@ DEFAULT_LOGICAL_AXIS_RULES: tuple[tuple[str, str | None], ...] = (
     ("position", None),
     ("token_type", None),
     ("classes", None),
+    ("layers", None),  # the stacked layer axis of model.scan_layers
     # activations
     ("activation_batch", ("data", "fsdp")),
     ("activation_length", None),
@@ -76,6 +77,10 @@ class ModelConfig:
     dtype: str = "float32"  # compute dtype, e.g. "bfloat16"
     param_dtype: str = "float32"
     remat: str = "none"  # per-layer rematerialisation: "none", "full" or "dots" (keep matmul outputs)
+    # The encoder layers as one jax.lax.scan over parameters stacked along a "layers" axis: the
+    # layer is compiled once, not num_hidden_layers times. Checkpoints and exports keep one
+    # parameter per layer either way.
+    scan_layers: bool = False
     # "einsum": bertjax's own attention (float32 softmax, dropout on the probabilities). "xla" or
     # "cudnn": jax.nn.dot_product_attention with that implementation ("cudnn": fused attention on an
     # NVIDIA GPU in bfloat16/float16). jax's function has no dropout, so both need

@@ -12,6 +12,7 @@ the longer of a pair first). Written to a temporary file and renamed: no partial
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -73,7 +74,7 @@ def extract(
     if "pooler" not in loaded.groups():
         raise DataError(f"checkpoint {checkpoint} has no pooler")
     params = unflatten({k.removeprefix("bert/"): v for k, v in loaded.params.items() if k.startswith("bert/")})
-    model = BertModel(loaded.config)
+    model = BertModel(dataclasses.replace(loaded.config, scan_layers=False))  # params: one per layer
     apply = jax.jit(lambda p, i, t, m: model.apply({"params": p}, i, t, m))
 
     ids, types, mask, _ = encode_inputs(texts, tokenizer, max_seq_length)

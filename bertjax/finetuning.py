@@ -34,7 +34,7 @@ from bertjax.data import labelled
 from bertjax.data.labelled import Encoded, Examples, Layout, TaskSpec
 from bertjax.errors import CheckpointError, ConfigError, DataError
 from bertjax.fileio import write_text_atomically
-from bertjax.hf_weights import flatten
+from bertjax.hf_weights import flatten, unstack_layers
 from bertjax.model import BertForSequenceClassification
 from bertjax.tokenizer import load_tokenizer
 from bertjax.train import TrainState
@@ -382,7 +382,7 @@ def _finetune(config: FinetuneConfig, workdir: Path) -> dict[str, Any]:
         _save_best(
             pretrained.Pretrained(
                 model_config,
-                flatten(best_params),
+                unstack_layers(flatten(best_params)),
                 Path(vocab_file),
                 lowercase,
                 "bertjax",

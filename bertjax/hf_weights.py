@@ -163,6 +163,27 @@ def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
     return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
 
 
+def stack_layers(flat: dict[str, Any], num_layers: int) -> dict[str, Any]:
+    """Flat parameters (`hf_weights.flatten`) with layers `bert/layer_<i>/...` as one array per
+    parameter stacked along a leading layer axis, `bert/layers/...` (the `model.scan_layers` form)."""
+    out = {k: v for k, v in flat.items() if not k.startswith("bert/layer_")}
+    names = {k.split("/", 2)[2] for k in flat if k.startswith("bert/layer_0/")}
+    for name in names:
+        out[f"bert/layers/{name}"] = np.stack([np.asarray(flat[f"bert/layer_{i}/{name}"]) for i in range(num_layers)])
+    return out
+
+
+def unstack_layers(flat: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of `stack_layers` (flat parameters without `bert/layers/` are returned as they are):
+    checkpoints and Hugging Face files always hold one parameter per layer."""
+    out = {k: v for k, v in flat.items() if not k.startswith("bert/layers/")}
+    for key, stacked in flat.items():
+        if key.startswith("bert/layers/"):
+            for i in range(stacked.shape[0]):
+                out[f"bert/layer_{i}/{key.removeprefix('bert/layers/')}"] = stacked[i]
+    return out
+
+
 def params_to_hf(params: Mapping[str, Any], config: ModelConfig) -> dict[str, np.ndarray]:
     """HF tensors from a bertjax parameter tree (BertForPreTraining, BertModel under `bert`, ...)."""
     return flat_to_hf(flatten(params), config)

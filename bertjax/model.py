@@ -440,6 +440,14 @@ class EncoderLayer(nn.Module):
         return nn.with_logical_constraint(x, BATCH_LENGTH_EMBED)
 
 
+class ScannedEncoderLayer(EncoderLayer):
+    """An EncoderLayer as the body of `nn.scan`: the residual stream is the carry."""
+
+    @nn.compact
+    def __call__(self, x: Array, allowed: Array, deterministic: bool) -> tuple[Array, None]:
+        return super().__call__(x, allowed, deterministic), None
+
+
 class BertModel(nn.Module):
     """The encoder: embeddings, N layers, and the tanh pooler on the first ([CLS]) token.
 
@@ -455,14 +463,25 @@ class BertModel(nn.Module):
     def setup(self) -> None:
         cfg = self.config
         self.embeddings = Embeddings(cfg)
-        layer = EncoderLayer
+        layer = ScannedEncoderLayer if cfg.scan_layers else EncoderLayer
         if cfg.remat != "none":  # recompute the layer's activations in the backward pass
             policy = {
                 "full": jax.checkpoint_policies.nothing_saveable,
                 "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
             }[cfg.remat]
-            layer = nn.remat(EncoderLayer, policy=policy, static_argnums=(3,))  # (self, x, allowed, deterministic)
-        self.layers = [layer(cfg, name=f"layer_{i}") for i in range(cfg.num_hidden_layers)]
+            # (self, x, allowed, deterministic); inside a scan, nothing to keep apart from CSE
+            layer = nn.remat(layer, policy=policy, static_argnums=(3,), prevent_cse=not cfg.scan_layers)
+        if cfg.scan_layers:  # one layer's program, run num_hidden_layers times over stacked parameters
+            self.layers = nn.scan(
+                layer,
+                variable_axes={"params": 0},
+                split_rngs={"params": True, "dropout": True},
+                in_axes=(nn.broadcast, nn.broadcast),
+                length=cfg.num_hidden_layers,
+                metadata_params={nn.PARTITION_NAME: "layers"},
+            )(cfg, name="layers")
+        else:
+            self.layers = [layer(cfg, name=f"layer_{i}") for i in range(cfg.num_hidden_layers)]
         if cfg.layer_norm_position == "pre":  # pre-LN: the residual stream is normalised once at the end
             self.final_layer_norm = layer_norm(cfg)
         self.pooler = dense(cfg, cfg.hidden_size, cfg.hidden_size, ("embed", "embed_out"))
@@ -478,8 +497,11 @@ class BertModel(nn.Module):
         segments = attention_mask.astype(jnp.int32)
         x = self.embeddings(input_ids, token_type_ids, segments, deterministic)
         allowed = attention_allowed(segments)
-        for layer in self.layers:
-            x = layer(x, allowed, deterministic)
+        if self.config.scan_layers:
+            x, _ = self.layers(x, allowed, deterministic)
+        else:
+            for layer in self.layers:
+                x = layer(x, allowed, deterministic)
         if self.config.layer_norm_position == "pre":
             x = nn.with_logical_constraint(self.final_layer_norm(x), BATCH_LENGTH_EMBED)
         if pooled_positions is None:

@@ -91,13 +91,37 @@ def _adam_direction(optim: OptimConfig) -> optax.GradientTransformation:
     return scale_by_adam_uncorrected(optim.b1, optim.b2, optim.eps)
 
 
+def _stacked_layer(path: tuple[Any, ...]) -> bool:
+    """Whether a parameter path is a scanned encoder's (`bert/layers/...`, one slice per layer)."""
+    keys = [getattr(key, "key", None) for key in path[:2]]
+    return keys == ["bert", "layers"]
+
+
+def scale_by_trust_ratio_per_layer() -> optax.GradientTransformation:
+    """optax.scale_by_trust_ratio (||w|| / ||u||, 1 where either is 0), with a scanned encoder's
+    stacked parameters taken one layer at a time, so LAMB's ratios are per parameter as without
+    the scan."""
+
+    def update(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
+        def scaled(path: tuple[Any, ...], u: jax.Array, w: jax.Array) -> jax.Array:
+            axes = tuple(range(1, u.ndim)) if _stacked_layer(path) else None
+            param_norm = optax.safe_norm(w, 0.0, axis=axes, keepdims=axes is not None)
+            update_norm = optax.safe_norm(u, 0.0, axis=axes, keepdims=axes is not None)
+            ratio = jnp.where((param_norm == 0) | (update_norm == 0), jnp.ones([], w.dtype), param_norm / update_norm)
+            return u * ratio
+
+        return jax.tree_util.tree_map_with_path(scaled, updates, params), state
+
+    return optax.GradientTransformation(lambda params: optax.ScaleByTrustRatioState(), update)
+
+
 def lamb(schedule: optax.Schedule, optim: OptimConfig) -> optax.GradientTransformation:
     """LAMB (You et al. 2019): Adam directions plus decoupled weight decay, each parameter's step
     scaled by its trust ratio ||w|| / ||step||, except on the parameters without weight decay."""
     return optax.chain(
         _adam_direction(optim),
         optax.add_decayed_weights(optim.weight_decay, mask=_mask(optim)),
-        optax.masked(optax.scale_by_trust_ratio(), _mask(optim)),
+        optax.masked(scale_by_trust_ratio_per_layer(), _mask(optim)),
         optax.scale_by_learning_rate(schedule),
     )
 

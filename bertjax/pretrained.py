@@ -170,7 +170,7 @@ def read_bertjax(folder: str | Path) -> Pretrained:
     if record.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{folder / MODEL_FILE}: unsupported format {record.get('format')!r}")
     config = model_config_from_dict(record["model"], prefix=f"{folder / MODEL_FILE}: model.")
-    params = hf_weights.flatten(_restore_tree(folder / "params"))
+    params = hf_weights.unstack_layers(hf_weights.flatten(_restore_tree(folder / "params")))
     vocab = folder / "vocab.txt"
     return Pretrained(
         config,
@@ -204,7 +204,7 @@ def read_run(path: str | Path) -> Pretrained:
 
     saved = checkpoint.saved_tree(step_dir / "state")  # only the parameters are read, not the optimizer state
     state = checkpoint.restore_subtrees(step_dir / "state", {"params": _abstract_numpy(saved["params"])})
-    params = {k: np.asarray(v) for k, v in hf_weights.flatten(state["params"]).items()}
+    params = {k: np.asarray(v) for k, v in hf_weights.unstack_layers(hf_weights.flatten(state["params"])).items()}
     data = run_config.get("data", {})
     vocab = Path(data["vocab_file"]) if data.get("vocab_file") else None
     labels = tuple(record.get("labels", ()))
@@ -338,7 +338,15 @@ def write_hf(pretrained: Pretrained, destination: str | Path) -> Path:
 # --------------------------------------------------------------------------------------------
 # Initialising a model from a checkpoint
 
-RUN_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dtype", "param_dtype", "remat", "attention")
+RUN_FIELDS = (
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "dtype",
+    "param_dtype",
+    "remat",
+    "attention",
+    "scan_layers",
+)
 
 
 def model_config_for_run(checkpoint: Pretrained, run_model: ModelConfig) -> ModelConfig:

@@ -31,7 +31,7 @@ from bertjax import distributed, fileio, optim, pretrained, reporting, sharding
 from bertjax.config import ModelConfig, PretrainConfig
 from bertjax.data import pretraining
 from bertjax.errors import ConfigError, TrainingStopped
-from bertjax.hf_weights import flatten, unflatten
+from bertjax.hf_weights import flatten, stack_layers, unflatten, unstack_layers
 from bertjax.model import BertForPreTraining
 from bertjax.tokenizer import load_tokenizer
 
@@ -302,8 +302,14 @@ def init_from_checkpoint(
     shardings: Any,
     verbose: bool,
 ) -> tuple[TrainState, pretrained.LoadReport]:
-    """The state with the checkpoint's parameters (heads it lacks stay fresh) and a new optimizer state."""
-    merged, report = pretrained.merge(flatten(jax.device_get(state.params)), checkpoint)
+    """The state with the checkpoint's parameters (heads it lacks stay fresh) and a new optimizer state.
+    Checkpoints hold one parameter per layer; a scanned encoder (`model.scan_layers`) takes them
+    stacked."""
+    fresh = flatten(jax.device_get(state.params))
+    merged, report = pretrained.merge(unstack_layers(fresh), checkpoint)
+    stacked = [v for k, v in fresh.items() if k.startswith("bert/layers/")]
+    if stacked:
+        merged = stack_layers(merged, stacked[0].shape[0])
     params = jax.device_put(unflatten(merged), shardings.params)
     if verbose:
         print(f"init from {checkpoint.path}: {report.describe()}")

@@ -29,6 +29,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     model.dtype = "float32"  # compute dtype: float32 or bfloat16
     model.param_dtype = "float32"
     model.remat = "none"  # "full" or "dots": recompute layer activations in the backward pass
+    model.scan_layers = False  # True: the layers as one scan (compiled once; same checkpoints)
     model.attention = "einsum"  # or "cudnn" / "xla" (jax.nn.dot_product_attention; no attention dropout)
 
     config.task = task = ml_collections.ConfigDict()

@@ -37,6 +37,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     model.dtype = "float32"  # compute dtype: float32 or bfloat16
     model.param_dtype = "float32"  # parameter (and optimizer state) dtype
     model.remat = "none"  # "full" or "dots": recompute layer activations in the backward pass (less memory)
+    model.scan_layers = False  # True: the layers as one scan (compiled once; same checkpoints)
     # "einsum" (with attention dropout), or jax.nn.dot_product_attention: "cudnn" (fused, NVIDIA GPU,
     # bf16) or "xla"; those two need attention_probs_dropout_prob = 0
     model.attention = "einsum"

@@ -3,7 +3,7 @@ that drift (clocks, temperature, neighbours) hits every variant alike. Written f
 experiments/bench_gpu.sh; it runs on the CPU too (use a small row).
 
     python3 experiments/gpu_levers.py [--row=base-256-128] [--dtype=bfloat16] [--rounds=5] [--steps=5]
-                                      [--variants=einsum,cudnn,einsum+f32-dots,cudnn+nodrop]
+                                      [--variants=einsum,cudnn,einsum+f32-dots,cudnn+nodrop,einsum+scan]
                                       [--profile=2] [--out=levers.json] [--deadline=SECONDS]
 
 Variants (README, "On one NVIDIA H100", and DESIGN.md, "Speed on a GPU"):
@@ -15,6 +15,7 @@ Variants (README, "On one NVIDIA H100", and DESIGN.md, "Speed on a GPU"):
                   session, when one A/B on an H100 made it 9-28% slower
   ...+nodrop      no dropout at all (hidden and attention): what the dropout masks cost, a bound
                   and not a lever (BERT trains with dropout)
+  ...+scan        model.scan_layers: the encoder layers as one scan (compiled once)
 Prints each variant's median step, seq/s, useful TFLOP/s and its ratio to the first variant; with
 --profile, traces the fastest variant and prints its device time by kind of op and its top ops.
 With --deadline, variants whose compilation would likely end past it are skipped (the ones
@@ -37,7 +38,7 @@ import jax
 from bertjax import bench, model
 from bertjax.config import ATTENTION_IMPLEMENTATIONS
 
-LEVERS = ("f32-dots", "nodrop")
+LEVERS = ("f32-dots", "nodrop", "scan")
 
 
 @contextlib.contextmanager
@@ -53,16 +54,14 @@ def float32_dots(enabled: bool) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def no_dropout(enabled: bool) -> Iterator[None]:
-    """While building the step: the bench's model config with every dropout rate at 0."""
+def model_changed(**fields: Any) -> Iterator[None]:
+    """While building the step: the bench's model config with `fields` replaced."""
     original = bench.bench_model_config
 
-    def without(size: str, dtype: str, attention: str) -> Any:
-        config = original(size, dtype, attention)
-        return dataclasses.replace(config, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    def changed(size: str, dtype: str, attention: str) -> Any:
+        return dataclasses.replace(original(size, dtype, attention), **fields)
 
-    if enabled:
-        bench.bench_model_config = without
+    bench.bench_model_config = changed
     try:
         yield
     finally:
@@ -73,7 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--row", default="base-256-128")
     parser.add_argument("--dtype", default="bfloat16")
-    parser.add_argument("--variants", default="einsum,cudnn,einsum+f32-dots,cudnn+nodrop")
+    parser.add_argument("--variants", default="einsum,cudnn,einsum+f32-dots,cudnn+nodrop,einsum+scan")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=5, help="steps per variant per round")
     parser.add_argument("--profile", type=int, default=0, help="trace this many steps of the fastest variant")
@@ -105,7 +104,10 @@ def main() -> None:
             print(f"{variant}: skipped, too close to the deadline", flush=True)
             continue
         attention, *levers = variant.split("+")
-        with float32_dots("f32-dots" in levers), no_dropout("nodrop" in levers):
+        changes: dict[str, Any] = {"scan_layers": True} if "scan" in levers else {}
+        if "nodrop" in levers:
+            changes |= {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+        with float32_dots("f32-dots" in levers), model_changed(**changes):
             steps[variant] = bench.bertjax_step(size, batch, length, "pretrain", args.dtype, attention)
         metrics = steps[variant].run()
         report["compile_seconds"][variant] = steps[variant].compile_seconds

@@ -4,7 +4,7 @@ and how many all-gathers hold a [global batch, length, ...] array. Compiled from
 on simulated CPU devices; nothing runs.
 
     python experiments/sharded_collectives.py [--size=base] [--layers=2] [--batch=64] [--length=128]
-                                              [--meshes=8,1,1 1,8,1 2,2,2 1,4,2] [--top=0]
+                                              [--meshes=8,1,1 1,8,1 2,2,2 1,4,2] [--top=0] [--scan-layers]
 
 A mesh is data,fsdp,tensor. The CPU backend keeps FSDP's gradient reductions as all-reduce (GPU and
 TPU compilers turn all-reduce + slice into reduce-scatter), so compare meshes and code versions
@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--meshes", nargs="+", default=["8,1,1", "1,8,1", "2,2,2", "1,4,2"])
     parser.add_argument("--top", type=int, default=0, help="also list the largest collectives")
+    parser.add_argument("--scan-layers", action="store_true", help="model.scan_layers=True")
     args = parser.parse_args()
     meshes = [tuple(int(n) for n in mesh.split(",")) for mesh in args.meshes]
     devices = max(d * f * t for d, f, t in meshes)
@@ -59,9 +60,8 @@ def main() -> None:
     from bertjax.config import MeshConfig, OptimConfig
     from bertjax.model import BertForPreTraining
 
-    config = dataclasses.replace(
-        bench.bench_model_config(args.size, "float32", "einsum"), num_hidden_layers=args.layers
-    )
+    config = bench.bench_model_config(args.size, "float32", "einsum")
+    config = dataclasses.replace(config, num_hidden_layers=args.layers, scan_layers=args.scan_layers)
     model = BertForPreTraining(config)
     tx, schedule = optim.make_optimizer(OptimConfig(learning_rate=1e-4, warmup_steps=10), 1000)
     data = bench._random_batch(args.batch, args.length)
@@ -69,7 +69,8 @@ def main() -> None:
     abstract = jax.eval_shape(lambda key: train.init_state(key, model, tx, args.length), jax.random.key(0))
     abstract_state = nn.meta.unbox(abstract)
     kinds = ("all-gather", "all-reduce", "all-to-all", "collective-permute", "reduce-scatter")
-    print(f"{args.size} ({args.layers} layers), batch {args.batch} x {args.length}, float32; MiB per device")
+    scanned = ", scanned" if args.scan_layers else ""
+    print(f"{args.size} ({args.layers} layers{scanned}), batch {args.batch} x {args.length}, float32; MiB per device")
     print("| data,fsdp,tensor | " + " | ".join(kinds) + " | scratch | global-batch all-gathers |")
     print("|---" * (len(kinds) + 3) + "|")
     for d, f, t in meshes:

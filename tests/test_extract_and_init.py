@@ -133,6 +133,8 @@ def test_pretraining_starts_from_hugging_face_weights(tmp_path, sample_files):
         f"--config.data.vocab_file={sample_files['vocab']}",
     ]
     command += ["--config.optim.learning_rate=0"]  # the weights stay those of the checkpoint
+    # A scanned encoder takes the per-layer weights stacked, and its checkpoint reads back per layer.
+    command += ["--config.model.scan_layers=True"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=ENV)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "init from" in result.stdout and "initialised fresh" not in result.stdout
@@ -145,6 +147,12 @@ def test_pretraining_starts_from_hugging_face_weights(tmp_path, sample_files):
         model.state_dict()["cls.predictions.transform.dense.weight"].numpy().T,
         atol=1e-7,
     )
+    np.testing.assert_allclose(
+        saved.params["bert/layer_1/intermediate/kernel"],
+        model.state_dict()["bert.encoder.layer.1.intermediate.dense.weight"].numpy().T,
+        atol=1e-7,
+    )
+    assert not any(k.startswith("bert/layers/") for k in saved.params)
 
 
 def _optimizer_counts(workdir: Path, step: int) -> list[int]:

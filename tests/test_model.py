@@ -12,7 +12,7 @@ from flax import linen as nn
 from flax import traverse_util
 
 from bertjax.config import ModelConfig
-from bertjax.hf_weights import params_from_hf, params_to_hf
+from bertjax.hf_weights import params_from_hf, params_to_hf, stack_layers, unstack_layers
 from bertjax.model import BertForPreTraining, Dropout, Projection, einsum, gelu, keep_mask, random_words
 
 CONFIG = ModelConfig(
@@ -378,3 +378,30 @@ def test_pre_layer_norm_encoder_equals_torch_roberta_prelayernorm():
         {"params": post}, ids, types, mask
     )
     assert np.abs(np.asarray(post_sequence) - np.asarray(sequence))[real].max() > 0.1
+
+
+def test_scanned_layers_equal_the_unrolled_layers():
+    """model.scan_layers: the same parameters stacked along a layer axis (`stack_layers`) give the
+    unrolled encoder's loss and gradients (without dropout: the scan draws each layer's masks
+    from its own split key), with remat too; `unstack_layers` gives the unrolled parameters back.
+    With dropout the scanned encoder runs too."""
+    batch = _packed_batch(np.random.default_rng(0), CONFIG)
+    params = _init(CONFIG)
+    flat = traverse_util.flatten_dict(params, sep="/")
+    stacked = traverse_util.unflatten_dict(stack_layers(flat, CONFIG.num_hidden_layers), sep="/")
+    scanned_config = dataclasses.replace(CONFIG, scan_layers=True)
+    assert jax.tree.structure(stacked) == jax.tree.structure(_init(scanned_config))
+    assert stacked["bert"]["layers"]["intermediate"]["kernel"].shape == (3, 64, 96)
+    value, grads = _value_and_grads(CONFIG, params, batch, dropout=False)
+    for config in (scanned_config, dataclasses.replace(scanned_config, remat="full")):
+        value_scanned, grads_scanned = _value_and_grads(config, stacked, batch, dropout=False)
+        np.testing.assert_allclose(value_scanned, value, rtol=1e-6)
+        got = unstack_layers(traverse_util.flatten_dict(jax.device_get(grads_scanned), sep="/"))
+        want = traverse_util.flatten_dict(jax.device_get(grads), sep="/")
+        assert got.keys() == want.keys()
+        for key in want:
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-7, err_msg=key)
+    back = unstack_layers(stack_layers(flat, CONFIG.num_hidden_layers))
+    assert back.keys() == flat.keys() and all(np.array_equal(back[k], flat[k]) for k in flat)
+    value_dropout, _ = _value_and_grads(scanned_config, stacked, batch)
+    assert np.isfinite(value_dropout) and value_dropout != value

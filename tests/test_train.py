@@ -5,6 +5,7 @@ import functools
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 from bertjax import checkpoint as checkpointing
@@ -238,3 +239,37 @@ def test_a_folder_written_whole_yields_to_one_another_process_finished(tmp_path)
     with pytest.raises(OSError), fileio.folder_written_whole(half, "done") as folder:
         (folder / "done").write_text("ours")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["half", "prepared"]
+
+
+def test_lamb_takes_a_scanned_encoders_trust_ratios_per_layer():
+    """LAMB on stacked layer parameters (`bert/layers/...`, model.scan_layers) scales each layer's
+    slice by its own trust ratio: the update equals the unrolled parameters' update, which a
+    ratio over the whole stack (optax's scale_by_trust_ratio) does not."""
+    from flax import traverse_util
+
+    from bertjax.hf_weights import stack_layers, unstack_layers
+
+    rng = np.random.default_rng(0)
+    flat = {f"bert/layer_{i}/intermediate/kernel": rng.normal(size=(4, 3)) * (i + 1) for i in range(3)}
+    flat |= {f"bert/layer_{i}/intermediate/bias": rng.normal(size=3) for i in range(3)}
+    flat |= {"cls/dense/kernel": rng.normal(size=(3, 2))}
+    flat = {k: jax.numpy.asarray(v, jax.numpy.float32) for k, v in flat.items()}
+    grads = {k: jax.numpy.asarray(rng.normal(size=v.shape), jax.numpy.float32) for k, v in flat.items()}
+    tx, _ = optim.make_optimizer(OptimConfig(optimizer="lamb", learning_rate=1e-2, warmup_steps=0), 10)
+
+    def update(tx, flat_params, flat_grads):
+        params, grads_tree = (traverse_util.unflatten_dict(t, sep="/") for t in (flat_params, flat_grads))
+        updates, _ = tx.update(grads_tree, tx.init(params), params)
+        return traverse_util.flatten_dict(updates, sep="/")
+
+    unrolled = update(tx, flat, grads)
+    stacked = unstack_layers(update(tx, stack_layers(flat, 3), stack_layers(grads, 3)))
+    for key in unrolled:
+        assert np.linalg.norm(unrolled[key]) > 0, key  # a real update (the schedule starts above 0)
+        np.testing.assert_allclose(stacked[key], unrolled[key], rtol=1e-6, err_msg=key)
+    with pytest.MonkeyPatch.context() as patch:  # one ratio over the whole stack instead
+        patch.setattr(optim, "scale_by_trust_ratio_per_layer", optax.scale_by_trust_ratio)
+        whole_stack, _ = optim.make_optimizer(OptimConfig(optimizer="lamb", learning_rate=1e-2, warmup_steps=0), 10)
+    wrong = unstack_layers(update(whole_stack, stack_layers(flat, 3), stack_layers(grads, 3)))
+    kernel = "bert/layer_0/intermediate/kernel"
+    assert not np.allclose(wrong[kernel], unrolled[kernel], rtol=1e-2)
