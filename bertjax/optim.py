@@ -103,10 +103,13 @@ def scale_by_trust_ratio_per_layer() -> optax.GradientTransformation:
     the scan."""
 
     def update(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
+        def norm(x: jax.Array, stacked: bool) -> jax.Array:
+            if not stacked:
+                return optax.safe_norm(x, 0.0)
+            return jnp.sqrt(jnp.sum(jnp.square(x), axis=tuple(range(1, x.ndim)), keepdims=True))
+
         def scaled(path: tuple[Any, ...], u: jax.Array, w: jax.Array) -> jax.Array:
-            axes = tuple(range(1, u.ndim)) if _stacked_layer(path) else None
-            param_norm = optax.safe_norm(w, 0.0, axis=axes, keepdims=axes is not None)
-            update_norm = optax.safe_norm(u, 0.0, axis=axes, keepdims=axes is not None)
+            param_norm, update_norm = norm(w, _stacked_layer(path)), norm(u, _stacked_layer(path))
             ratio = jnp.where((param_norm == 0) | (update_norm == 0), jnp.ones([], w.dtype), param_norm / update_norm)
             return u * ratio
 

@@ -99,7 +99,8 @@ def run(
     else:
         extra = {}
     total, first = bytes_per_device((state.params, state.opt_state))
-    kernel = state.params["bert"]["layer_0"]["intermediate"]["kernel"]
+    layers = state.params["bert"]
+    kernel = (layers["layers"] if model_config.scan_layers else layers["layer_0"])["intermediate"]["kernel"]
     word_table = state.params["bert"]["embeddings"]["word_embeddings"]["embedding"]
     return {
         "losses": losses,
@@ -171,10 +172,11 @@ def base_state_memory() -> dict[str, float]:
 def main() -> None:
     assert len(jax.devices()) == 8, jax.devices()
     results = {name: run(devices, config) for name, (devices, config) in MESHES.items()}
-    # LAMB, whose trust ratios take norms of whole parameters (split here up to 8 ways), with
-    # jax.nn.dot_product_attention (model.attention="xla", no attention dropout), its heads split 4
-    # ways over the tensor axis, which does not divide the vocabulary.
-    variant = dataclasses.replace(MODEL, attention="xla", attention_probs_dropout_prob=0.0)
+    # LAMB, whose trust ratios take norms of whole parameters (split here up to 8 ways; per layer of
+    # the stacked parameters of a scanned encoder), with jax.nn.dot_product_attention
+    # (model.attention="xla", no attention dropout), its heads split 4 ways over the tensor axis,
+    # which does not divide the vocabulary.
+    variant = dataclasses.replace(MODEL, attention="xla", attention_probs_dropout_prob=0.0, scan_layers=True)
     results["single_xla_lamb"] = run([0], MeshConfig(data=1), variant, optimizer="lamb")
     results["fsdp2_tensor4_xla_lamb"] = run(None, MeshConfig(data=1, fsdp=2, tensor=4), variant, optimizer="lamb")
     report = {}

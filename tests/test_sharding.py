@@ -54,7 +54,8 @@ def test_embedding_lookups_keep_the_batch_split(measured):
 
 
 def test_lamb_and_dot_product_attention_on_a_tensor_axis_of_4(measured):
-    """LAMB's per-parameter trust ratios (norms over parameters split up to 8 ways) and
+    """LAMB's per-parameter trust ratios (norms over parameters split up to 8 ways), a scanned
+    encoder (model.scan_layers: parameters stacked along an unsplit layer axis) and
     model.attention="xla" (jax.nn.dot_product_attention, heads split 4 ways), on a tensor axis that
     does not divide the vocabulary, train as on one device (same tolerance as above)."""
     single, sharded = measured["single_xla_lamb"], measured["fsdp2_tensor4_xla_lamb"]
@@ -77,7 +78,7 @@ def test_fsdp_splits_parameters_and_optimizer_state(measured):
     # A vocabulary of 2050 does not split over a tensor axis of 4: the word table is kept whole
     # along it (split along embed over fsdp), the kernels split as usual.
     tp4 = measured["fsdp2_tensor4_xla_lamb"]
-    assert tp4["kernel_shard_shape"] == [64, 128]
+    assert tp4["kernel_shape"] == [2, 128, 512] and tp4["kernel_shard_shape"] == [2, 64, 128]  # scanned: stacked
     assert tp4["word_table_shard_shape"] == [2050, 64]
     assert tp["word_table_shard_shape"] == [1025, 64]
 

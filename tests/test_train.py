@@ -252,6 +252,7 @@ def test_lamb_takes_a_scanned_encoders_trust_ratios_per_layer():
     rng = np.random.default_rng(0)
     flat = {f"bert/layer_{i}/intermediate/kernel": rng.normal(size=(4, 3)) * (i + 1) for i in range(3)}
     flat |= {f"bert/layer_{i}/intermediate/bias": rng.normal(size=3) for i in range(3)}
+    flat |= {f"bert/layer_{i}/attention/query/kernel": rng.normal(size=(4, 2, 3)) / (i + 1) for i in range(3)}
     flat |= {"cls/dense/kernel": rng.normal(size=(3, 2))}
     flat = {k: jax.numpy.asarray(v, jax.numpy.float32) for k, v in flat.items()}
     grads = {k: jax.numpy.asarray(rng.normal(size=v.shape), jax.numpy.float32) for k, v in flat.items()}
