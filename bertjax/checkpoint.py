@@ -47,6 +47,12 @@ def check_compatible(mngr: ocp.CheckpointManager, step: int, params: Any) -> Non
     saved = metadata["params"]
     saved_shapes, our_shapes = _shapes(dict(saved)), _shapes(dict(params))
     where = f"checkpoint {Path(str(mngr.directory)) / str(step)}"
+    saved_scanned, our_scanned = (any(n.startswith("bert/layers/") for n in s) for s in (saved_shapes, our_shapes))
+    if saved_scanned != our_scanned:
+        raise CheckpointError(
+            f"{where} was saved with model.scan_layers={saved_scanned}: resume with that setting (through "
+            "init, its weights load either way)"
+        )
     for name, shape in our_shapes.items():
         if name not in saved_shapes:
             raise CheckpointError(f"{where} is of another model: it has no parameter {name}")

@@ -274,3 +274,17 @@ def test_lamb_takes_a_scanned_encoders_trust_ratios_per_layer():
     wrong = unstack_layers(update(whole_stack, stack_layers(flat, 3), stack_layers(grads, 3)))
     kernel = "bert/layer_0/intermediate/kernel"
     assert not np.allclose(wrong[kernel], unrolled[kernel], rtol=1e-2)
+
+
+def test_resuming_with_another_scan_layers_is_a_one_line_error(tmp_path):
+    """A run's checkpoint holds its encoder stacked or per layer; resuming it with the other
+    model.scan_layers names the setting to use."""
+    params = {"bert": {"layers": {"output": {"kernel": np.zeros((2, 3, 4), np.float32)}}}}
+    manager = checkpointing.manager(tmp_path / "checkpoints", 2)
+    checkpointing.save(manager, 5, train.TrainState(step=np.int32(5), params=params, opt_state=()), {"step": 5})
+    manager.wait_until_finished()
+    unrolled = {"bert": {f"layer_{i}": {"output": {"kernel": np.zeros((3, 4), np.float32)}} for i in range(2)}}
+    with pytest.raises(checkpointing.CheckpointError, match=r"saved with model.scan_layers=True: resume with"):
+        checkpointing.check_compatible(manager, 5, unrolled)
+    checkpointing.check_compatible(manager, 5, params)  # the same layout: no error
+    manager.close()
