@@ -52,7 +52,8 @@ def state_shardings(abstract_boxed: Any, mesh: Mesh, config: MeshConfig) -> Any:
     tensor axis of 4) is kept whole along them, with a warning, as jax places only even splits."""
     specs = nn.get_partition_spec(abstract_boxed)
     shardings = nn.logical_to_mesh_sharding(specs, mesh, rules(config))
-    shapes = nn.meta.unbox(abstract_boxed)
+    boxed = lambda x: isinstance(x, nn.Partitioned)  # noqa: E731
+    shapes = jax.tree.map(lambda x: x.unbox(apply_constraint=False) if boxed(x) else x, abstract_boxed, is_leaf=boxed)
     kept_whole: dict[tuple[int, str, int], list[str]] = {}
 
     def even(path: Any, leaf: Any, leaf_sharding: Any) -> Any:

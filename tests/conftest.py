@@ -30,6 +30,25 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = config.bertjax_xla_cache
 
 
+# The files that take longest (70-110 s each here), started first: `make test` runs each file on
+# one of two workers, and a long file started last kept one worker busy alone at the end.
+SLOWEST_FIRST = (
+    "test_sharding.py",
+    "test_multihost.py",
+    "test_finetune.py",
+    "test_model.py",
+    "test_resume_and_signals.py",
+    "test_bench.py",
+    "test_pretrain_cli.py",
+    "test_packing.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: in-file order kept
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     directory = getattr(config, "bertjax_xla_cache", None)
     if directory:
