@@ -46,14 +46,18 @@ def rules(config: MeshConfig) -> tuple[tuple[str, Any], ...]:
     return tuple((name, tuple(axis) if isinstance(axis, list) else axis) for name, axis in config.logical_axis_rules)
 
 
+def _unboxed(x: Any) -> Any:
+    """A boxed leaf's value, without the sharding constraint that unboxing applies inside a mesh."""
+    return x.unbox(apply_constraint=False) if isinstance(x, nn.Partitioned) else x
+
+
 def state_shardings(abstract_boxed: Any, mesh: Mesh, config: MeshConfig) -> Any:
     """NamedShardings for a (boxed, abstract) pytree whose leaves carry logical axis names. A
     dimension that its mesh axes do not divide evenly (BERT's 30,522-word vocabulary over a
     tensor axis of 4) is kept whole along them, with a warning, as jax places only even splits."""
     specs = nn.get_partition_spec(abstract_boxed)
     shardings = nn.logical_to_mesh_sharding(specs, mesh, rules(config))
-    boxed = lambda x: isinstance(x, nn.Partitioned)  # noqa: E731
-    shapes = jax.tree.map(lambda x: x.unbox(apply_constraint=False) if boxed(x) else x, abstract_boxed, is_leaf=boxed)
+    shapes = jax.tree.map(_unboxed, abstract_boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))
     kept_whole: dict[tuple[int, str, int], list[str]] = {}
 
     def even(path: Any, leaf: Any, leaf_sharding: Any) -> Any:
