@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from glue_files import write_glue_dir
 
+from bertjax import checkpoint as checkpointing
 from bertjax import pretrained
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +55,7 @@ def test_custom_task_learns_and_keeps_the_best_checkpoint(tmp_path, vocab_file):
         f"--config.task.vocab_file={vocab_file}",
         "--config.train.num_epochs=3",
         "--config.optim.learning_rate=1e-3",
+        "--config.model.scan_layers=True",  # a scanned encoder; its best checkpoint is written per layer
     )
     results = json.loads((workdir / "results.json").read_text())
     assert results["test"]["test"]["accuracy"] >= 0.95, result.stdout
@@ -65,6 +67,8 @@ def test_custom_task_learns_and_keeps_the_best_checkpoint(tmp_path, vocab_file):
     assert {line.split("\t")[1] for line in predictions[1:]} <= {"negative", "positive"}
     best = pretrained.load(workdir / "best")
     assert best.labels == ("negative", "positive") and "classifier" in best.groups()
+    on_disk = checkpointing.saved_tree(workdir / "best" / "params")
+    assert "layer_0" in on_disk["bert"] and "layers" not in on_disk["bert"]
     assert (workdir / "curves.png").stat().st_size > 10_000
     # Throughput: every toy row fits 32 tokens, so every batch is cut to 32 columns and the useful
     # FLOPs per row are those of a 32-token sequence (one CPU device; no datasheet rate, no MFU).
