@@ -18,6 +18,7 @@ import orbax.checkpoint as ocp
 from flax import traverse_util
 
 from bertjax.errors import CheckpointError
+from bertjax.hf_weights import STACKED_PREFIX
 
 
 def manager(directory: str | Path, keep: int, trees: tuple[str, ...] = ()) -> ocp.CheckpointManager:
@@ -47,7 +48,7 @@ def check_compatible(mngr: ocp.CheckpointManager, step: int, params: Any) -> Non
     saved = metadata["params"]
     saved_shapes, our_shapes = _shapes(dict(saved)), _shapes(dict(params))
     where = f"checkpoint {Path(str(mngr.directory)) / str(step)}"
-    saved_scanned, our_scanned = (any(n.startswith("bert/layers/") for n in s) for s in (saved_shapes, our_shapes))
+    saved_scanned, our_scanned = (any(n.startswith(STACKED_PREFIX) for n in s) for s in (saved_shapes, our_shapes))
     if saved_scanned != our_scanned:
         raise CheckpointError(
             f"{where} was saved with model.scan_layers={saved_scanned}: resume with that setting (through "

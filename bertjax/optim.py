@@ -109,7 +109,8 @@ def scale_by_trust_ratio_per_layer() -> optax.GradientTransformation:
             return jnp.sqrt(jnp.sum(jnp.square(x), axis=tuple(range(1, x.ndim)), keepdims=True))
 
         def scaled(path: tuple[Any, ...], u: jax.Array, w: jax.Array) -> jax.Array:
-            param_norm, update_norm = norm(w, _stacked_layer(path)), norm(u, _stacked_layer(path))
+            stacked = _stacked_layer(path)
+            param_norm, update_norm = norm(w, stacked), norm(u, stacked)
             ratio = jnp.where((param_norm == 0) | (update_norm == 0), jnp.ones([], w.dtype), param_norm / update_norm)
             return u * ratio
 

@@ -31,7 +31,7 @@ from bertjax import distributed, fileio, optim, pretrained, reporting, sharding
 from bertjax.config import ModelConfig, PretrainConfig
 from bertjax.data import pretraining
 from bertjax.errors import ConfigError, TrainingStopped
-from bertjax.hf_weights import flatten, stack_layers, unflatten, unstack_layers
+from bertjax.hf_weights import flatten, stack_layers, stacked_layer_count, unflatten, unstack_layers
 from bertjax.model import BertForPreTraining
 from bertjax.tokenizer import load_tokenizer
 
@@ -307,9 +307,8 @@ def init_from_checkpoint(
     stacked."""
     fresh = flatten(jax.device_get(state.params))
     merged, report = pretrained.merge(unstack_layers(fresh), checkpoint)
-    stacked = [v for k, v in fresh.items() if k.startswith("bert/layers/")]
-    if stacked:
-        merged = stack_layers(merged, stacked[0].shape[0])
+    if layers := stacked_layer_count(fresh):
+        merged = stack_layers(merged, layers)
     params = jax.device_put(unflatten(merged), shardings.params)
     if verbose:
         print(f"init from {checkpoint.path}: {report.describe()}")

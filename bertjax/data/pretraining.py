@@ -257,7 +257,7 @@ def pairing_processes(docs: TokenizedDocuments, config: DataConfig) -> int:
     """How many processes pair a split's copies (`DataConfig.prepare_processes`)."""
     if config.prepare_processes:
         return min(config.prepare_processes, config.dupe_factor)
-    if int(docs.sentence_bounds[-1, 1] if len(docs.sentence_bounds) else 0) * config.dupe_factor < _AUTO_PARALLEL_TOKENS:
+    if len(docs.tokens) * config.dupe_factor < _AUTO_PARALLEL_TOKENS:
         return 1
     return max(1, min(os.cpu_count() or 1, config.dupe_factor))
 
