@@ -85,6 +85,22 @@ def scale_by_adam_uncorrected(b1: float, b2: float, eps: float) -> optax.Gradien
     return optax.GradientTransformation(init, update)
 
 
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
+    """Gradients scaled by max_norm / max(||g||, max_norm): one scalar multiply, as
+    tf.clip_by_global_norm (google-research/bert) and torch's clip_grad_norm_ do it, with optax's
+    state. optax.clip_by_global_norm selects per element between g and g / ||g|| * max_norm, and
+    XLA then writes the clipped gradient out before Adam's moments read it: one more pass over
+    every parameter per step (README, Speed)."""
+
+    def update(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
+        del params
+        norm = optax.global_norm(updates)
+        scale = max_norm / jnp.maximum(norm, max_norm)
+        return jax.tree.map(lambda g: g * scale.astype(g.dtype), updates), state
+
+    return optax.GradientTransformation(lambda params: optax.ClipByGlobalNormState(), update)
+
+
 def _adam_direction(optim: OptimConfig) -> optax.GradientTransformation:
     if optim.bias_correction:
         return optax.scale_by_adam(b1=optim.b1, b2=optim.b2, eps=optim.eps)
@@ -144,5 +160,5 @@ def make_optimizer(optim: OptimConfig, total_steps: int) -> tuple[optax.Gradient
         )
     else:
         base = lamb(schedule, optim)
-    parts = [optax.clip_by_global_norm(optim.clip_norm)] if optim.clip_norm > 0 else []
+    parts = [clip_by_global_norm(optim.clip_norm)] if optim.clip_norm > 0 else []
     return optax.chain(*parts, base), schedule

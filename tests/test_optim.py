@@ -155,3 +155,29 @@ def test_adamw_without_bias_correction_is_google_bert_adam_weight_decay():
         np.testing.assert_allclose(ours[k], w[k], rtol=1e-5, atol=1e-5, err_msg=str(k))
     corrected = _run_optax(_config("adamw"), params, grads)
     assert max(np.abs(corrected[k] - w[k]).max() for k in w) > 1e-2  # bias correction changes the steps
+
+
+def test_clip_is_tf_clip_by_global_norm_and_one_scalar_multiply():
+    """google-research/bert's tf.clip_by_global_norm: g * max / max(||g||, max); gradients under the
+    norm pass bit for bit. As one scalar multiply, XLA folds it into Adam's moment updates instead
+    of writing a clipped copy of every gradient: 3 parameter-sized arrays per parameter per step
+    (mu, nu, the parameter), where optax's per-element select made 4."""
+    grads = {"w": np.arange(12, dtype=np.float32).reshape(3, 4) - 5.0}
+    norm = float(np.sqrt(np.sum(np.square(grads["w"].astype(np.float64)))))
+    clip = optim.clip_by_global_norm(2.0)
+    clipped, _ = clip.update(grads, clip.init(grads))
+    np.testing.assert_allclose(clipped["w"], grads["w"] * 2.0 / norm, rtol=1e-6)
+    loose = optim.clip_by_global_norm(norm * 2)
+    np.testing.assert_array_equal(loose.update(grads, loose.init(grads))[0]["w"], grads["w"])
+    assert jax.tree.structure(clip.init(grads)) == jax.tree.structure(optax.clip_by_global_norm(2.0).init(grads))
+
+    tx, _ = optim.make_optimizer(_config("adamw"), 100)
+    params = {"w": np.ones((256, 512), np.float32)}
+
+    def step(params, state, grads):
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    hlo = jax.jit(step, donate_argnums=(0, 1)).lower(params, tx.init(params), params).compile().as_text()
+    written = [line for line in hlo.splitlines() if " = f32[256,512]{1,0} fusion(" in line]
+    assert len(written) == 3, written
