@@ -572,6 +572,18 @@ def format_table(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def cpu_model() -> str:
+    """The host CPU's model name (/proc/cpuinfo on Linux): the same 2-core VM can be an AMD EPYC one
+    session and an Intel Xeon the next, with different matmul libraries' speeds (README, Speed)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def _versions() -> dict[str, str]:
     from importlib import metadata
 
@@ -676,7 +688,7 @@ def main(argv: list[str] | None = None) -> None:
                             )
     result: dict[str, Any] = {
         "date": date.today().isoformat(),
-        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, backend {jax.default_backend()}, {device_kind}",
+        "machine": f"{platform.machine()} {cpu_model()}, {os.cpu_count()} CPUs, backend {jax.default_backend()}, {device_kind}",
         "versions": _versions(),
         "matmul_peak_tflops": {dtype: peak / 1e12 for dtype, peak in peaks.items()},
         "rows": records,

@@ -2,6 +2,7 @@
 its FLOP formula is checked against a count by hand."""
 
 import gzip
+import importlib.util
 import json
 import os
 import subprocess
@@ -187,3 +188,33 @@ def test_sharded_collectives_tabulates_what_each_mesh_moves():
     gather, reduce, to_all, permute, scatter, scratch, global_batch = rows["4,1,1"]
     assert reduce > 0 and gather == to_all == permute == scatter == 0 and scratch > 0
     assert rows["2,2,2"][0] > 0 and rows["2,2,2"][-1] == 0 and global_batch == 0
+
+
+def test_cpu_matmuls_counts_each_product_and_times_both_libraries():
+    """experiments/cpu_matmuls.py: the FLOPs of its products against hand counts, and a run at a
+    tiny size prints one row per product with a rate for XLA and for torch."""
+    spec = importlib.util.spec_from_file_location("cpu_matmuls", ROOT / "experiments" / "cpu_matmuls.py")
+    cpu_matmuls = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cpu_matmuls)
+    counted = {name: cpu_matmuls.flops(s, x, w) for name, s, x, w in cpu_matmuls.products(1024, 160)}
+    assert counted["intermediate dW"] == counted["intermediate fwd"] == 2 * 1024 * 768 * 3072
+    assert counted["attention dense dX"] == 2 * 1024 * 768 * 768
+    assert counted["decoder fwd (masked)"] == 2 * 160 * 768 * 30522
+    assert counted["attention scores"] == counted["attention context"] == 2 * 8 * 12 * 128 * 128 * 64
+    command = [sys.executable, "experiments/cpu_matmuls.py", "--tokens=256", "--repeats=1"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.strip(" |").split(" | ") for line in result.stdout.splitlines() if line.startswith("| ")][1:]
+    assert len(rows) == len(counted)
+    assert all(float(row[2]) > 0 and float(row[3]) > 0 for row in rows)
+
+
+def test_bench_records_the_cpu_model():
+    """The results name the CPU (sessions' VMs differ: AMD EPYC, Intel Xeon)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("no /proc/cpuinfo")
+    names = [
+        line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+    ]
+    assert bench.cpu_model() == (names[0] if names else bench.platform.processor() or "unknown CPU")
