@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from bertjax import bench
 
 HIDDEN, INTERMEDIATE, VOCAB, HEAD_DIM = 768, 3072, 30522, 64
 
@@ -48,14 +49,7 @@ def flops(spec: str, x: tuple[int, ...], w: tuple[int, ...]) -> int:
 
 
 def median_seconds(run: Callable[[], object], repeats: int) -> float:
-    for _ in range(3):
-        run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(bench.timed(run, repeats, warmup=3))
 
 
 def xla_seconds(spec: str, x: np.ndarray, w: np.ndarray, dtype: str, repeats: int) -> float:
