@@ -1,7 +1,8 @@
 """GFLOP/s of the matmuls of a BERT-base pretraining step (batch x length tokens), each alone, as
 XLA:CPU runs them (jax) and as torch runs them (its BLAS: MKL or oneDNN on x86), on the same
-threads (torch's default, as in the bench). Tells whether a gap to the torch peer comes from the matrix library rather than from
-bertjax (README, Speed). Set XLA_FLAGS before it to compare XLA:CPU's libraries.
+threads (torch's default, as in the bench). Tells whether a gap to the torch peer comes from the
+matrix library rather than from bertjax (README, Speed). Set XLA_FLAGS before it to compare
+XLA:CPU's libraries.
 
     python experiments/cpu_matmuls.py [--tokens=1024] [--dtype=float32] [--repeats=20]
 """
@@ -44,8 +45,9 @@ def products(tokens: int, masked: int) -> list[tuple[str, str, tuple[int, ...], 
 
 
 def flops(spec: str, x: tuple[int, ...], w: tuple[int, ...]) -> int:
-    sizes = dict(zip(spec.split("->")[0].split(",")[0], x)) | dict(zip(spec.split("->")[0].split(",")[1], w))
-    return 2 * int(np.prod([sizes[index] for index in set(sizes)]))
+    x_indices, w_indices = spec.split("->")[0].split(",")
+    sizes = dict(zip(x_indices, x)) | dict(zip(w_indices, w))
+    return 2 * int(np.prod(list(sizes.values())))
 
 
 def median_seconds(run: Callable[[], object], repeats: int) -> float:
@@ -77,7 +79,7 @@ def main() -> None:
     print(f"{args.dtype}, {torch.get_num_threads()} torch threads, jax {jax.__version__}, torch {torch.__version__}")
     print("| product | shapes | XLA GFLOP/s | torch GFLOP/s |")
     print("|---|---|---|---|")
-    for name, spec, x_shape, w_shape in products(args.tokens, args.tokens * 20 // 128):
+    for name, spec, x_shape, w_shape in products(args.tokens, args.tokens // 128 * bench.predictions_for(128)):
         x, w = rng.standard_normal(x_shape, np.float32), rng.standard_normal(w_shape, np.float32)
         seconds_xla = xla_seconds(spec, x, w, args.dtype, args.repeats)
         seconds_torch = torch_seconds(spec, x, w, args.dtype, args.repeats)
