@@ -23,21 +23,30 @@ HIDDEN, INTERMEDIATE, VOCAB, HEAD_DIM = 768, 3072, 30522, 64
 
 
 def products(tokens: int, masked: int) -> list[tuple[str, str, tuple[int, ...], tuple[int, ...]]]:
-    """(name, einsum, x shape, w shape) of the step's products: forward, input gradient (dX) and
-    weight gradient (dW) of the dense layers, and attention's batched products at length 128."""
+    """(name, einsum, x shape, w shape) of the step's products, on operands shaped as in the step
+    ([batch, length, features]; at 128 tokens a row): forward, input gradient (dX) and weight
+    gradient (dW) of the dense layers and of the tied decoder at the masked positions, and
+    attention's batched products. The shapes matter: XLA:CPU runs a bf16 dW that sums over one
+    flattened token axis by converting both operands to float32 (about 200-250 GFLOP/s on AMX),
+    and the step's form, summed over [batch, length], at 700-1,350."""
     heads = HIDDEN // HEAD_DIM
     batch = tokens // 128
-    return [
-        ("attention dense fwd", "ij,jk->ik", (tokens, HIDDEN), (HIDDEN, HIDDEN)),
-        ("attention dense dX", "ik,jk->ij", (tokens, HIDDEN), (HIDDEN, HIDDEN)),
-        ("attention dense dW", "ij,ik->jk", (tokens, HIDDEN), (tokens, HIDDEN)),
-        ("intermediate fwd", "ij,jk->ik", (tokens, HIDDEN), (HIDDEN, INTERMEDIATE)),
-        ("intermediate dX", "ik,jk->ij", (tokens, INTERMEDIATE), (HIDDEN, INTERMEDIATE)),
-        ("intermediate dW", "ij,ik->jk", (tokens, HIDDEN), (tokens, INTERMEDIATE)),
-        ("output fwd", "ij,jk->ik", (tokens, INTERMEDIATE), (INTERMEDIATE, HIDDEN)),
-        ("output dX", "ik,jk->ij", (tokens, HIDDEN), (INTERMEDIATE, HIDDEN)),
-        ("output dW", "ij,ik->jk", (tokens, INTERMEDIATE), (tokens, HIDDEN)),
-        ("decoder fwd (masked)", "ij,kj->ik", (masked, HIDDEN), (VOCAB, HIDDEN)),
+    rows, per_row = (batch, 128), (batch, masked // batch)
+    dense = [
+        ("attention dense", HIDDEN, HIDDEN),
+        ("intermediate", HIDDEN, INTERMEDIATE),
+        ("output", INTERMEDIATE, HIDDEN),
+    ]
+    listed = []
+    for name, features_in, features_out in dense:
+        listed += [
+            (f"{name} fwd", "bli,io->blo", (*rows, features_in), (features_in, features_out)),
+            (f"{name} dX", "blo,io->bli", (*rows, features_out), (features_in, features_out)),
+            (f"{name} dW", "bli,blo->io", (*rows, features_in), (*rows, features_out)),
+        ]
+    return listed + [
+        ("decoder fwd (masked)", "bpd,vd->bpv", (*per_row, HIDDEN), (VOCAB, HIDDEN)),
+        ("decoder dW (masked)", "bpv,bpd->vd", (*per_row, VOCAB), (*per_row, HIDDEN)),
         ("attention scores", "bhqd,bhkd->bhqk", (batch, heads, 128, HEAD_DIM), (batch, heads, 128, HEAD_DIM)),
         ("attention context", "bhqk,bhkd->bhqd", (batch, heads, 128, 128), (batch, heads, 128, HEAD_DIM)),
         ("square 2048", "ij,jk->ik", (2048, 2048), (2048, 2048)),

@@ -16,24 +16,6 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import re
-
-DTYPE_BYTES = {"f32": 4, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "s64": 8, "u16": 2, "s8": 1, "u8": 1, "pred": 1}
-COLLECTIVE = re.compile(
-    r" = (.*?) (all-gather|all-reduce|all-to-all|collective-permute|reduce-scatter)(?:-start)?\(.*?"
-    r'(?:op_name="([^"]*)")?'
-)
-
-
-def result_bytes(shapes: str) -> int:
-    """Bytes of an HLO result type such as `f32[8,128]{1,0}` or a tuple of them."""
-    total = 0
-    for dtype, dims in re.findall(r"(\w+)\[([0-9,]*)\]", shapes):
-        count = 1
-        for dim in filter(None, dims.split(",")):
-            count *= int(dim)
-        total += count * DTYPE_BYTES.get(dtype, 4)
-    return total
 
 
 def main() -> None:
@@ -83,13 +65,10 @@ def main() -> None:
         moved: dict[str, int] = collections.Counter()
         largest = []
         global_batch = 0
-        for line in compiled.as_text().splitlines():
-            match = COLLECTIVE.search(line)
-            if match:
-                size = result_bytes(match.group(1))
-                moved[match.group(2)] += size
-                largest.append((size, match.group(2), match.group(1)[:60], (match.group(3) or "")[-80:]))
-                global_batch += match.group(2) == "all-gather" and f"[{args.batch},{args.length}," in match.group(1)
+        for collective in bench.hlo_collectives(compiled.as_text()):
+            moved[collective.kind] += collective.bytes
+            largest.append((collective.bytes, collective.kind, collective.result[:60], collective.source[-80:]))
+            global_batch += collective.kind == "all-gather" and f"[{args.batch},{args.length}," in collective.result
         scratch = compiled.memory_analysis().temp_size_in_bytes
         cells = " | ".join(f"{moved[kind] / 2**20:.1f}" for kind in kinds)
         print(f"| {d},{f},{t} | {cells} | {scratch / 2**20:.0f} | {global_batch} |", flush=True)

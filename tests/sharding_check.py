@@ -10,15 +10,14 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import dataclasses  # noqa: E402
 import functools  # noqa: E402
 import json  # noqa: E402
-import re  # noqa: E402
 import tempfile  # noqa: E402
 
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bertjax import bench, optim, sharding, train  # noqa: E402
 from bertjax import checkpoint as checkpointing  # noqa: E402
-from bertjax import optim, sharding, train  # noqa: E402
 from bertjax.config import MESH_PRESETS, MeshConfig, ModelConfig, OptimConfig  # noqa: E402
 from bertjax.model import BertForPreTraining  # noqa: E402
 
@@ -94,8 +93,8 @@ def run(
             hlo = steps.train.lower(state, batch, jax.random.key(1)).compile().as_text()
         # All-gathers whose result holds a float [BATCH, LENGTH, ...] array: the global batch's
         # activations on every device.
-        results = re.findall(r" = (.*?) all-gather(?:-start)?\(", hlo)
-        extra = {"global_batch_gathers": sum(bool(re.search(rf"f32\[{BATCH},{LENGTH},", r)) for r in results)}
+        gathers = [c.result for c in bench.hlo_collectives(hlo) if c.kind == "all-gather"]
+        extra = {"global_batch_gathers": sum(f"f32[{BATCH},{LENGTH}," in result for result in gathers)}
     else:
         extra = {}
     total, first = bytes_per_device((state.params, state.opt_state))
