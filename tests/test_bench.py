@@ -73,6 +73,8 @@ def test_bench_runs_on_a_tiny_size(tmp_path):
     assert report["matmul_peak_tflops"]["bfloat16"] > 0
     assert report["pipeline_examples_per_second"] > 0 and report["pipeline_processes_examples_per_second"] > 0
     assert "bertjax / peer" in report["table"] and "x |" in report["table"]
+    # The peer trains with Hugging Face Trainer's default optimizer (torch >= 2.8): fused AdamW.
+    assert report["peer_optimizer"] == "torch.optim.AdamW(lr=0.0001, eps=1e-06, weight_decay=0.01, fused=True)"
     assert report["failures"] == []
     hlo = tmp_path / "hlo" / "bertjax-xla-bfloat16-pretrain-tiny-4-32.hlo.txt.gz"
     assert "HloModule" in gzip.decompress(hlo.read_bytes()).decode()
