@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from bertjax.config import OptimConfig
+from bertjax.hf_weights import STACKED_PREFIX
 
 NO_DECAY_NAMES = ("bias", "scale")  # Dense/LayerNorm biases and LayerNorm scales: OptimConfig's default
 
@@ -107,10 +108,13 @@ def _adam_direction(optim: OptimConfig) -> optax.GradientTransformation:
     return scale_by_adam_uncorrected(optim.b1, optim.b2, optim.eps)
 
 
+_STACKED_KEYS = STACKED_PREFIX.strip("/").split("/")
+
+
 def _stacked_layer(path: tuple[Any, ...]) -> bool:
-    """Whether a parameter path is a scanned encoder's (`bert/layers/...`, one slice per layer)."""
-    keys = [getattr(key, "key", None) for key in path[:2]]
-    return keys == ["bert", "layers"]
+    """Whether a parameter path is a scanned encoder's (`hf_weights.STACKED_PREFIX`, one slice per layer)."""
+    keys = [getattr(key, "key", None) for key in path[: len(_STACKED_KEYS)]]
+    return keys == _STACKED_KEYS
 
 
 def scale_by_trust_ratio_per_layer() -> optax.GradientTransformation:
