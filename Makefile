@@ -49,7 +49,7 @@ test-recipes: $(STAMP)
 
 # Train-step speed of bertjax beside transformers' torch BERT (prints a table, writes runs/bench/bench.json).
 bench: data
-	$(PY) -m bertjax.bench --out=runs/bench/bench.json
+	$(PY) -m benchmarks.bench --out=runs/bench/bench.json
 
 clean:
 	rm -rf runs data/samples data/prepared .pytest_cache .ruff_cache

@@ -11,6 +11,7 @@ import dataclasses
 import importlib.util
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -310,6 +311,7 @@ class FinetuneTrainConfig:
     # parameters and optimizer state: about 1.7 GB at BERT-base) is deleted; best/ is the model.
     keep_checkpoint: bool = False
     seed: int = 0  # classifier init, dropout, example order
+    nonfinite: str = "stop"  # a NaN/Inf loss or gradient: "stop" the run, or "skip" the update and count it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -322,6 +324,7 @@ class FinetuneConfig:
     optim: OptimConfig
     train: FinetuneTrainConfig
     mesh: MeshConfig
+    distributed: DistributedConfig = DistributedConfig()
 
 
 def parse_config_arg(arg: str | None, known: tuple[str, ...]) -> dict[str, str]:
@@ -371,9 +374,103 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"config key {key}: expected {hint.__name__}, got {value!r}")
     if hint in (int, float, str, bool) and not isinstance(value, hint):
         raise ConfigError(f"config key {key}: expected {hint.__name__}, got {value!r}")
     return value
+
+
+def _at_least(low: float) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v >= low), f">= {low}"
+
+
+def _above(low: float) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v > low), f"> {low}"
+
+
+def _between(low: float, high: float, high_open: bool = False) -> tuple[Callable[[Any], bool], str]:
+    if high_open:
+        return (lambda v: low <= v < high), f"in [{low}, {high})"
+    return (lambda v: low <= v <= high), f"in [{low}, {high}]"
+
+
+def _mesh_size() -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v >= 1 or v == -1), ">= 1, or -1 for the devices left over"
+
+
+_POSITIVE, _NATURAL, _PROBABILITY = _at_least(1), _at_least(0), _between(0.0, 1.0)
+
+# The range of every numeric config value, checked where the ConfigDict becomes dataclasses, so
+# that no value out of range reaches the model, the loader or the optimizer.
+RANGES: dict[type, dict[str, tuple[Callable[[Any], bool], str]]] = {
+    ModelConfig: {
+        "vocab_size": _NATURAL,  # 0: the vocab's size
+        "hidden_size": _POSITIVE,
+        "num_hidden_layers": _POSITIVE,
+        "num_attention_heads": _POSITIVE,
+        "intermediate_size": _POSITIVE,
+        "max_position_embeddings": _POSITIVE,
+        "type_vocab_size": _POSITIVE,
+        "hidden_dropout_prob": _between(0.0, 1.0, high_open=True),
+        "attention_probs_dropout_prob": _between(0.0, 1.0, high_open=True),
+        "initializer_range": _above(0.0),
+        "layer_norm_eps": _above(0.0),
+    },
+    DataConfig: {
+        "eval_fraction": _between(0.0, 1.0, high_open=True),
+        "max_documents": _NATURAL,
+        "short_seq_prob": _PROBABILITY,
+        "seed": _NATURAL,
+    },
+    OptimConfig: {
+        "learning_rate": _NATURAL,
+        "b1": _between(0.0, 1.0, high_open=True),
+        "b2": _between(0.0, 1.0, high_open=True),
+        "eps": _NATURAL,
+        "weight_decay": _NATURAL,
+        "decay_power": _above(0.0),
+        "warmup_steps": _NATURAL,
+        "warmup_fraction": _between(0.0, 1.0, high_open=True),
+        "clip_norm": _NATURAL,
+        "grad_accum_steps": _POSITIVE,
+    },
+    TrainConfig: {
+        "batch_size": _POSITIVE,
+        "num_train_steps": _POSITIVE,
+        "eval_every_steps": _POSITIVE,
+        "eval_batches": _POSITIVE,
+        "checkpoint_every_steps": _POSITIVE,
+        "keep_checkpoints": _POSITIVE,
+        "log_every_steps": _POSITIVE,
+        "seed": _NATURAL,
+        "nsp_weight": _NATURAL,
+    },
+    FinetuneTrainConfig: {
+        "batch_size": _POSITIVE,
+        "num_epochs": _above(0.0),
+        "eval_batch_size": _POSITIVE,
+        "log_every_steps": _POSITIVE,
+        "checkpoint_every_steps": _NATURAL,  # 0: only at epoch ends
+        "seed": _NATURAL,
+    },
+    TaskConfig: {
+        "max_seq_length": _at_least(8),
+        "pad_to_multiple_of": _NATURAL,
+        "skip_rows": _NATURAL,
+        "dev_fraction": _between(0.0, 1.0, high_open=True),
+    },
+    MeshConfig: {"data": _mesh_size(), "fsdp": _mesh_size(), "tensor": _mesh_size()},
+    DistributedConfig: {"num_processes": _NATURAL, "process_id": _at_least(-1), "timeout_seconds": _POSITIVE},
+}
+
+
+def check_ranges(cfg: Any, prefix: str) -> None:
+    """Raises ConfigError naming the first field of `cfg` out of its range (RANGES)."""
+    for name, (ok, expected) in RANGES.get(type(cfg), {}).items():
+        value = getattr(cfg, name)
+        if not ok(value):
+            raise ConfigError(f"config key {prefix}{name}={value} must be {expected}")
 
 
 def _build(cls: type, cd: ml_collections.ConfigDict | dict, prefix: str) -> Any:
@@ -384,7 +481,9 @@ def _build(cls: type, cd: ml_collections.ConfigDict | dict, prefix: str) -> Any:
         if key not in names:
             raise ConfigError(f"unknown config key {prefix}{key}")
         kwargs[key] = _convert(value, hints[key], prefix + key)
-    return cls(**kwargs)
+    built = cls(**kwargs)
+    check_ranges(built, prefix)
+    return built
 
 
 def model_config_from_dict(cd: ml_collections.ConfigDict | dict, prefix: str = "model.") -> ModelConfig:
@@ -448,6 +547,23 @@ def _check_schedule(optim: OptimConfig, run_steps: int | None) -> None:
         )
 
 
+def _optim_and_loop(cd: ml_collections.ConfigDict, train_cls: type) -> tuple[OptimConfig, Any, DistributedConfig]:
+    """The optim, train and distributed sections, which pretraining and fine-tuning share in kind."""
+    optim = _build(OptimConfig, cd.get("optim", {}), "optim.")
+    train = _build(train_cls, cd.get("train", {}), "train.")
+    distributed = _build(DistributedConfig, cd.get("distributed", {}), "distributed.")
+    _check_choice("distributed.mode", distributed.mode, ("auto", "explicit", "off"))
+    _check_choice("optim.optimizer", optim.optimizer, ("adamw", "lamb"))
+    _check_choice("optim.schedule", optim.schedule, ("linear", "polynomial", "cosine", "constant"))
+    _check_choice("train.nonfinite", train.nonfinite, ("stop", "skip"))
+    if train.batch_size % optim.grad_accum_steps:
+        raise ConfigError(
+            f"config key train.batch_size={train.batch_size} is not divisible by "
+            f"optim.grad_accum_steps={optim.grad_accum_steps}"
+        )
+    return optim, train, distributed
+
+
 def from_config_dict(cd: ml_collections.ConfigDict) -> PretrainConfig:
     """Turns the run's ConfigDict into a validated PretrainConfig."""
     sections = {
@@ -465,25 +581,10 @@ def from_config_dict(cd: ml_collections.ConfigDict) -> PretrainConfig:
         if key not in sections:
             raise ConfigError(f"unknown config key {key}")
     model = model_config_from_dict(cd.get("model", {}))
-    distributed = _build(DistributedConfig, cd.get("distributed", {}), "distributed.")
-    _check_choice("distributed.mode", distributed.mode, ("auto", "explicit", "off"))
     data = _build(DataConfig, cd.get("data", {}), "data.")
-    optim = _build(OptimConfig, cd.get("optim", {}), "optim.")
-    train = _build(TrainConfig, cd.get("train", {}), "train.")
+    optim, train, distributed = _optim_and_loop(cd, TrainConfig)
     mesh = mesh_config_from_dict(cd.get("mesh", {}))
     validate_data(data, model)
-    _check_choice("optim.optimizer", optim.optimizer, ("adamw", "lamb"))
-    _check_choice("optim.schedule", optim.schedule, ("linear", "polynomial", "cosine", "constant"))
-    _check_choice("train.nonfinite", train.nonfinite, ("stop", "skip"))
-    if optim.grad_accum_steps < 1:
-        raise ConfigError("config key optim.grad_accum_steps must be >= 1")
-    if train.batch_size % optim.grad_accum_steps:
-        raise ConfigError(
-            f"config key train.batch_size={train.batch_size} is not divisible by "
-            f"optim.grad_accum_steps={optim.grad_accum_steps}"
-        )
-    if train.num_train_steps < 1:
-        raise ConfigError("config key train.num_train_steps must be >= 1")
     _check_schedule(optim, train.num_train_steps)
     init = cd.get("init", "")
     if not isinstance(init, str):
@@ -512,7 +613,7 @@ def from_config_dict(cd: ml_collections.ConfigDict) -> PretrainConfig:
 
 def finetune_config_from_dict(cd: ml_collections.ConfigDict) -> FinetuneConfig:
     """Turns a fine-tuning ConfigDict into a validated FinetuneConfig."""
-    sections = {"init", "model", "task", "optim", "train", "mesh"}
+    sections = {"init", "model", "task", "optim", "train", "mesh", "distributed"}
     for key in cd.keys():
         if key not in sections:
             raise ConfigError(f"unknown config key {key}")
@@ -521,26 +622,15 @@ def finetune_config_from_dict(cd: ml_collections.ConfigDict) -> FinetuneConfig:
         raise ConfigError(f"config key init: expected a path, got {init!r}")
     model = model_config_from_dict(cd.get("model", {}))
     task = _build(TaskConfig, cd.get("task", {}), "task.")
-    optim = _build(OptimConfig, cd.get("optim", {}), "optim.")
-    train = _build(FinetuneTrainConfig, cd.get("train", {}), "train.")
+    optim, train, distributed = _optim_and_loop(cd, FinetuneTrainConfig)
     mesh = mesh_config_from_dict(cd.get("mesh", {}))
     _check_choice("task.kind", task.kind, ("classification", "regression"))
-    _check_choice("optim.optimizer", optim.optimizer, ("adamw", "lamb"))
     _check_schedule(optim, None)  # the run's steps follow from the data
-    _check_choice("optim.schedule", optim.schedule, ("linear", "polynomial", "cosine", "constant"))
     if task.file_format:
         _check_choice("task.file_format", task.file_format, ("tsv", "csv", "jsonl"))
-    if task.max_seq_length < 8:
-        raise ConfigError(f"config key task.max_seq_length={task.max_seq_length} is below the minimum of 8")
-    if task.pad_to_multiple_of < 0:
-        raise ConfigError(f"config key task.pad_to_multiple_of={task.pad_to_multiple_of} must be >= 0")
-    if train.batch_size < 1 or train.eval_batch_size < 1:
-        raise ConfigError("config keys train.batch_size and train.eval_batch_size must be >= 1")
-    if train.num_epochs <= 0:
-        raise ConfigError(f"config key train.num_epochs={train.num_epochs} must be > 0")
-    if not 0.0 <= task.dev_fraction < 1.0:
-        raise ConfigError(f"config key task.dev_fraction={task.dev_fraction} must be in [0, 1)")
-    return FinetuneConfig(init=init, model=model, task=task, optim=optim, train=train, mesh=mesh)
+    return FinetuneConfig(
+        init=init, model=model, task=task, optim=optim, train=train, mesh=mesh, distributed=distributed
+    )
 
 
 def validate_data(data: DataConfig, model: ModelConfig) -> None:

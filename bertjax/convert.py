@@ -14,8 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from bertjax import pretrained
 from bertjax.errors import BertjaxError
+from bertjax.weights import pretrained
 
 EXIT_BAD_INPUT = 2
 

@@ -21,12 +21,12 @@ import jax
 import numpy as np
 import tqdm
 
-from bertjax import pretrained
 from bertjax.data.labelled import encode_inputs
+from bertjax.data.tokenizer import load_tokenizer
 from bertjax.errors import BertjaxError, DataError
-from bertjax.hf_weights import unflatten
-from bertjax.model import BertModel
-from bertjax.tokenizer import load_tokenizer
+from bertjax.model.bert import BertModel
+from bertjax.weights import pretrained
+from bertjax.weights.param_tree import unflatten
 
 PAIR_SEPARATOR = " ||| "
 

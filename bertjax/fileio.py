@@ -59,3 +59,34 @@ def folder_written_whole(final: str | Path, marker: str) -> Iterator[Path]:
                 raise
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def run_directory(workdir: str | Path) -> Iterator[None]:
+    """A run's directory that a failure before its first checkpoint leaves as it was.
+
+    On bad input (`BertjaxError`, e.g. a mesh that does not fit the devices, found after the run
+    wrote its config or prepared its data) everything the run added to `workdir` is removed again,
+    and `workdir` itself if the run created it, as long as no checkpoint was committed; entries
+    that were there before are never touched. On any other failure only the empty folders the
+    run created go (`folders_removed_on_failure`), so what a stopped run saved is kept.
+    """
+    from bertjax.errors import BertjaxError
+
+    workdir = Path(workdir)
+    existed = workdir.exists()
+    before = {p.name for p in workdir.iterdir()} if workdir.is_dir() else set()
+    checkpoints = workdir / "checkpoints"
+    try:
+        with folders_removed_on_failure(checkpoints):
+            yield
+    except BertjaxError:
+        committed = checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())
+        if workdir.is_dir() and not committed:
+            if not existed:
+                shutil.rmtree(workdir, ignore_errors=True)
+            else:
+                for entry in workdir.iterdir():
+                    if entry.name not in before:
+                        shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+        raise

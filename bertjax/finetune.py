@@ -7,8 +7,10 @@ python -m bertjax.finetune --config=configs/textclf.py --config.task.train_file=
 from absl import flags
 from ml_collections import config_flags
 
-from bertjax import cli, finetuning
+from bertjax import cli
 from bertjax import config as config_lib
+from bertjax.parallel import distributed
+from bertjax.training import finetuning
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Fine-tuning config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: best checkpoint, logs, predictions.")
@@ -18,6 +20,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv: list[str]) -> None:
     del argv
     config = config_lib.finetune_config_from_dict(_CONFIG.value)
+    distributed.initialize(config.distributed)  # before anything else touches JAX
     results = finetuning.finetune(config, _WORKDIR.value)
     finetuning.print_summary(results, _WORKDIR.value)
 

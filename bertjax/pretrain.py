@@ -7,8 +7,10 @@
 from absl import flags
 from ml_collections import config_flags
 
-from bertjax import cli, distributed, train
+from bertjax import cli
 from bertjax import config as config_lib
+from bertjax.parallel import distributed
+from bertjax.training import pretraining
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Pretraining config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, logs, plot.")
@@ -19,8 +21,8 @@ def main(argv: list[str]) -> None:
     del argv
     config = config_lib.from_config_dict(_CONFIG.value)
     distributed.initialize(config.distributed)  # before anything else touches JAX
-    metrics = train.pretrain(config, _WORKDIR.value)
-    train.print_summary(metrics, _WORKDIR.value)
+    metrics = pretraining.pretrain(config, _WORKDIR.value)
+    pretraining.print_summary(metrics, _WORKDIR.value)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bertjax import glue
+from bertjax.tasks import glue
 
 COLUMNS: dict[str, list[tuple[str, str, str]]] = {  # task -> (header, split, metric)
     "cola": [("CoLA (MCC)", "dev", "matthews_corrcoef")],

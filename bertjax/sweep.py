@@ -165,7 +165,7 @@ def write_tables(rows: list[dict[str, Any]], workdir: Path, title: str) -> tuple
 
 def main(argv: list[str]) -> None:
     del argv
-    from bertjax import finetuning
+    from bertjax.training import finetuning
 
     config_file = config_flags.get_config_filename(flags.FLAGS["config"])
     config_arg = sys_config_arg() or config_file

@@ -66,6 +66,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     train.checkpoint_every_steps = 1000  # and at every epoch end and on SIGTERM/SIGINT; 0 = not between epochs
     train.keep_checkpoint = False  # delete checkpoints/ once results.json is written (best/ stays)
     train.seed = 0  # classifier init, dropout and example order
+    train.nonfinite = "stop"  # a NaN/Inf loss or gradient: "stop" with an error, or "skip" the update
 
     config.mesh = mesh = ml_collections.ConfigDict()
     mesh.preset = ""  # "dp", "fsdp" or "fsdp_tp" set the sizes below; "" = use them as given
@@ -73,6 +74,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     mesh.fsdp = 1  # FSDP: parameters, gradients and optimizer state split over these devices
     mesh.tensor = 1  # tensor parallelism: attention heads, MLP and vocab split over these devices
     mesh.logical_axis_rules = [list(r) for r in DEFAULT_LOGICAL_AXIS_RULES]
+
+    config.distributed = distributed = ml_collections.ConfigDict()
+    distributed.mode = "auto"  # "auto": TPU pods, SLURM, MPI, JAX_COORDINATOR_ADDRESS; "explicit"; "off"
+    distributed.coordinator_address = ""  # explicit: host:port of process 0 (bound on that address only)
+    distributed.num_processes = 0  # explicit: how many processes
+    distributed.process_id = -1  # explicit: this process's index
+    distributed.timeout_seconds = 300
 
     if "runlocal" in args:
         model.size = args.get("size", "tiny")

@@ -3,6 +3,7 @@ command until it has logged a step, for the tests."""
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -25,6 +26,40 @@ def pretrain_command(workdir: Path, sample_files: dict, cache: Path, *overrides:
         f"--config.data.cache_dir={cache}",
         "--config.train.log_every_steps=1",
         *overrides,
+    ]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_env(devices: int) -> dict[str, str]:
+    """The environment of a process with `devices` simulated CPU devices."""
+    return {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+
+
+def start_two_processes(commands: list[list[str]], devices: int = 2) -> list[subprocess.Popen]:
+    """`commands[i]` started as process i of 2, joined by jax.distributed on 127.0.0.1."""
+    port = free_port()
+    return [
+        subprocess.Popen(
+            [
+                *command,
+                "--config.distributed.mode=explicit",
+                f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+                "--config.distributed.num_processes=2",
+                f"--config.distributed.process_id={i}",
+                "--config.distributed.timeout_seconds=120",
+            ],
+            cwd=ROOT,
+            env=cpu_env(devices),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i, command in enumerate(commands)
     ]
 
 

@@ -21,8 +21,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from bertjax import config as config_lib  # noqa: E402
-from bertjax import optim, sharding, train  # noqa: E402
-from bertjax.model import BertForPreTraining  # noqa: E402
+from bertjax.model.bert import BertForPreTraining  # noqa: E402
+from bertjax.parallel import sharding  # noqa: E402
+from bertjax.training import optim, pretraining  # noqa: E402
+from bertjax.training.state import init_state  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = [
@@ -49,7 +51,7 @@ def compile_step(config: config_lib.PretrainConfig, layers: int) -> float:
     model = BertForPreTraining(model_config)
     tx, schedule = optim.make_optimizer(config.optim, config.train.num_train_steps)
     length, predictions = config.data.max_seq_length, config.data.max_predictions_per_seq
-    init = functools.partial(train.init_state, model=model, tx=tx, seq_length=length)
+    init = functools.partial(init_state, init_params=pretraining.param_init(model, length), tx=tx)
     boxed = jax.eval_shape(init, jax.random.key(0))
     shardings = sharding.state_shardings(boxed, mesh, mesh_config)
     abstract_state = jax.tree.map(
@@ -66,7 +68,7 @@ def compile_step(config: config_lib.PretrainConfig, layers: int) -> float:
     }
     batch = {k: jax.ShapeDtypeStruct(v, jnp.int32, sharding=batch_sharding) for k, v in shapes.items()}
     batch["masked_lm_weights"] = jax.ShapeDtypeStruct((BATCH, predictions), jnp.float32, sharding=batch_sharding)
-    steps = train.compile_steps(model, tx, schedule, shardings, mesh, 1, 0, config.train.nsp_weight)
+    steps = pretraining.compile_steps(model, tx, schedule, shardings, mesh, 1, 0, config.train.nsp_weight)
     start = time.perf_counter()
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules(mesh_config)):
         steps.train.lower(abstract_state, batch, jax.random.key(0)).compile()

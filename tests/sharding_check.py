@@ -16,10 +16,12 @@ import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bertjax import bench, optim, sharding, train  # noqa: E402
-from bertjax import checkpoint as checkpointing  # noqa: E402
 from bertjax.config import MESH_PRESETS, MeshConfig, ModelConfig, OptimConfig  # noqa: E402
-from bertjax.model import BertForPreTraining  # noqa: E402
+from bertjax.model.bert import BertForPreTraining  # noqa: E402
+from bertjax.parallel import sharding  # noqa: E402
+from bertjax.parallel.hlo import hlo_collectives  # noqa: E402
+from bertjax.training import checkpoints, loop, optim, pretraining  # noqa: E402
+from bertjax.training.state import create_sharded_state, init_state  # noqa: E402
 
 MODEL = ModelConfig(
     # Large enough that GSPMD chose to gather lookups whole (Embeddings.word_table), and like BERT's
@@ -80,20 +82,22 @@ def run(
     mesh = sharding.make_mesh(mesh_config, devs)
     model = BertForPreTraining(model_config)
     tx, schedule = optim.make_optimizer(OptimConfig(optimizer=optimizer, learning_rate=1e-3, warmup_steps=1), 100)
-    state, shardings = train.create_sharded_state(jax.random.key(0), model, tx, LENGTH, mesh, mesh_config)
-    steps = train.compile_steps(model, tx, schedule, shardings, mesh, 1)
+    state, shardings = create_sharded_state(
+        jax.random.key(0), pretraining.param_init(model, LENGTH), tx, mesh, mesh_config
+    )
+    steps = pretraining.compile_steps(model, tx, schedule, shardings, mesh, 1)
     losses = []
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules(mesh_config)):
         for batch in batches():
-            state, metrics = steps.train(state, train.to_global(batch, steps.batch_sharding), jax.random.key(1))
+            state, metrics = steps.train(state, loop.to_global(batch, steps.batch_sharding), jax.random.key(1))
             losses.append(float(metrics["loss"]))
     if len(devs) > 1:
         with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules(mesh_config)):
-            batch = train.to_global(batches()[0], steps.batch_sharding)
+            batch = loop.to_global(batches()[0], steps.batch_sharding)
             hlo = steps.train.lower(state, batch, jax.random.key(1)).compile().as_text()
         # All-gathers whose result holds a float [BATCH, LENGTH, ...] array: the global batch's
         # activations on every device.
-        gathers = [c.result for c in bench.hlo_collectives(hlo) if c.kind == "all-gather"]
+        gathers = [c.result for c in hlo_collectives(hlo) if c.kind == "all-gather"]
         extra = {"global_batch_gathers": sum(f"f32[{BATCH},{LENGTH}," in result for result in gathers)}
     else:
         extra = {}
@@ -122,12 +126,12 @@ def restore_across_meshes(directory: str) -> dict[str, float]:
 
     def state_on(devices: list, mesh_config: MeshConfig) -> object:
         mesh = sharding.make_mesh(mesh_config, devices)
-        return train.create_sharded_state(jax.random.key(7), model, tx, LENGTH, mesh, mesh_config)[0]
+        return create_sharded_state(jax.random.key(7), pretraining.param_init(model, LENGTH), tx, mesh, mesh_config)[0]
 
     saved = state_on(jax.devices(), MeshConfig(**MESH_PRESETS["fsdp"]))
     saved = saved.replace(params=jax.tree.map(lambda x: x * 1.5 + 0.25, saved.params))  # not the init values
-    manager = checkpointing.manager(directory, 2)
-    checkpointing.save(manager, 1, saved, {"step": 1})
+    manager = checkpoints.manager(directory, 2)
+    checkpoints.save(manager, 1, saved, {"step": 1})
     manager.wait_until_finished()
     expected = jax.device_get(saved)
     out = {}
@@ -136,7 +140,7 @@ def restore_across_meshes(directory: str) -> dict[str, float]:
         ("single", jax.devices()[:1], MeshConfig(data=1)),
     ):
         target = state_on(devices, mesh_config)  # another init (key 7, unscaled): must be overwritten
-        restored, progress, _ = checkpointing.restore_latest(manager, target)
+        restored, progress, _ = checkpoints.restore_latest(manager, target)
         leaf = restored.params["bert"]["layer_0"]["intermediate"]["kernel"]
         diffs = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - b).max()), restored, expected))
         out[name] = {
@@ -154,7 +158,7 @@ def base_state_memory() -> dict[str, float]:
     base = ModelConfig(vocab_size=30522)  # L12 H768, fp32
     model = BertForPreTraining(base)
     tx, _ = optim.make_optimizer(OptimConfig(), 100)
-    init = functools.partial(train.init_state, model=model, tx=tx, seq_length=128)
+    init = functools.partial(init_state, init_params=pretraining.param_init(model, 128), tx=tx)
     boxed = jax.eval_shape(init, jax.random.key(0))
     abstract = nn.meta.unbox(boxed)
     out = {}

@@ -2,7 +2,6 @@
 its FLOP formula is checked against a count by hand."""
 
 import gzip
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from bertjax import bench, reporting
+from benchmarks import bench
 from bertjax.config import ModelConfig
 from bertjax.errors import ConfigError
+from bertjax.parallel.hlo import hlo_collectives
+from bertjax.training import logs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,7 +35,7 @@ def test_useful_flops_formula():
 
 def test_bench_runs_on_a_tiny_size(tmp_path):
     out = tmp_path / "bench.json"
-    command = [sys.executable, "-m", "bertjax.bench", "--rows=tiny-4-32", "--steps=2", "--warmup=1", f"--out={out}"]
+    command = [sys.executable, "-m", "benchmarks.bench", "--rows=tiny-4-32", "--steps=2", "--warmup=1", f"--out={out}"]
     command.append("--dtypes=bfloat16")  # the float32 path is the same code without autocast / custom VJP
     # The attention implementation names the row (the default einsum is the same code path, and
     # the model tests compare the two implementations).
@@ -131,9 +132,9 @@ COLLECTIVES_HLO = """ENTRY %main.1 (a: f32[16,32,128]) -> f32[64,32] {
 
 
 def test_hlo_collectives_reads_kind_bytes_and_source():
-    """The collectives of compiled HLO, as experiments/sharded_collectives.py and the sharding test
+    """The collectives of compiled HLO, as benchmarks/sharded_collectives.py and the sharding test
     count them: an async collective once (at its start, result tuple included), with its source."""
-    found = bench.hlo_collectives(COLLECTIVES_HLO)
+    found = hlo_collectives(COLLECTIVES_HLO)
     assert [c.kind for c in found] == ["all-gather", "all-reduce", "reduce-scatter"]
     assert [c.bytes for c in found] == [(4 + 16) * 32 * 128 * 4, 64 * 32 * 2, 8 * 4]
     assert found[0].source == "jit(train_step)/bert/layer_0/attention/query/dot_general"
@@ -149,15 +150,15 @@ def test_mfu_is_useful_flops_over_the_datasheet_rate():
     assert abs(record["mfu"] - flops / 1000e12) < 1e-12
     assert abs(record["fraction_of_matmul_peak"] - flops / 500e12) < 1e-12
     assert bench.DATASHEET_TFLOPS[("NVIDIA H100 80GB HBM3", "bfloat16")] == 989.4
-    assert reporting.throughput(2e12, 100.0, 4, 989.4) == {"tflops_per_device": 50.0, "mfu": 50.0 / 989.4}
-    assert reporting.throughput(2e12, 100.0, 4, None) == {"tflops_per_device": 50.0}
+    assert logs.throughput(2e12, 100.0, 4, 989.4) == {"tflops_per_device": 50.0, "mfu": 50.0 / 989.4}
+    assert logs.throughput(2e12, 100.0, 4, None) == {"tflops_per_device": 50.0}
 
 
 def test_gpu_levers_runs_every_variant_on_the_same_function():
-    """experiments/gpu_levers.py (the GPU A/B harness) at a tiny size on the CPU: every variant trains
+    """benchmarks/gpu_levers.py (the GPU A/B harness) at a tiny size on the CPU: every variant trains
     the same weights on the same batch, so the first losses agree to 1e-3 relative (bf16; "xla" also
     drops attention dropout, a change far below that at initialisation), and each gets a row."""
-    command = [sys.executable, "experiments/gpu_levers.py", "--row=tiny-4-32", "--rounds=1", "--steps=1"]
+    command = [sys.executable, "-m", "benchmarks.gpu_levers", "--row=tiny-4-32", "--rounds=1", "--steps=1"]
     command.append("--variants=einsum,xla+f32-dots")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
@@ -195,10 +196,10 @@ def test_bench_model_is_validated_as_a_runs_config():
 
 
 def test_sharded_collectives_tabulates_what_each_mesh_moves():
-    """experiments/sharded_collectives.py at a tiny size: one row per mesh, bytes per kind of
+    """benchmarks/sharded_collectives.py at a tiny size: one row per mesh, bytes per kind of
     collective; data parallelism moves gradients by all-reduce only, and no mesh all-gathers the
     global batch's activations."""
-    command = [sys.executable, "experiments/sharded_collectives.py", "--size=tiny", "--layers=1", "--batch=16"]
+    command = [sys.executable, "-m", "benchmarks.sharded_collectives", "--size=tiny", "--layers=1", "--batch=16"]
     command += ["--length=32", "--meshes", "4,1,1", "2,2,2"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -214,18 +215,17 @@ def test_sharded_collectives_tabulates_what_each_mesh_moves():
 
 
 def test_cpu_matmuls_counts_each_product_and_times_both_libraries():
-    """experiments/cpu_matmuls.py: the FLOPs of its products against hand counts, and a run at a
+    """benchmarks/cpu_matmuls.py: the FLOPs of its products against hand counts, and a run at a
     tiny size prints one row per product with a rate for XLA and for torch."""
-    spec = importlib.util.spec_from_file_location("cpu_matmuls", ROOT / "experiments" / "cpu_matmuls.py")
-    cpu_matmuls = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cpu_matmuls)
+    from benchmarks import cpu_matmuls
+
     counted = {name: cpu_matmuls.flops(s, x, w) for name, s, x, w in cpu_matmuls.products(1024, 160)}
     assert counted["intermediate dW"] == counted["intermediate fwd"] == 2 * 1024 * 768 * 3072
     assert counted["attention dense dX"] == 2 * 1024 * 768 * 768
     assert counted["decoder fwd (masked)"] == counted["decoder dW (masked)"] == 2 * 160 * 768 * 30522
     assert counted["output dW"] == counted["output dX"] == 2 * 1024 * 3072 * 768
     assert counted["attention scores"] == counted["attention context"] == 2 * 8 * 12 * 128 * 128 * 64
-    command = [sys.executable, "experiments/cpu_matmuls.py", "--tokens=256", "--repeats=1"]
+    command = [sys.executable, "-m", "benchmarks.cpu_matmuls", "--tokens=256", "--repeats=1"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line.strip(" |").split(" | ") for line in result.stdout.splitlines() if line.startswith("| ")][1:]

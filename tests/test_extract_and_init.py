@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bertjax import glue
 from bertjax.errors import DataError
+from bertjax.tasks import glue
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -139,7 +139,7 @@ def test_pretraining_starts_from_hugging_face_weights(tmp_path, sample_files):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "init from" in result.stdout and "initialised fresh" not in result.stdout
     assert json.loads((workdir / "config.json").read_text())["config"]["model"]["hidden_size"] == 32
-    from bertjax import pretrained
+    from bertjax.weights import pretrained
 
     saved = pretrained.load(workdir)
     np.testing.assert_allclose(
@@ -159,7 +159,7 @@ def _optimizer_counts(workdir: Path, step: int) -> list[int]:
     """The step counters in a pretraining checkpoint's optimizer state (Adam's and the schedule's)."""
     import jax
 
-    from bertjax import pretrained
+    from bertjax.weights import pretrained
 
     state = pretrained._restore_tree(workdir / "checkpoints" / str(step) / "state")
     leaves = jax.tree_util.tree_flatten_with_path(state["opt_state"])[0]

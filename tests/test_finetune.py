@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from glue_files import write_glue_dir
 
-from bertjax import checkpoint as checkpointing
-from bertjax import pretrained
+from bertjax.training import checkpoints
+from bertjax.weights import pretrained
 
 ROOT = Path(__file__).resolve().parents[1]
 POSITIVE = "good great excellent wonderful fine nice superb lovely".split()
@@ -67,7 +67,7 @@ def test_custom_task_learns_and_keeps_the_best_checkpoint(tmp_path, vocab_file):
     assert {line.split("\t")[1] for line in predictions[1:]} <= {"negative", "positive"}
     best = pretrained.load(workdir / "best")
     assert best.labels == ("negative", "positive") and "classifier" in best.groups()
-    on_disk = checkpointing.saved_tree(workdir / "best" / "params")
+    on_disk = checkpoints.saved_tree(workdir / "best" / "params")
     assert "layer_0" in on_disk["bert"] and "layers" not in on_disk["bert"]
     assert (workdir / "curves.png").stat().st_size > 10_000
     # Throughput: every toy row fits 32 tokens, so every batch is cut to 32 columns and the useful
@@ -185,24 +185,24 @@ def test_batches_cut_to_their_longest_row_give_the_same_logits():
     import jax.numpy as jnp
     from flax import linen as nn
 
-    from bertjax import finetuning, sharding
     from bertjax.config import MeshConfig, ModelConfig
-    from bertjax.data.labelled import Encoded
-    from bertjax.model import BertForSequenceClassification
+    from bertjax.model.bert import BertForSequenceClassification
+    from bertjax.parallel import sharding
+    from bertjax.tasks.base import INPUT_KEYS, Split
+    from bertjax.training import finetuning
 
     rng = np.random.default_rng(0)
     n, length = 12, 128
     lengths = rng.integers(5, 40, n)
     mask = (np.arange(length)[None] < lengths[:, None]).astype(np.int32)
-    encoded = Encoded(
-        (rng.integers(5, 100, (n, length)) * mask).astype(np.int32),
-        ((np.arange(length)[None] >= lengths[:, None] // 2) * mask).astype(np.int32),
-        mask,
-        rng.integers(0, 2, n).astype(np.float32),
-        [str(i) for i in range(n)],
-        0,
-    )
-    batch = finetuning._rows(encoded, np.arange(5), 8, multiple=32)
+    features = {
+        "input_ids": (rng.integers(5, 100, (n, length)) * mask).astype(np.int32),
+        "token_type_ids": ((np.arange(length)[None] >= lengths[:, None] // 2) * mask).astype(np.int32),
+        "attention_mask": mask,
+        "labels": rng.integers(0, 2, n).astype(np.float32),
+    }
+    encoded = Split("test", features, examples=None, source="test")
+    batch = finetuning.batch_of(encoded, np.arange(5), 8, multiple=32)
     assert batch["input_ids"].shape == (8, 32 if lengths[:5].max() <= 32 else 64)
     config = ModelConfig(
         vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
@@ -210,8 +210,8 @@ def test_batches_cut_to_their_longest_row_give_the_same_logits():
     model = BertForSequenceClassification(config, 2)
     ids = jnp.ones((1, length), jnp.int32)
     params = nn.meta.unbox(model.init(jax.random.key(0), ids, ids, ids)["params"])
-    predict_fn = jax.jit(lambda p, b: finetuning.predict_logits(p, b, model=model))
+    predict_fn = jax.jit(lambda p, b: model.apply({"params": p}, *(b[k] for k in INPUT_KEYS)))
     batch_sharding = sharding.batch_sharding(sharding.make_mesh(MeshConfig()))
-    full = finetuning.predict(predict_fn, params, encoded, 4, batch_sharding)
-    cut = finetuning.predict(predict_fn, params, encoded, 4, batch_sharding, pad_to_multiple_of=32)
+    full = finetuning.predict(predict_fn, params, encoded, 4, batch_sharding, INPUT_KEYS)
+    cut = finetuning.predict(predict_fn, params, encoded, 4, batch_sharding, INPUT_KEYS, pad_to_multiple_of=32)
     np.testing.assert_allclose(cut, full, atol=2e-6)

@@ -11,7 +11,7 @@ import numpy as np
 from pretrain_runs import committed_checkpoints, run_until, steps_logged, train_records
 from test_finetune import finetune, write_toy
 
-from bertjax import pretrained
+from bertjax.weights import pretrained
 
 
 def test_killed_fine_tuning_resumes_to_the_same_results(tmp_path, vocab_file):

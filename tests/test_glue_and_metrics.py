@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from glue_files import write_glue_dir
 
-from bertjax import glue, metrics
 from bertjax.data import labelled
 from bertjax.errors import DataError
+from bertjax.tasks import glue, metrics
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 scipy_stats = pytest.importorskip("scipy.stats")
@@ -87,7 +87,7 @@ def test_custom_formats_and_discovered_labels(tmp_path):
 
 
 def test_encoding_pairs_truncates_the_longer_text(vocab_file):
-    from bertjax.tokenizer import load_tokenizer
+    from bertjax.data.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(vocab_file)
     examples = labelled.Examples(

@@ -12,8 +12,11 @@ from flax import linen as nn
 from flax import traverse_util
 
 from bertjax.config import ModelConfig
-from bertjax.hf_weights import params_from_hf, params_to_hf, stack_layers, unstack_layers
-from bertjax.model import BertForPreTraining, Dropout, Projection, einsum, gelu, keep_mask, random_words
+from bertjax.model import ops
+from bertjax.model.bert import BertForPreTraining, Projection
+from bertjax.model.ops import Dropout, einsum, gelu, keep_mask, random_words
+from bertjax.weights.hf_mapping import params_from_hf, params_to_hf
+from bertjax.weights.param_tree import stack_layers, unstack_layers
 
 CONFIG = ModelConfig(
     vocab_size=211,
@@ -186,7 +189,6 @@ def test_mixed_precision_einsum_gradients_match_float32(spec):
 def test_einsum_on_gpus_and_tpus_is_xlas_own_in_the_compute_dtype(monkeypatch):
     """Off the CPU `einsum` below float32 is jnp.einsum in that dtype (bf16 results, the matrix
     units accumulating in float32); the model's loss and gradients stay those of the CPU form."""
-    from bertjax import model
 
     rng = np.random.default_rng(0)
     x, w = jnp.asarray(rng.normal(size=(2, 8, 32)), jnp.float32), jnp.asarray(rng.normal(size=(32, 16)), jnp.float32)
@@ -196,7 +198,7 @@ def test_einsum_on_gpus_and_tpus_is_xlas_own_in_the_compute_dtype(monkeypatch):
     assert einsum("...i,io->...o", x, w, jnp.bfloat16).dtype == jnp.float32  # the CPU form
     value_cpu, grads_cpu = jax.jit(lambda p: _value_and_grads(config, p, batch))(params)
 
-    monkeypatch.setattr(model, "native_low_precision_dots", lambda: True)
+    monkeypatch.setattr(ops, "native_low_precision_dots", lambda: True)
     out = einsum("...i,io->...o", x, w, jnp.bfloat16)
     assert out.dtype == jnp.bfloat16
     np.testing.assert_array_equal(out, jnp.einsum("bti,io->bto", x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)))
@@ -340,8 +342,9 @@ def test_pre_layer_norm_encoder_equals_torch_roberta_prelayernorm():
     layer), given BERT's position ids; its weights are random, LayerNorms included."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    from bertjax.hf_weights import hf_to_flat, unflatten
-    from bertjax.model import BertModel
+    from bertjax.model.bert import BertModel
+    from bertjax.weights.hf_mapping import hf_to_flat
+    from bertjax.weights.param_tree import unflatten
 
     config = dataclasses.replace(CONFIG, layer_norm_position="pre")
     hf_model = _random_torch_model(

@@ -3,22 +3,14 @@ train exactly as one process x 4 devices: same losses, and the checkpoint resume
 SIGTERM to one of the processes stops both at the same step with one checkpoint."""
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
-from pretrain_runs import committed_checkpoints, pretrain_command, train_records
+from pretrain_runs import committed_checkpoints, cpu_env, pretrain_command, start_two_processes, train_records
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _command(workdir, sample_files, cache, *extra):
@@ -26,34 +18,11 @@ def _command(workdir, sample_files, cache, *extra):
     return pretrain_command(workdir, sample_files, cache, *steps, "--config.train.eval_every_steps=6", *extra)
 
 
-def _env(devices: int) -> dict[str, str]:
-    return {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-
-
 def _two_processes(workdir, sample_files, cache, *extra, caches=None) -> list[subprocess.Popen]:
     """The run as two processes; `caches` gives each its own data.cache_dir (hosts that share no disk)."""
-    port = _free_port()
-    return [
-        subprocess.Popen(
-            _command(
-                workdir,
-                sample_files,
-                caches[i] if caches else cache,
-                "--config.distributed.mode=explicit",
-                f"--config.distributed.coordinator_address=127.0.0.1:{port}",
-                "--config.distributed.num_processes=2",
-                f"--config.distributed.process_id={i}",
-                "--config.distributed.timeout_seconds=120",
-                *extra,
-            ),
-            cwd=ROOT,
-            env=_env(2),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
+    return start_two_processes(
+        [_command(workdir, sample_files, caches[i] if caches else cache, *extra) for i in range(2)]
+    )
 
 
 def _losses(workdir: Path) -> dict[int, float]:
@@ -63,7 +32,9 @@ def _losses(workdir: Path) -> dict[int, float]:
 def test_two_processes_equal_one_process_with_as_many_devices(tmp_path, sample_files):
     cache = tmp_path / "cache"
     single = tmp_path / "single"
-    one = subprocess.run(_command(single, sample_files, cache), cwd=ROOT, env=_env(4), capture_output=True, text=True)
+    one = subprocess.run(
+        _command(single, sample_files, cache), cwd=ROOT, env=cpu_env(4), capture_output=True, text=True
+    )
     assert one.returncode == 0, one.stderr[-3000:]
 
     multi = tmp_path / "multi"
@@ -89,7 +60,7 @@ def test_two_processes_equal_one_process_with_as_many_devices(tmp_path, sample_f
     more = subprocess.run(
         _command(multi, sample_files, cache, "--config.train.num_train_steps=8"),
         cwd=ROOT,
-        env=_env(4),
+        env=cpu_env(4),
         capture_output=True,
         text=True,
     )

@@ -10,8 +10,8 @@ import numpy as np
 import optax
 import torch
 
-from bertjax import optim
 from bertjax.config import OptimConfig
+from bertjax.training import optim
 
 SHAPES = {"dense": {"kernel": (6, 4), "bias": (4,)}, "attention_layer_norm": {"scale": (4,), "bias": (4,)}}
 DECAYED = {("dense", "kernel")}

@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from bertjax import train
 from bertjax.config import DataConfig, ModelConfig
-from bertjax.data import pretraining
-from bertjax.model import BertForPreTraining, attention_allowed, position_ids
-from bertjax.tokenizer import load_tokenizer
+from bertjax.data import pretraining as pretraining_data
+from bertjax.data.tokenizer import load_tokenizer
+from bertjax.model.bert import BertForPreTraining, attention_allowed, position_ids
+from bertjax.training import pretraining
 
 
 def test_pack_places_every_item_once_and_rows_fit():
     rng = np.random.default_rng(0)
     lengths = np.concatenate([rng.integers(5, 40, 300), np.full(50, 128), rng.integers(60, 128, 50)])
-    plan = pretraining.pack(lengths, 128, 3)
+    plan = pretraining_data.pack(lengths, 128, 3)
     items = plan[plan >= 0]
     assert sorted(items.tolist()) == list(range(len(lengths)))
     assert ((plan >= 0).sum(1) <= 3).all() and ((plan >= 0).sum(1) >= 1).all()
@@ -26,10 +26,10 @@ def test_pack_places_every_item_once_and_rows_fit():
     assert row_lengths.max() <= 128
     assert len(plan) < 0.5 * len(lengths)
     # Within 20% of a known optimum: 60 items of 40 and 30 of 48 fill exactly 30 rows of (40, 40, 48).
-    assert len(pretraining.pack(np.array([40] * 60 + [48] * 30), 128, 3)) <= 36
-    np.testing.assert_array_equal(plan, pretraining.pack(lengths, 128, 3))
+    assert len(pretraining_data.pack(np.array([40] * 60 + [48] * 30), 128, 3)) <= 36
+    np.testing.assert_array_equal(plan, pretraining_data.pack(lengths, 128, 3))
     with pytest.raises(ValueError, match="more than a row"):
-        pretraining.pack(np.array([129]), 128, 2)
+        pretraining_data.pack(np.array([129]), 128, 2)
 
 
 def test_position_ids_and_attention_follow_segments():
@@ -53,14 +53,14 @@ def short_pairs(sample_files, tmp_path_factory):
         short_seq_prob=1.0,
     )
     tokenizer = load_tokenizer(config.vocab_file)
-    prepared = pretraining.prepare(config, tokenizer, tmp_path_factory.mktemp("prepared"))
+    prepared = pretraining_data.prepare(config, tokenizer, tmp_path_factory.mktemp("prepared"))
     return config, tokenizer, prepared
 
 
 def test_packed_rows_hold_the_unpacked_examples(short_pairs):
     config, tokenizer, prepared = short_pairs
-    single = pretraining.load_split(prepared, "train", config, tokenizer)
-    packed = pretraining.load_split(prepared, "train", dataclasses.replace(config, pack_examples=3), tokenizer)
+    single = pretraining_data.load_split(prepared, "train", config, tokenizer)
+    packed = pretraining_data.load_split(prepared, "train", dataclasses.replace(config, pack_examples=3), tokenizer)
     assert len(packed) < 0.8 * len(single) and packed.fill > 1.25 * single.fill
     row = int(np.argmax((packed.rows >= 0).sum(1)))
     assert (packed.rows[row] >= 0).sum() >= 2
@@ -83,8 +83,8 @@ def test_packed_rows_hold_the_unpacked_examples(short_pairs):
 
 def test_packing_gives_the_same_loss_as_unpacked_rows(short_pairs):
     config, tokenizer, prepared = short_pairs
-    single = pretraining.load_split(prepared, "train", config, tokenizer)
-    packed = pretraining.load_split(prepared, "train", dataclasses.replace(config, pack_examples=3), tokenizer)
+    single = pretraining_data.load_split(prepared, "train", config, tokenizer)
+    packed = pretraining_data.load_split(prepared, "train", dataclasses.replace(config, pack_examples=3), tokenizer)
     shared = np.flatnonzero((packed.rows >= 0).sum(1) >= 2)
     rows = [int(r) for r in shared[:5]] + [0]  # five shared rows and one with a single pair
     instances = [int(i) for r in rows for i in packed.rows[r] if i >= 0]
@@ -108,7 +108,7 @@ def test_packing_gives_the_same_loss_as_unpacked_rows(short_pairs):
     params = nn.meta.unbox(model.init(jax.random.key(0), ids, ids, ids, jnp.zeros((1, 2), jnp.int32))["params"])
 
     def sums(batch):
-        _, s = train._losses(params, batch, None, model, jnp.ones(()), jnp.ones(()))
+        _, s = pretraining.losses(params, batch, None, (jnp.ones(()), jnp.ones(())), model=model)
         return {k: float(v) for k, v in s.items()}
 
     a, b = sums(unpacked_batch), sums(packed_batch)

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from bertjax import hf_weights, pretrained
 from bertjax.config import ModelConfig
+from bertjax.data.tokenizer import load_tokenizer
 from bertjax.errors import CheckpointError
-from bertjax.model import BertForPreTraining, BertModel
-from bertjax.tokenizer import load_tokenizer
+from bertjax.model.bert import BertForPreTraining, BertModel
+from bertjax.weights import hf_mapping, param_tree, pretrained
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -51,7 +51,7 @@ def _fresh_flat(config, model_cls=BertForPreTraining):
     ids = jnp.ones((1, 8), jnp.int32)
     args = (ids, ids, ids, jnp.zeros((1, 2), jnp.int32)) if model_cls is BertForPreTraining else (ids, ids, ids)
     params = nn.meta.unbox(model_cls(config).init(jax.random.key(0), *args)["params"])
-    return hf_weights.flatten(jax.tree.map(np.asarray, params))
+    return param_tree.flatten(jax.tree.map(np.asarray, params))
 
 
 def _state_dict(model):
@@ -115,7 +115,7 @@ def test_wrong_shapes_and_unknown_tensors_are_errors(tmp_path):
         pretrained.load(folder)
     config_ok = pretrained.model_config_from_hf(HF_CONFIG, "x")
     with pytest.raises(CheckpointError, match="unknown tensor bert.encoder.layer.0.attention.self.rotary.weight"):
-        hf_weights.hf_to_flat({"bert.encoder.layer.0.attention.self.rotary.weight": np.zeros(3)}, config_ok)
+        hf_mapping.hf_to_flat({"bert.encoder.layer.0.attention.self.rotary.weight": np.zeros(3)}, config_ok)
     with pytest.raises(CheckpointError, match="model_type 'roberta' is not bert"):
         pretrained.model_config_from_hf({**HF_CONFIG, "model_type": "roberta"}, "x")
     # A model of another shape than the checkpoint: one-line error naming the parameter.
@@ -182,7 +182,7 @@ def test_minilm_real_weights_parity_with_torch(sample_files, tmp_path):
     mask = np.asarray([e.attention_mask for e in encodings], np.int32)
     assert 10 < mask.sum(1).mean() < 120 and mask.sum(1).max() == 128  # varied lengths, some truncated
 
-    params = hf_weights.unflatten({k[len("bert/") :]: v for k, v in checkpoint.params.items()})
+    params = param_tree.unflatten({k[len("bert/") :]: v for k, v in checkpoint.params.items()})
     model = BertModel(checkpoint.config)
     apply = jax.jit(lambda p, i, t, m: model.apply({"params": p}, i, t, m))
     reference = transformers.BertModel.from_pretrained(folder).eval()

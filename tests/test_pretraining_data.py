@@ -11,8 +11,8 @@ import pytest
 
 from bertjax.config import DataConfig, ModelConfig, validate_data
 from bertjax.data import corpus, pretraining
+from bertjax.data.tokenizer import load_tokenizer, special_ids
 from bertjax.errors import ConfigError, DataError
-from bertjax.tokenizer import load_tokenizer, special_ids
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +182,7 @@ _LOADER_TO_THE_END = textwrap.dedent(
 
     from bertjax.config import DataConfig
     from bertjax.data import pretraining
-    from bertjax.tokenizer import load_tokenizer
+    from bertjax.data.tokenizer import load_tokenizer
 
     def main(prepared, news, vocab, close):
         config = DataConfig(train_files=(news,), corpus_format="paragraphs", vocab_file=vocab, max_documents=400)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from bertjax import config as config_lib
-from bertjax import optim
+from bertjax.training import optim
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_COMPILED = ["recipe=bert,size=base,phase=1", "recipe=lamb,phase=2"]

@@ -21,7 +21,7 @@ def _command(workdir, sample_files, cache, *overrides):
 
 
 def _final_params(workdir: Path, step: int):
-    from bertjax import pretrained
+    from bertjax.weights import pretrained
 
     return pretrained.read_run(workdir / "checkpoints" / str(step)).params
 

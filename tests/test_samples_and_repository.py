@@ -16,7 +16,11 @@ def test_every_source_file_is_tracked_by_git():
     """Regression: a `data/` rule in .gitignore once kept the whole bertjax/data package out of git."""
     if not (ROOT / ".git").exists() or shutil.which("git") is None:
         pytest.skip("not a git checkout")
-    sources = [p for folder in ("bertjax", "configs", "tests", "experiments") for p in (ROOT / folder).rglob("*.py")]
+    sources = [
+        p
+        for folder in ("bertjax", "benchmarks", "configs", "tests", "experiments")
+        for p in (ROOT / folder).rglob("*.py")
+    ]
     assert any(p.parent.name == "data" for p in sources)
     ignored = subprocess.run(
         ["git", "check-ignore", "--no-index", *map(str, sources)], cwd=ROOT, capture_output=True, text=True

@@ -10,7 +10,7 @@ import pytest
 
 from bertjax.config import MeshConfig, mesh_config_from_dict
 from bertjax.errors import ConfigError
-from bertjax.sharding import mesh_shape
+from bertjax.parallel.sharding import mesh_shape
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,8 +12,8 @@ import pytest
 
 from bertjax.config import DataConfig
 from bertjax.data import corpus, pretraining
+from bertjax.data.tokenizer import load_tokenizer
 from bertjax.errors import DataError
-from bertjax.tokenizer import load_tokenizer
 
 tfds = pytest.importorskip("tensorflow_datasets")
 

@@ -4,8 +4,8 @@ import shutil
 
 import pytest
 
+from bertjax.data.tokenizer import SPECIAL_TOKENS, load_tokenizer, read_vocab, special_ids, subword_flags, train_vocab
 from bertjax.errors import DataError
-from bertjax.tokenizer import SPECIAL_TOKENS, load_tokenizer, read_vocab, special_ids, subword_flags, train_vocab
 
 TEXTS = [
     "Hello, world! This is BERT.",
@@ -77,7 +77,7 @@ def test_bad_vocab(tmp_path):
 
 
 def test_train_vocab_command(tmp_path, sample_files):
-    from bertjax.tokenizer import main
+    from bertjax.data.tokenizer import main
 
     main([f"--files={sample_files['news']}", f"--out={tmp_path}", "--vocab_size=2000"])
     tokens = read_vocab(tmp_path / "vocab.txt")

@@ -8,10 +8,12 @@ import numpy as np
 import optax
 import pytest
 
-from bertjax import checkpoint as checkpointing
-from bertjax import fileio, optim, sharding, train
+from bertjax import fileio
 from bertjax.config import MeshConfig, ModelConfig, OptimConfig
-from bertjax.model import BertForPreTraining
+from bertjax.model.bert import BertForPreTraining
+from bertjax.parallel import sharding
+from bertjax.training import checkpoints, optim, pretraining
+from bertjax.training.state import TrainState, create_sharded_state
 
 MODEL = ModelConfig(
     vocab_size=97,
@@ -48,7 +50,7 @@ def _setup(optim_config=OPTIM):
     model = BertForPreTraining(MODEL)
     tx, schedule = optim.make_optimizer(optim_config, 10)
     mesh = sharding.make_mesh(MeshConfig())
-    state, _ = train.create_sharded_state(jax.random.key(0), model, tx, 16, mesh, MeshConfig())
+    state, _ = create_sharded_state(jax.random.key(0), pretraining.param_init(model, 16), tx, mesh, MeshConfig())
     return model, tx, schedule, state
 
 
@@ -56,8 +58,10 @@ def test_gradient_accumulation_equals_full_batch():
     model, tx, schedule, state = _setup()
     batch = _batch(np.random.default_rng(0))
     key = jax.random.key(1)
-    full_state, full = train.train_step(state, batch, key, model=model, tx=tx, schedule=schedule)
-    acc_state, acc = train.train_step(state, batch, key, model=model, tx=tx, schedule=schedule, grad_accum_steps=4)
+    full_state, full = pretraining.train_step(state, batch, key, model=model, tx=tx, schedule=schedule)
+    acc_state, acc = pretraining.train_step(
+        state, batch, key, model=model, tx=tx, schedule=schedule, grad_accum_steps=4
+    )
     for name in ("loss", "mlm_loss", "mlm_accuracy", "nsp_loss", "grad_norm"):
         np.testing.assert_allclose(acc[name], full[name], rtol=2e-5, err_msg=name)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), acc_state.params, full_state.params)
@@ -66,7 +70,7 @@ def test_gradient_accumulation_equals_full_batch():
 def test_loss_ignores_padded_predictions_and_matches_reference():
     model, tx, schedule, state = _setup()
     batch = _batch(np.random.default_rng(1))
-    _, metrics = train.train_step(state, batch, jax.random.key(0), model=model, tx=tx, schedule=schedule)
+    _, metrics = pretraining.train_step(state, batch, jax.random.key(0), model=model, tx=tx, schedule=schedule)
     mlm_logits, nsp_logits = model.apply(
         {"params": state.params},
         batch["input_ids"],
@@ -90,11 +94,10 @@ def test_dropout_changes_with_step_and_is_reproducible():
     model_config = dataclasses.replace(MODEL, hidden_dropout_prob=0.1)
     model = BertForPreTraining(model_config)
     tx, schedule = optim.make_optimizer(OptimConfig(), 10)
-    state, _ = train.create_sharded_state(
-        jax.random.key(0), model, tx, 16, sharding.make_mesh(MeshConfig()), MeshConfig()
-    )
+    mesh = sharding.make_mesh(MeshConfig())
+    state, _ = create_sharded_state(jax.random.key(0), pretraining.param_init(model, 16), tx, mesh, MeshConfig())
     batch = _batch(np.random.default_rng(2))
-    step = jax.jit(lambda s, b, r: train.train_step(s, b, r, model=model, tx=tx, schedule=schedule))
+    step = jax.jit(lambda s, b, r: pretraining.train_step(s, b, r, model=model, tx=tx, schedule=schedule))
     _, a = step(state, batch, jax.random.key(5))
     _, b = step(state, batch, jax.random.key(5))
     _, c = step(state.replace(step=state.step + 1), batch, jax.random.key(5))
@@ -171,11 +174,9 @@ def test_restore_subtrees_reads_only_the_named_parts(tmp_path):
     }
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save((tmp_path / "state").absolute(), saved)
-    tree = checkpointing.saved_tree(tmp_path / "state")
+    tree = checkpoints.saved_tree(tmp_path / "state")
     assert tree["opt_state"][0]["mu"].shape == (4, 3)
-    on_host = checkpointing.restore_subtrees(
-        tmp_path / "state", {"params": jax.tree.map(np.zeros_like, saved["params"])}
-    )
+    on_host = checkpoints.restore_subtrees(tmp_path / "state", {"params": jax.tree.map(np.zeros_like, saved["params"])})
     assert list(on_host) == ["params"]
     np.testing.assert_array_equal(on_host["params"]["dense"]["kernel"], saved["params"]["dense"]["kernel"])
     mesh = sharding.make_mesh(MeshConfig())
@@ -183,7 +184,7 @@ def test_restore_subtrees_reads_only_the_named_parts(tmp_path):
         {"mu": jax.ShapeDtypeStruct((4, 3), np.float32, sharding=sharding.replicated(mesh))},
         jax.ShapeDtypeStruct((), np.int32, sharding=sharding.replicated(mesh)),
     ]
-    on_mesh = checkpointing.restore_subtrees(tmp_path / "state", {"opt_state": target})
+    on_mesh = checkpoints.restore_subtrees(tmp_path / "state", {"opt_state": target})
     assert list(on_mesh) == ["opt_state"] and isinstance(on_mesh["opt_state"][0]["mu"], jax.Array)
     np.testing.assert_array_equal(np.asarray(on_mesh["opt_state"][0]["mu"]), saved["opt_state"][0]["mu"])
     assert int(on_mesh["opt_state"][1]) == 4
@@ -199,13 +200,13 @@ def test_second_phase_continues_or_restarts_the_moments_count(tmp_path):
     for shift in (0.0, 1.0, 2.0):
         grads = jax.tree.map(functools.partial(lambda s, p: jax.numpy.sin(p + s), shift), params)
         _, opt_state = tx.update(grads, opt_state, params)
-    first = train.TrainState(step=jax.numpy.int32(3), params=params, opt_state=opt_state)
-    manager = checkpointing.manager(tmp_path / "checkpoints", 2)
-    checkpointing.save(manager, 3, first, {"step": 3})
+    first = TrainState(step=jax.numpy.int32(3), params=params, opt_state=opt_state)
+    manager = checkpoints.manager(tmp_path / "checkpoints", 2)
+    checkpoints.save(manager, 3, first, {"step": 3})
     manager.wait_until_finished()
     manager.close()
 
-    fresh = train.TrainState(step=jax.numpy.int32(0), params=params, opt_state=tx.init(params))
+    fresh = TrainState(step=jax.numpy.int32(0), params=params, opt_state=tx.init(params))
 
     def counts(state):
         leaves = jax.tree_util.tree_flatten_with_path(state.opt_state)[0]
@@ -214,8 +215,8 @@ def test_second_phase_continues_or_restarts_the_moments_count(tmp_path):
     def moments(state):
         return [np.asarray(x) for x in jax.tree.leaves(state.opt_state) if np.ndim(x) > 0]
 
-    continued = checkpointing.restore_run_state(tmp_path / "checkpoints" / "3", fresh)
-    restarted = checkpointing.restore_run_state(tmp_path / "checkpoints" / "3", fresh, restart_count=True)
+    continued = checkpoints.restore_run_state(tmp_path / "checkpoints" / "3", fresh)
+    restarted = checkpoints.restore_run_state(tmp_path / "checkpoints" / "3", fresh, restart_count=True)
     assert sorted(counts(first).values()) == [3, 3] and sorted(counts(continued).values()) == [0, 3]
     assert sorted(counts(restarted).values()) == [0, 0]
     for ours, saved in zip(moments(restarted), moments(first)):
@@ -247,7 +248,7 @@ def test_lamb_takes_a_scanned_encoders_trust_ratios_per_layer():
     ratio over the whole stack (optax's scale_by_trust_ratio) does not."""
     from flax import traverse_util
 
-    from bertjax.hf_weights import stack_layers, unstack_layers
+    from bertjax.weights.param_tree import stack_layers, unstack_layers
 
     rng = np.random.default_rng(0)
     flat = {f"bert/layer_{i}/intermediate/kernel": rng.normal(size=(4, 3)) * (i + 1) for i in range(3)}
@@ -280,11 +281,36 @@ def test_resuming_with_another_scan_layers_is_a_one_line_error(tmp_path):
     """A run's checkpoint holds its encoder stacked or per layer; resuming it with the other
     model.scan_layers names the setting to use."""
     params = {"bert": {"layers": {"output": {"kernel": np.zeros((2, 3, 4), np.float32)}}}}
-    manager = checkpointing.manager(tmp_path / "checkpoints", 2)
-    checkpointing.save(manager, 5, train.TrainState(step=np.int32(5), params=params, opt_state=()), {"step": 5})
+    manager = checkpoints.manager(tmp_path / "checkpoints", 2)
+    checkpoints.save(manager, 5, TrainState(step=np.int32(5), params=params, opt_state=()), {"step": 5})
     manager.wait_until_finished()
     unrolled = {"bert": {f"layer_{i}": {"output": {"kernel": np.zeros((3, 4), np.float32)}} for i in range(2)}}
-    with pytest.raises(checkpointing.CheckpointError, match=r"saved with model.scan_layers=True: resume with"):
-        checkpointing.check_compatible(manager, 5, unrolled)
-    checkpointing.check_compatible(manager, 5, params)  # the same layout: no error
+    with pytest.raises(checkpoints.CheckpointError, match=r"saved with model.scan_layers=True: resume with"):
+        checkpoints.check_compatible(manager, 5, unrolled)
+    checkpoints.check_compatible(manager, 5, params)  # the same layout: no error
     manager.close()
+
+
+def test_logged_loss_is_the_optimised_one_without_nsp():
+    """With train.nsp_weight=0 (the MLM-only recipes) the logged loss is the MLM loss that is
+    optimised, not MLM + an untrained NSP loss; the NSP loss is still reported on its own."""
+    model, tx, schedule, state = _setup()
+    batch = _batch(np.random.default_rng(3))
+    _, metrics = pretraining.train_step(
+        state, batch, jax.random.key(0), model=model, tx=tx, schedule=schedule, nsp_weight=0.0
+    )
+    np.testing.assert_allclose(metrics["loss"], metrics["mlm_loss"], rtol=1e-6)
+    assert float(metrics["nsp_loss"]) > 0.1
+    sums = {
+        k: np.float32(v)
+        for k, v in {
+            "mlm_loss": 6.0,
+            "mlm_weight": 3.0,
+            "mlm_correct": 1.0,
+            "nsp_loss": 4.0,
+            "nsp_count": 2.0,
+            "nsp_correct": 1.0,
+        }.items()
+    }
+    assert float(pretraining.summarise(sums, nsp_weight=0.0)["loss"]) == 2.0
+    assert float(pretraining.summarise(sums)["loss"]) == 4.0

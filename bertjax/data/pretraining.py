@@ -59,7 +59,7 @@ from bertjax import fileio
 from bertjax.config import DataConfig
 from bertjax.data import corpus
 from bertjax.errors import DataError
-from bertjax.tokenizer import special_ids, subword_flags
+from bertjax.data.tokenizer import special_ids, subword_flags
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "eval")

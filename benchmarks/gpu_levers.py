@@ -1,16 +1,16 @@
 """A/B of speed levers for bertjax's pretraining step, in one process, alternating rounds of steps so
 that drift (clocks, temperature, neighbours) hits every variant alike. Written for a lent GPU, after
-experiments/bench_gpu.sh; it runs on the CPU too (use a small row).
+benchmarks/bench_gpu.sh; it runs on the CPU too (use a small row).
 
-    python3 experiments/gpu_levers.py [--row=base-256-128] [--dtype=bfloat16] [--rounds=5] [--steps=5]
+    python -m benchmarks.gpu_levers [--row=base-256-128] [--dtype=bfloat16] [--rounds=5] [--steps=5]
                                       [--variants=einsum,cudnn,einsum+f32-dots,cudnn+nodrop,einsum+scan]
                                       [--profile=2] [--out=levers.json] [--deadline=SECONDS]
 
 Variants (README, "On one NVIDIA H100", and DESIGN.md, "Speed on a GPU"):
   einsum          the default: einsum attention with attention dropout; on a GPU every matmul is
-                  XLA's own dot in the compute dtype (bf16 outputs; `model.einsum`)
+                  XLA's own dot in the compute dtype (bf16 outputs; `ops.einsum`)
   xla, cudnn      model.attention = xla / cudnn (jax.nn.dot_product_attention; no attention dropout)
-  <a>+f32-dots    attention <a>, and every matmul in `model.einsum`'s CPU form (bf16 operands,
+  <a>+f32-dots    attention <a>, and every matmul in `ops.einsum`'s CPU form (bf16 operands,
                   float32 outputs by its custom VJP, cast after): the GPU default until the ninth
                   session, when one A/B on an H100 made it 9-28% slower
   ...+nodrop      no dropout at all (hidden and attention): what the dropout masks cost, a bound
@@ -35,22 +35,23 @@ from typing import Any
 
 import jax
 
-from bertjax import bench, model
+from benchmarks import bench
 from bertjax.config import ATTENTION_IMPLEMENTATIONS
+from bertjax.model import ops
 
 LEVERS = ("f32-dots", "nodrop", "scan")
 
 
 @contextlib.contextmanager
 def float32_dots(enabled: bool) -> Iterator[None]:
-    """While tracing: `model.einsum` in its CPU form (float32 outputs) on any backend."""
-    original = model.native_low_precision_dots
+    """While tracing: `ops.einsum` in its CPU form (float32 outputs) on any backend."""
+    original = ops.native_low_precision_dots
     if enabled:
-        model.native_low_precision_dots = lambda: False
+        ops.native_low_precision_dots = lambda: False
     try:
         yield
     finally:
-        model.native_low_precision_dots = original
+        ops.native_low_precision_dots = original
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from bertjax.config import OptimConfig
-from bertjax.hf_weights import STACKED_PREFIX
+from bertjax.weights.param_tree import STACKED_PREFIX
 
 NO_DECAY_NAMES = ("bias", "scale")  # Dense/LayerNorm biases and LayerNorm scales: OptimConfig's default
 

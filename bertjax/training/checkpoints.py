@@ -18,7 +18,7 @@ import orbax.checkpoint as ocp
 from flax import traverse_util
 
 from bertjax.errors import CheckpointError
-from bertjax.hf_weights import STACKED_PREFIX
+from bertjax.weights.param_tree import STACKED_PREFIX
 
 
 def manager(directory: str | Path, keep: int, trees: tuple[str, ...] = ()) -> ocp.CheckpointManager:

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from bertjax import hf_weights
 from bertjax.config import ModelConfig, model_config_from_dict
 from bertjax.errors import BertjaxError, CheckpointError
+from bertjax.weights import hf_mapping, param_tree
 
 MODEL_FILE = "bertjax_model.json"
 FORMAT_VERSION = 1
@@ -127,7 +127,7 @@ def read_hf(folder: str | Path) -> Pretrained:
     folder = Path(folder)
     hf_config = _read_json(folder / "config.json")
     config = model_config_from_hf(hf_config, str(folder / "config.json"))
-    params = hf_weights.hf_to_flat(_read_hf_tensors(folder), config, where=str(folder))
+    params = hf_mapping.hf_to_flat(_read_hf_tensors(folder), config, where=str(folder))
     if not any(p.startswith("bert/embeddings") for p in params):
         raise CheckpointError(f"{folder} holds no BERT embeddings")
     tokenizer_config = folder / "tokenizer_config.json"
@@ -143,9 +143,9 @@ def read_hf(folder: str | Path) -> Pretrained:
 def _restore_tree(directory: Path) -> dict[str, Any]:
     import orbax.checkpoint as ocp
 
-    from bertjax import checkpoint  # orbax is imported only where a checkpoint is read
+    from bertjax.training import checkpoints  # orbax is imported only where a checkpoint is read
 
-    target = _abstract_numpy(checkpoint.saved_tree(directory))
+    target = _abstract_numpy(checkpoints.saved_tree(directory))
     with ocp.StandardCheckpointer() as checkpointer:
         return checkpointer.restore(directory.absolute(), target)
 
@@ -170,7 +170,7 @@ def read_bertjax(folder: str | Path) -> Pretrained:
     if record.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{folder / MODEL_FILE}: unsupported format {record.get('format')!r}")
     config = model_config_from_dict(record["model"], prefix=f"{folder / MODEL_FILE}: model.")
-    params = hf_weights.unstack_layers(hf_weights.flatten(_restore_tree(folder / "params")))
+    params = param_tree.unstack_layers(param_tree.flatten(_restore_tree(folder / "params")))
     vocab = folder / "vocab.txt"
     return Pretrained(
         config,
@@ -200,11 +200,11 @@ def read_run(path: str | Path) -> Pretrained:
     record = _read_json(run_dir / "config.json")
     run_config = record.get("config", {})
     config = model_config_from_dict(run_config["model"], prefix=f"{run_dir / 'config.json'}: model.")
-    from bertjax import checkpoint  # orbax is imported only where a checkpoint is read
+    from bertjax.training import checkpoints  # orbax is imported only where a checkpoint is read
 
-    saved = checkpoint.saved_tree(step_dir / "state")  # only the parameters are read, not the optimizer state
-    state = checkpoint.restore_subtrees(step_dir / "state", {"params": _abstract_numpy(saved["params"])})
-    params = {k: np.asarray(v) for k, v in hf_weights.unstack_layers(hf_weights.flatten(state["params"])).items()}
+    saved = checkpoints.saved_tree(step_dir / "state")  # only the parameters are read, not the optimizer state
+    state = checkpoints.restore_subtrees(step_dir / "state", {"params": _abstract_numpy(saved["params"])})
+    params = {k: np.asarray(v) for k, v in param_tree.unstack_layers(param_tree.flatten(state["params"])).items()}
     data = run_config.get("data", {})
     vocab = Path(data["vocab_file"]) if data.get("vocab_file") else None
     labels = tuple(record.get("labels", ()))
@@ -264,6 +264,16 @@ def _copy_tokenizer_files(pretrained: Pretrained, folder: Path) -> None:
         (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
 
 
+def _this_process_only() -> Any:
+    """Orbax options for a save that this process makes alone (a model checkpoint's host arrays,
+    written by process 0 of a multi-host run while the others go on)."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    index = jax.process_index()
+    return ocp.options.MultiprocessingOptions(primary_host=index, active_processes={index})
+
+
 def save(pretrained: Pretrained, destination: str | Path) -> Path:
     """A bertjax model checkpoint: bertjax_model.json, params/ (orbax), vocab and tokenizer files."""
     import orbax.checkpoint as ocp
@@ -277,8 +287,8 @@ def save(pretrained: Pretrained, destination: str | Path) -> Path:
             "components": pretrained.groups(),
             "converted_from": str(pretrained.path),
         }
-        with ocp.StandardCheckpointer() as checkpointer:
-            checkpointer.save((folder / "params").absolute(), hf_weights.unflatten(pretrained.params))
+        with ocp.StandardCheckpointer(multiprocessing_options=_this_process_only()) as checkpointer:
+            checkpointer.save((folder / "params").absolute(), param_tree.unflatten(pretrained.params))
             checkpointer.wait_until_finished()
         _copy_tokenizer_files(pretrained, folder)
         (folder / MODEL_FILE).write_text(json.dumps(record, indent=2))
@@ -309,7 +319,7 @@ def write_hf(pretrained: Pretrained, destination: str | Path) -> Path:
         )
     groups = pretrained.groups()
     architecture = hf_architecture(groups)
-    tensors = hf_weights.flat_to_hf(pretrained.params, pretrained.config)
+    tensors = hf_mapping.flat_to_hf(pretrained.params, pretrained.config)
     if architecture == "BertModel":
         tensors = {k.removeprefix("bert."): v for k, v in tensors.items() if k.startswith("bert.")}
     hf_config: dict[str, Any] = {

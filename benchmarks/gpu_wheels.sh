@@ -2,12 +2,12 @@
 # Wheels of the pure-Python packages bertjax needs that the lent GPU machine's python3 lacked
 # (fifth session: ml-collections, grain, array-record, portpicker, tensorboardX), downloaded here
 # for that machine's Python (3.12, x86-64 Linux), since it has no network. Carry the folder and
-# install it there before experiments/bench_gpu.sh:
+# install it there before benchmarks/bench_gpu.sh:
 #
-#   experiments/gpu_wheels.sh [DIR]        # DIR defaults to .whl (git-ignored)
+#   benchmarks/gpu_wheels.sh [DIR]        # DIR defaults to .whl (git-ignored)
 #   # on the GPU machine (the device tool: run with carry=[".whl"]):
 #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl \
-#     && PYTHONPATH=/tmp/site MORE_ROWS=" " DEADLINE=440 experiments/bench_gpu.sh "$OUT"
+#     && PYTHONPATH=/tmp/site MORE_ROWS=" " DEADLINE=440 benchmarks/bench_gpu.sh "$OUT"
 #
 # (timeout_s about 500; MORE_ROWS=" " keeps to the base-256-128 bench, the levers and the cuDNN
 # test, which fit 15 minutes of device time with the machine's start; a fresh machine compiles

@@ -3,7 +3,7 @@ of collective in the compiled HLO (per device, summed over the step), XLA's scra
 and how many all-gathers hold a [global batch, length, ...] array. Compiled from abstract shapes
 on simulated CPU devices; nothing runs.
 
-    python experiments/sharded_collectives.py [--size=base] [--layers=2] [--batch=64] [--length=128]
+    python -m benchmarks.sharded_collectives [--size=base] [--layers=2] [--batch=64] [--length=128]
                                               [--meshes=8,1,1 1,8,1 2,2,2 1,4,2] [--top=0] [--scan-layers]
 
 A mesh is data,fsdp,tensor. The CPU backend keeps FSDP's gradient reductions as all-reduce (GPU and
@@ -38,17 +38,23 @@ def main() -> None:
     import flax.linen as nn
     import jax
 
-    from bertjax import bench, optim, sharding, train
+    from benchmarks import bench
     from bertjax.config import MeshConfig, OptimConfig
-    from bertjax.model import BertForPreTraining
+    from bertjax.model.bert import BertForPreTraining
+    from bertjax.parallel import sharding
+    from bertjax.parallel.hlo import hlo_collectives
+    from bertjax.training import optim, pretraining
+    from bertjax.training.state import init_state
 
     config = bench.bench_model_config(args.size, "float32", "einsum")
     config = dataclasses.replace(config, num_hidden_layers=args.layers, scan_layers=args.scan_layers)
     model = BertForPreTraining(config)
     tx, schedule = optim.make_optimizer(OptimConfig(learning_rate=1e-4, warmup_steps=10), 1000)
     data = bench._random_batch(args.batch, args.length)
-    batch = {k: jax.ShapeDtypeStruct(data[k].shape, data[k].dtype) for k in train.BATCH_KEYS}
-    abstract = jax.eval_shape(lambda key: train.init_state(key, model, tx, args.length), jax.random.key(0))
+    batch = {k: jax.ShapeDtypeStruct(data[k].shape, data[k].dtype) for k in pretraining.BATCH_KEYS}
+    abstract = jax.eval_shape(
+        lambda key: init_state(key, pretraining.param_init(model, args.length), tx), jax.random.key(0)
+    )
     abstract_state = nn.meta.unbox(abstract)
     kinds = ("all-gather", "all-reduce", "all-to-all", "collective-permute", "reduce-scatter")
     scanned = ", scanned" if args.scan_layers else ""
@@ -59,13 +65,13 @@ def main() -> None:
         mesh_config = MeshConfig(data=d, fsdp=f, tensor=t)
         mesh = sharding.make_mesh(mesh_config, jax.devices()[: d * f * t])
         shardings = sharding.state_shardings(abstract, mesh, mesh_config)
-        step = train.compile_steps(model, tx, schedule, shardings, mesh, 1).train
+        step = pretraining.compile_steps(model, tx, schedule, shardings, mesh, 1).train
         with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules(mesh_config)):
             compiled = step.lower(abstract_state, batch, jax.random.key(1)).compile()
         moved: dict[str, int] = collections.Counter()
         largest = []
         global_batch = 0
-        for collective in bench.hlo_collectives(compiled.as_text()):
+        for collective in hlo_collectives(compiled.as_text()):
             moved[collective.kind] += collective.bytes
             largest.append((collective.bytes, collective.kind, collective.result[:60], collective.source[-80:]))
             global_batch += collective.kind == "all-gather" and f"[{args.batch},{args.length}," in collective.result

@@ -4,7 +4,7 @@ threads (torch's default, as in the bench). Tells whether a gap to the torch pee
 matrix library rather than from bertjax (README, Speed). Set XLA_FLAGS before it to compare
 XLA:CPU's libraries.
 
-    python experiments/cpu_matmuls.py [--tokens=1024] [--dtype=float32] [--repeats=20]
+    python -m benchmarks.cpu_matmuls [--tokens=1024] [--dtype=float32] [--repeats=20]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bertjax import bench
+from benchmarks import bench
 
 HIDDEN, INTERMEDIATE, VOCAB, HEAD_DIM = 768, 3072, 30522, 64
 

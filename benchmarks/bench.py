@@ -1,6 +1,6 @@
 """`make bench`: the speed of bertjax's train steps, side by side with transformers' torch BERT.
 
-    python -m bertjax.bench [--rows=mini-16-128,base-8-128,base-8-512] [--steps=5] [--no-peers] [--out=runs/bench/bench.json]
+    python -m benchmarks.bench [--rows=mini-16-128,base-8-128,base-8-512] [--steps=5] [--no-peers] [--out=runs/bench/bench.json]
 
 For each row (model size, batch, sequence length) and each task (pretraining: MLM + NSP;
 fine-tuning: sequence classification) it measures, in a fresh process per measurement so that
@@ -29,7 +29,6 @@ import dataclasses
 import functools
 import gzip
 import json
-import math
 import os
 import platform
 import re
@@ -46,7 +45,7 @@ from typing import Any
 from bertjax import cli
 from bertjax.config import ATTENTION_IMPLEMENTATIONS, SIZES, ModelConfig, model_config_from_dict
 from bertjax.errors import ConfigError
-from bertjax.reporting import DATASHEET_TFLOPS
+from bertjax.training.logs import DATASHEET_TFLOPS
 
 DEFAULT_ROWS = ("mini-16-128", "base-8-128", "base-8-512")
 VOCAB = 30522
@@ -187,9 +186,13 @@ def bertjax_step(size: str, batch: int, length: int, task: str, dtype: str, atte
     import jax
     import jax.numpy as jnp
 
-    from bertjax import finetuning, optim, sharding, train
     from bertjax.config import MeshConfig, OptimConfig
-    from bertjax.model import BertForPreTraining, BertForSequenceClassification
+    from bertjax.data.labelled import TaskSpec
+    from bertjax.model.bert import BertForPreTraining
+    from bertjax.parallel import sharding
+    from bertjax.tasks.classification import ClassificationTask
+    from bertjax.training import optim, pretraining, update
+    from bertjax.training.state import create_sharded_state
 
     config = bench_model_config(size, dtype, attention)
     mesh_config = MeshConfig()
@@ -199,27 +202,25 @@ def bertjax_step(size: str, batch: int, length: int, task: str, dtype: str, atte
     batch_sharding = sharding.batch_sharding(mesh)
     if task == "pretrain":
         model = BertForPreTraining(config)
-        state, shardings = train.create_sharded_state(jax.random.key(0), model, tx, length, mesh, mesh_config)
-        step_fn = train.compile_steps(model, tx, schedule, shardings, mesh, 1).train
-        inputs = {k: jax.device_put(data[k], batch_sharding) for k in train.BATCH_KEYS}
-    else:
-        model = BertForSequenceClassification(config, 2)
-        dummy = jnp.zeros((1, length), jnp.int32)
-
-        def init(key: jax.Array) -> train.TrainState:
-            params = model.init({"params": key}, dummy, dummy, dummy)["params"]
-            return train.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
-
-        shardings = sharding.state_shardings(jax.eval_shape(init, jax.random.key(0)), mesh, mesh_config)
-        with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules(mesh_config)):
-            state = jax.jit(lambda k: nn.meta.unbox(init(k)), out_shardings=shardings)(jax.random.key(0))
-        step_fn = jax.jit(
-            functools.partial(finetuning.classifier_step, model=model, tx=tx, schedule=schedule, regression=False),
-            in_shardings=(shardings, batch_sharding, sharding.replicated(mesh)),
-            out_shardings=(shardings, sharding.replicated(mesh)),
-            donate_argnums=0,
+        state, shardings = create_sharded_state(
+            jax.random.key(0), pretraining.param_init(model, length), tx, mesh, mesh_config
         )
-        keys = (*finetuning.INPUT_KEYS, "labels", "weights")
+        step_fn = pretraining.compile_steps(model, tx, schedule, shardings, mesh, 1).train
+        inputs = {k: jax.device_put(data[k], batch_sharding) for k in pretraining.BATCH_KEYS}
+    else:
+        spec = TaskSpec(name="bench", kind="classification", labels=("0", "1"), metrics=("accuracy",), layouts={})
+        classifier = ClassificationTask(spec, train=None, evals={}, tests={})
+        model = classifier.model(config)
+        dummy = jnp.zeros((1, length), jnp.int32)
+        state, shardings = create_sharded_state(
+            jax.random.key(0),
+            lambda key: model.init({"params": key}, dummy, dummy, dummy)["params"],
+            tx,
+            mesh,
+            mesh_config,
+        )
+        step_fn = update.compile_train_step(classifier.objective(model), tx, schedule, shardings, mesh, 1)
+        keys = (*classifier.input_keys, "labels", "weights")
         inputs = {k: jax.device_put(data[k], batch_sharding) for k in keys}
     rng = jax.random.key(1)
     holder = {"state": state}
@@ -298,40 +299,6 @@ def hlo_kinds(hlo: str) -> dict[str, str]:
         if called in with_dot:
             kinds[name] = "matmul"
     return kinds
-
-
-HLO_DTYPE_BYTES = {"f32": 4, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "s64": 8, "u16": 2, "s8": 1, "u8": 1, "pred": 1}
-_COLLECTIVE = re.compile(r" = (.*?) (all-gather|all-reduce|all-to-all|collective-permute|reduce-scatter)(?:-start)?\(")
-_OP_NAME = re.compile(r'op_name="([^"]*)"')
-
-
-@dataclasses.dataclass(frozen=True)
-class Collective:
-    """One collective of a compiled step: its kind ("all-gather", ...), its result type as the HLO
-    writes it (`f32[8,128]{1,0}`, or a tuple of such), and the jax op it came from."""
-
-    kind: str
-    result: str
-    source: str
-
-    @property
-    def bytes(self) -> int:
-        """Bytes of the result (per device: compiled HLO is the per-device program)."""
-        total = 0
-        for dtype, dims in re.findall(r"(\w+)\[([0-9,]*)\]", self.result):
-            total += math.prod(int(dim) for dim in filter(None, dims.split(","))) * HLO_DTYPE_BYTES.get(dtype, 4)
-        return total
-
-
-def hlo_collectives(hlo: str) -> list[Collective]:
-    """The collectives of compiled HLO text, in program order (an async one counted at its start)."""
-    found = []
-    for line in hlo.splitlines():
-        match = _COLLECTIVE.search(line)
-        if match:
-            source = _OP_NAME.search(line)
-            found.append(Collective(match.group(2), match.group(1), source.group(1) if source else ""))
-    return found
 
 
 def op_times(
@@ -503,8 +470,9 @@ def measure_pipeline(batch: int, processes: int = 0, seconds: float = 2.0) -> fl
     import tempfile
 
     from bertjax.config import DataConfig
-    from bertjax.data import pretraining, samples
-    from bertjax.tokenizer import load_tokenizer
+    from bertjax.data import pretraining as pretraining_data
+    from bertjax.data import samples
+    from bertjax.data.tokenizer import load_tokenizer
 
     root = Path(__file__).resolve().parents[1]
     files = samples.fetch_samples(root / "data" / "samples", root / "data" / "cache")
@@ -513,10 +481,10 @@ def measure_pipeline(batch: int, processes: int = 0, seconds: float = 2.0) -> fl
     )
     tokenizer = load_tokenizer(config.vocab_file)
     with tempfile.TemporaryDirectory() as cache:
-        prepared = pretraining.prepare(config, tokenizer, cache)
-        examples = pretraining.load_split(prepared, "train", config, tokenizer)
+        prepared = pretraining_data.prepare(config, tokenizer, cache)
+        examples = pretraining_data.load_split(prepared, "train", config, tokenizer)
         threads = 1 if processes else 2
-        iterator = pretraining.batch_iterator(examples, 0, 10**9, batch, threads, num_processes=processes)
+        iterator = pretraining_data.batch_iterator(examples, 0, 10**9, batch, threads, num_processes=processes)
         next(iterator)  # the processes' start-up is not counted
         count, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
@@ -550,7 +518,7 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def _child(spec: str, args: argparse.Namespace, dtype: str = "float32") -> dict[str, Any]:
-    command = [sys.executable, "-m", "bertjax.bench", f"--worker={spec}", f"--steps={args.steps}"]
+    command = [sys.executable, "-m", "benchmarks.bench", f"--worker={spec}", f"--steps={args.steps}"]
     command += [f"--warmup={args.warmup}", f"--dtype={dtype}"]
     if spec.startswith("bertjax"):  # only bertjax's steps are traced
         command.append(f"--profile={args.profile}")
@@ -639,7 +607,7 @@ def _versions() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bertjax.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default=",".join(DEFAULT_ROWS), help="size-batch-length, comma-separated")
     parser.add_argument("--tasks", default="pretrain,finetune")
     parser.add_argument("--steps", type=int, default=5, help="timed steps (the median is reported)")

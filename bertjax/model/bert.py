@@ -4,7 +4,7 @@ Pure functions of their parameters (Devlin et al. 2018; google-research/bert `mo
 Every kernel is created with `nn.with_logical_partitioning` and the main activations are
 constrained with `nn.with_logical_constraint`, so a mesh and a set of logical-axis rules
 (`bertjax.config.MeshConfig`) decide the sharding; the modules never name a device axis.
-Parameter names follow Hugging Face's layout closely enough that `bertjax.hf_weights` maps
+Parameter names follow Hugging Face's layout closely enough that `bertjax.weights.hf_mapping` maps
 one to the other by rule.
 """
 
@@ -17,9 +17,9 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from bertjax.config import ModelConfig
+from bertjax.model.ops import Dropout, activation, einsum
 
 Array = jax.Array
 
@@ -44,24 +44,6 @@ def _ones(axes: tuple[str | None, ...]) -> Any:
     return nn.with_logical_partitioning(nn.initializers.ones_init(), axes)
 
 
-def gelu(x: Array) -> Array:
-    """BERT's exact GELU, x * Phi(x), in the erf form of google-research/bert and Hugging Face.
-
-    jax.nn.gelu(approximate=False) computes it through erfc, exact far into the negative tail
-    but twice the cost on a CPU (2-3% of a BERT-base step); the two differ by about 1e-6 absolute.
-    """
-    return 0.5 * x * (1.0 + jax.lax.erf(x * np.sqrt(0.5).astype(x.dtype)))
-
-
-def activation(name: str) -> Any:
-    """The feed-forward non-linearity; "gelu" is the exact erf form, as in BERT."""
-    return {
-        "gelu": gelu,
-        "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
-        "relu": jax.nn.relu,
-    }[name]
-
-
 def layer_norm(config: ModelConfig, name: str | None = None) -> nn.LayerNorm:
     """LayerNorm with logically partitioned scale and bias (statistics in float32)."""
     return nn.LayerNorm(
@@ -72,141 +54,6 @@ def layer_norm(config: ModelConfig, name: str | None = None) -> nn.LayerNorm:
         bias_init=_zeros(("embed",)),
         name=name,
     )
-
-
-def einsum(spec: str, x: Array, w: Array, dtype: Any) -> Array:
-    """`jnp.einsum(spec, x, w)` with both operands in `dtype`: a float32 result on a CPU, a `dtype`
-    result on GPUs and TPUs.
-
-    On GPUs and TPUs this is XLA's own einsum in `dtype`: their matrix units accumulate bf16
-    products in float32 and round the result to bf16, in the forward pass and in both backward
-    matmuls (as flax's Dense in bf16 and MaxText do). In one A/B on an H100 this was 9-28%
-    faster over a BERT-base step than the CPU's form below (README, "On one NVIDIA H100"; a slow
-    scatter, since removed, was still in the step): float32 results double the bytes that the
-    elementwise kernels after each matmul read and write.
-
-    On a CPU, below float32 this is mixed precision done by hand: the products accumulate in
-    float32 in the forward pass and in both backward matmuls, whose incoming gradient is cast to
-    `dtype` (as under torch autocast). XLA's own transpose of a bf16 einsum would give bf16 x bf16
-    -> bf16 matmuls, which the CPU backend upcasts to float32; these run at the bf16 rate.
-    `spec` is a two-operand einsum with an explicit output in which every index of one
-    operand appears in the other or in the output, so both gradients are einsums of the same kind;
-    a leading `...` on `x` and the output stands for x's leading axes.
-    """
-    if "..." in spec:
-        x_spec = _specs(spec)[0]
-        spec = spec.replace("...", "ABCDEFG"[: x.ndim - len(x_spec) + 3])
-    dtype = jnp.dtype(dtype)
-    if dtype != jnp.float32 and native_low_precision_dots():
-        return jnp.einsum(spec, x.astype(dtype), w.astype(dtype))
-    if dtype != jnp.float32 and _batched(spec):
-        # Batched (attention) matmuls stay float32 on the CPU: XLA:CPU's bf16 x bf16 -> f32 kernels
-        # for them were no faster over a whole step (head-major operands; A/B at lengths 128 and
-        # 512), and those with a transposed operand in the backward pass are slower.
-        dtype = jnp.dtype(jnp.float32)
-    if dtype == jnp.float32:
-        return jnp.einsum(spec, x.astype(dtype), w.astype(dtype))
-    return _mixed_einsum(spec, x.astype(dtype), w.astype(dtype))
-
-
-def native_low_precision_dots() -> bool:
-    """Whether `einsum` below float32 is XLA's own (GPUs, TPUs) rather than the CPU's mixed form."""
-    return jax.default_backend() != "cpu"
-
-
-def _specs(spec: str) -> tuple[str, str, str]:
-    """'xs,ws->out' -> (xs, ws, out)."""
-    operands, out = spec.split("->")
-    x_spec, w_spec = operands.split(",")
-    return x_spec, w_spec, out
-
-
-def _batched(spec: str) -> bool:
-    x_spec, w_spec, out = _specs(spec)
-    return bool(set(x_spec) & set(w_spec) & set(out))
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _mixed_einsum(spec: str, x: Array, w: Array) -> Array:
-    return jnp.einsum(spec, x, w, preferred_element_type=jnp.float32)
-
-
-def _mixed_einsum_fwd(spec: str, x: Array, w: Array) -> tuple[Array, tuple[Array, Array]]:
-    return _mixed_einsum(spec, x, w), (x, w)
-
-
-def _mixed_einsum_bwd(spec: str, residuals: tuple[Array, Array], grad: Array) -> tuple[Array, Array]:
-    x, w = residuals
-    x_spec, w_spec, out = _specs(spec)
-    grad = grad.astype(x.dtype)
-    dx = jnp.einsum(f"{out},{w_spec}->{x_spec}", grad, w, preferred_element_type=jnp.float32)
-    dw = jnp.einsum(f"{x_spec},{out}->{w_spec}", x, grad, preferred_element_type=jnp.float32)
-    return dx.astype(x.dtype), dw.astype(w.dtype)
-
-
-_mixed_einsum.defvjp(_mixed_einsum_fwd, _mixed_einsum_bwd)
-
-
-def _mix32(x: Array) -> Array:
-    """A bijection of uint32 with near-ideal avalanche: "lowbias32" from C. Wellons' hash-prospector
-    (two xorshift-multiply rounds; flipping one input bit flips each output bit with probability ~1/2)."""
-    x = x ^ (x >> 16)
-    x = x * jnp.uint32(0x7FEB352D)
-    x = x ^ (x >> 15)
-    x = x * jnp.uint32(0x846CA68B)
-    return x ^ (x >> 16)
-
-
-def random_words(rng: Array, shape: tuple[int, ...]) -> Array:
-    """uint32 random words of `shape`: a keyed hash of each word's position, with two keys drawn from
-    `rng` (threefry).
-
-    word = mix(mix(position-in-row XOR row key) + k1), row key = mix(row XOR k0), rows being the
-    leading axis. Cheap (a few integer ops per word, about 12x less than threefry on a CPU, where
-    threefry's dropout bits took a sixth of a BERT-base step at length 512); a pure function of the
-    position, so the words are the same however the array is sharded; different keys give unrelated
-    words, not shifted copies (the keys enter between the two mixing rounds).
-    """
-    if len(shape) < 2:
-        return random_words(rng, (1, *shape) if shape else (1, 1)).reshape(shape)
-    k0, k1 = jax.random.bits(rng, (2,), jnp.uint32)
-    if math.prod(shape[1:]) >= 2**32:
-        raise ValueError(f"random_words: {math.prod(shape[1:])} words per row, more than 2**32")
-    rows = jax.lax.broadcasted_iota(jnp.uint32, shape, 0)
-    position = jnp.zeros(shape, jnp.uint32)
-    for axis in range(1, len(shape)):
-        stride = math.prod(shape[axis + 1 :])
-        position = position + jax.lax.broadcasted_iota(jnp.uint32, shape, axis) * jnp.uint32(stride)
-    return _mix32(_mix32(position ^ _mix32(rows ^ k0)) + k1)
-
-
-def keep_mask(rng: Array, rate: float, shape: tuple[int, ...]) -> Array:
-    """Dropout's keep mask: True with probability 1 - rate, from 16 random bits per element.
-
-    Each 32-bit word of `random_words` decides two neighbouring elements. The rate is rounded to a
-    multiple of 1/65536. The words keep the array's leading axes, so the mask shards like the
-    activation.
-    """
-    threshold = round(rate * 65536)
-    if not shape:
-        return keep_mask(rng, rate, (1,)).reshape(())
-    last = shape[-1]
-    words = random_words(rng, (*shape[:-1], (last + 1) // 2))
-    halves = jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(*shape[:-1], 2 * words.shape[-1])
-    return halves[..., :last] >= jnp.uint16(threshold)
-
-
-class Dropout(nn.Module):
-    """Inverted dropout (as nn.Dropout) drawing its mask with `keep_mask`."""
-
-    rate: float
-
-    @nn.compact
-    def __call__(self, x: Array, deterministic: bool) -> Array:
-        if deterministic or self.rate == 0.0:
-            return x
-        keep = keep_mask(self.make_rng("dropout"), self.rate, x.shape)
-        return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros_like(x)).astype(x.dtype)
 
 
 def mesh_axes_of(logical_axis: str) -> frozenset[str]:
@@ -277,7 +124,7 @@ class Embeddings(nn.Module):
         all-to-all. With the batch split over data and fsdp, or the vocab axis split (tensor
         parallelism), GSPMD did it by gathering the whole global batch's [batch, length, hidden]
         on every device, forward and backward (its "involuntary full rematerialization"; see
-        experiments/sharded_collectives.py). Gathered first, the table is looked up where the
+        benchmarks/sharded_collectives.py). Gathered first, the table is looked up where the
         rows are, and the decoder reuses the same gathered table; under FSDP alone gathering
         would only add a second reduction of the table's gradient.
         """

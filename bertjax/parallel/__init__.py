@@ -1,0 +1,1 @@
+"""Meshes, logical-axis sharding and multi-host start-up."""

@@ -1,0 +1,126 @@
+"""What a fine-tuning task is: the one object the fine-tuning loop is given.
+
+A task owns everything that differs between tasks: its model (the encoder with its head), how its
+examples become model inputs, its loss, its metrics, and how it writes its predictions. The loop
+(`bertjax.training.finetuning`) owns what is the same for all: batches, the update, evaluation
+each epoch, the best epoch kept, checkpoints and resume, several hosts. Adding a task means
+writing a subclass of `Task` and naming it in `bertjax.tasks.from_config`; the loop does not change.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tokenizers
+
+from bertjax.config import ModelConfig
+from bertjax.training.update import Objective
+
+INPUT_KEYS = ("input_ids", "token_type_ids", "attention_mask")
+
+
+@dataclasses.dataclass
+class Split:
+    """One split encoded for the model.
+
+    `features` are row-aligned arrays: the model inputs (`input_ids`, `token_type_ids`,
+    `attention_mask`, [rows, length]) and the task's targets. Arrays as long as the inputs along
+    axis 1 are cut with them when a batch is cut to its longest row. `examples` is the task's own
+    record of the split (texts, labels, ids) for scoring and writing predictions.
+    """
+
+    name: str
+    features: dict[str, np.ndarray]
+    examples: Any
+    source: str
+    truncated: int = 0  # examples longer than the model inputs
+
+    def __len__(self) -> int:
+        return len(self.features["input_ids"])
+
+    @property
+    def labelled(self) -> bool:
+        return self.examples.labels is not None
+
+
+@dataclasses.dataclass
+class TaskData:
+    """A task's splits: train, the eval splits (the first selects the best epoch), the test splits."""
+
+    train: Split
+    evals: dict[str, Split]
+    tests: dict[str, Split]
+
+
+class Task(abc.ABC):
+    """A fine-tuning task (see the module docstring)."""
+
+    name: str
+    labels: tuple[str, ...] = ()  # label strings in id order, saved with the model (HF id2label)
+    published: str = ""  # a published result, printed beside ours
+    input_keys: tuple[str, ...] = INPUT_KEYS
+
+    @abc.abstractmethod
+    def model(self, config: ModelConfig) -> nn.Module:
+        """The encoder with this task's head; called with the `input_keys` arrays."""
+
+    @abc.abstractmethod
+    def load(self, tokenizer: tokenizers.Tokenizer, max_seq_length: int) -> TaskData:
+        """Every split, read and encoded."""
+
+    @abc.abstractmethod
+    def loss_sums(self, outputs: jax.Array, batch: dict[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """(summed loss, summed metrics) of a batch's model outputs; rows of weight 0 count for nothing."""
+
+    def denominator(self, batch: dict[str, jax.Array]) -> jax.Array:
+        """What the summed loss is divided by: the batch's real rows (weight 1)."""
+        return jnp.maximum(batch["weights"].sum(), 1.0)
+
+    def summarise(self, sums: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        """Logged train metrics from the summed ones (the update adds the optimised `loss`)."""
+        return {}
+
+    @abc.abstractmethod
+    def evaluate(self, split: Split, outputs: np.ndarray) -> dict[str, float]:
+        """The split's metrics from the model's outputs for all its rows, with the task's single `score`."""
+
+    @abc.abstractmethod
+    def write_predictions(self, split: Split, outputs: np.ndarray, workdir: Path) -> Path:
+        """Writes the split's predictions under `workdir`; returns the file's path."""
+
+    def describe(self, data: TaskData, max_seq_length: int) -> str:
+        """One line on the data, printed at the start of a run."""
+        return (
+            f"{self.name}: {len(data.train)} train examples ({data.train.truncated} truncated to {max_seq_length} "
+            f"tokens); " + ", ".join(f"{name} {len(split)}" for name, split in data.evals.items())
+        )
+
+    def objective(self, model: nn.Module) -> Objective:
+        """The task's loss as the shared update takes it: summed, divided by the whole batch's count."""
+        keys = self.input_keys
+
+        def loss(
+            params: Any, batch: dict[str, jax.Array], rng: jax.Array | None, denominator: jax.Array
+        ) -> tuple[jax.Array, dict[str, jax.Array]]:
+            deterministic = rng is None
+            outputs = model.apply(
+                {"params": params},
+                *(batch[k] for k in keys),
+                deterministic=deterministic,
+                rngs=None if deterministic else {"dropout": rng},
+            )
+            total, sums = self.loss_sums(outputs, batch)
+            return total / denominator, sums
+
+        return Objective(loss=loss, denominators=self.denominator, summarise=self.summarise)
+
+    def predict(self, params: Any, batch: dict[str, jax.Array], *, model: nn.Module) -> jax.Array:
+        """The model's outputs for a batch (no dropout)."""
+        return model.apply({"params": params}, *(batch[k] for k in self.input_keys))

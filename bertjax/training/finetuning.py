@@ -1,0 +1,381 @@
+"""Fine-tuning: the loop that every task trains through.
+
+`finetune(config, workdir)` reads as its steps: load the checkpoint named by `init` (Hugging
+Face, bertjax or a run directory) and the task (`bertjax.tasks`), build the task's model whose
+encoder comes from the checkpoint (missing heads initialised fresh and reported), then train epoch
+after epoch with the shared update (`update.train_step`: gradient accumulation, the non-finite
+guard, clipping), evaluate the eval splits after each epoch, keep the best parameters by the
+task's score as a bertjax model checkpoint in `<workdir>/best`, and finally predict the test
+splits with them. `<workdir>/results.json`, written last, marks the run finished. A checkpoint at
+each epoch end, every `train.checkpoint_every_steps` and on SIGTERM/SIGINT lets the same command
+resume; with several processes every host reads the task and feeds its share of each batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bertjax import config as config_lib
+from bertjax import fileio, tasks
+from bertjax.config import FinetuneConfig, ModelConfig
+from bertjax.data.tokenizer import load_tokenizer
+from bertjax.errors import CheckpointError, ConfigError, DataError
+from bertjax.fileio import write_text_atomically
+from bertjax.parallel import sharding
+from bertjax.tasks.base import Split, Task, TaskData
+from bertjax.training import checkpoints, logs, loop, optim, update
+from bertjax.training.state import create_sharded_state, init_from_checkpoint, to_host
+from bertjax.weights import pretrained
+from bertjax.weights.param_tree import flatten, unstack_layers
+
+PLOT_PANELS = (("loss", "train loss"), ("accuracy", "train accuracy"), ("score", "eval score"))
+
+
+# --------------------------------------------------------------------------------------------
+# Batches
+
+
+def batch_of(split: Split, rows: np.ndarray, pad_to: int, multiple: int = 0) -> dict[str, np.ndarray]:
+    """The features of `rows`, padded with weight-0 copies of row 0 up to `pad_to` rows, and their
+    `weights` (1 for real rows). With `multiple`, arrays as long as the inputs are cut to the
+    longest row rounded up to a multiple of it: the padding columns they drop change no real
+    position's output."""
+    padded = np.concatenate([rows, np.zeros(pad_to - len(rows), rows.dtype)]) if len(rows) < pad_to else rows
+    batch = {k: v[padded] for k, v in split.features.items()}
+    if multiple:
+        length = batch["input_ids"].shape[1]
+        longest = int(batch["attention_mask"].sum(1).max())
+        keep = min(-(-longest // multiple) * multiple, length)
+        batch = {k: v[:, :keep] if v.ndim > 1 and v.shape[1] == length else v for k, v in batch.items()}
+    batch["weights"] = (np.arange(pad_to) < len(rows)).astype(np.float32)
+    return batch
+
+
+def local_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """This process's rows of a global batch (every host builds the same global batch)."""
+    rows = loop.local_rows(np.arange(len(batch["weights"])))
+    return {k: v[rows] for k, v in batch.items()}
+
+
+def predict(
+    predict_fn: Any,
+    params: Any,
+    split: Split,
+    batch_size: int,
+    batch_sharding: jax.sharding.NamedSharding,
+    input_keys: tuple[str, ...],
+    pad_to_multiple_of: int = 0,
+) -> np.ndarray:
+    """The model's outputs for every row of a split, in order, on every host."""
+    outputs = []
+    for start in range(0, len(split), batch_size):
+        rows = np.arange(start, min(start + batch_size, len(split)))
+        batch = local_batch(batch_of(split, rows, batch_size, pad_to_multiple_of))
+        inputs = loop.to_global({k: batch[k] for k in input_keys}, batch_sharding)
+        outputs.append(np.asarray(jax.device_get(predict_fn(params, inputs)))[: len(rows)])
+    return np.concatenate(outputs)
+
+
+# --------------------------------------------------------------------------------------------
+# Setup
+
+
+def resolve_model(config: FinetuneConfig) -> tuple[ModelConfig, pretrained.Pretrained | None]:
+    """The model config: the checkpoint's shape with this config's dropout and dtypes."""
+    if not config.init:
+        return config.model, None
+    checkpoint = pretrained.load(config.init)
+    return pretrained.model_config_for_run(checkpoint, config.model), checkpoint
+
+
+@dataclasses.dataclass
+class Setup:
+    """What the loop is given: the model's config and tokenizer files, the task and its data."""
+
+    model_config: ModelConfig
+    checkpoint: pretrained.Pretrained | None
+    vocab_file: str
+    lowercase: bool
+    task: Task
+    data: TaskData
+
+
+def setup(config: FinetuneConfig) -> Setup:
+    """The checkpoint, the tokenizer and the task's encoded splits, checked against each other."""
+    task_cfg, train_cfg = config.task, config.train
+    model_config, checkpoint = resolve_model(config)
+    vocab_file = task_cfg.vocab_file or (str(checkpoint.vocab_file) if checkpoint and checkpoint.vocab_file else "")
+    if not vocab_file:
+        raise ConfigError("config key task.vocab_file is empty and the checkpoint has no vocab.txt")
+    lowercase = checkpoint.lowercase if checkpoint and not task_cfg.vocab_file else task_cfg.lowercase
+    tokenizer = load_tokenizer(vocab_file, lowercase)
+    if checkpoint is not None:
+        pretrained.check_vocab(checkpoint, tokenizer.get_vocab_size(), vocab_file)
+    elif tokenizer.get_vocab_size() != model_config.vocab_size:
+        raise ConfigError(
+            f"config key model.vocab_size={model_config.vocab_size} but the vocab {vocab_file} has "
+            f"{tokenizer.get_vocab_size()} tokens"
+        )
+    if task_cfg.max_seq_length > model_config.max_position_embeddings:
+        raise ConfigError(
+            f"config key task.max_seq_length={task_cfg.max_seq_length} exceeds the model's "
+            f"max_position_embeddings={model_config.max_position_embeddings}"
+        )
+    task = tasks.from_config(task_cfg, train_cfg.seed)
+    data = task.load(tokenizer, task_cfg.max_seq_length)
+    if len(data.train) < train_cfg.batch_size:
+        raise DataError(
+            f"{data.train.source}: {len(data.train)} examples, fewer than one batch of {train_cfg.batch_size}"
+        )
+    return Setup(model_config, checkpoint, vocab_file, lowercase, task, data)
+
+
+def check_batch_sizes(config: FinetuneConfig, mesh: jax.sharding.Mesh) -> None:
+    """Batches split evenly over the processes, the accumulation steps and the devices."""
+    train_cfg, accum, devices = config.train, config.optim.grad_accum_steps, mesh.devices.size
+    if train_cfg.batch_size % (accum * devices):
+        raise ConfigError(
+            f"config key train.batch_size={train_cfg.batch_size} does not divide into optim.grad_accum_steps="
+            f"{accum} microbatches over the {devices} devices"
+        )
+    if train_cfg.eval_batch_size % devices:
+        raise ConfigError(
+            f"config key train.eval_batch_size={train_cfg.eval_batch_size} does not divide over the {devices} devices"
+        )
+
+
+def _save_best(best: pretrained.Pretrained, workdir: Path) -> None:
+    """<workdir>/best replaced by `best` only once the new one is completely written."""
+    final, fresh, old = workdir / "best", workdir / ".best-new", workdir / ".best-old"
+    shutil.rmtree(fresh, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+    pretrained.save(best, fresh)
+    if final.exists():
+        final.rename(old)
+    fresh.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+
+
+def finetune(config: FinetuneConfig, workdir: str | Path) -> dict[str, Any]:
+    """Fine-tunes as `config` says; returns (and writes to results.json) the run's results. Bad
+    input found before the first checkpoint leaves `workdir` as it was (`fileio.run_directory`)."""
+    workdir = Path(workdir)
+    results_file = workdir / "results.json"
+    if results_file.is_file():
+        print(f"{workdir} holds a finished run: {results_file}")
+        return json.loads(results_file.read_text())
+    if (workdir / "best").exists() and not (workdir / "checkpoints").exists():
+        raise CheckpointError(
+            f"workdir {workdir} holds best/ without results.json or checkpoints/ to resume from: use another"
+        )
+    with fileio.run_directory(workdir):
+        return _finetune(config, workdir)
+
+
+def _finetune(config: FinetuneConfig, workdir: Path) -> dict[str, Any]:
+    is_main = jax.process_index() == 0
+    train_cfg, task_cfg = config.train, config.task
+    run = setup(config)
+    task, data, model_config = run.task, run.data, run.model_config
+
+    # The model, its optimizer and its state: born sharded, then resumed or filled from init.
+    steps_per_epoch = len(data.train) // train_cfg.batch_size
+    total_steps = max(1, round(train_cfg.num_epochs * steps_per_epoch))
+    mesh = sharding.make_mesh(config.mesh)
+    check_batch_sizes(config, mesh)
+    model = task.model(model_config)
+    tx, schedule = optim.make_optimizer(config.optim, total_steps)
+    init_rng, dropout_rng = jax.random.split(jax.random.key(train_cfg.seed))
+    dummy = jnp.zeros((1, task_cfg.max_seq_length), jnp.int32)
+    state, shardings = create_sharded_state(
+        init_rng,
+        lambda key: model.init({"params": key}, *(dummy for _ in task.input_keys))["params"],
+        tx,
+        mesh,
+        config.mesh,
+    )
+    # The latest checkpoint holds the state, the epochs so far and the best epoch's parameters.
+    manager = checkpoints.manager(workdir / "checkpoints", 1, trees=("best_params",))
+    state, saved, trees = checkpoints.restore_latest(manager, state, best_params=state.params)
+    first_step = int(saved.get("step", 0))
+    epochs: list[dict[str, Any]] = list(saved.get("epochs", []))
+    best_index: int | None = saved.get("best_index")
+    best_params = to_host(trees["best_params"]) if best_index is not None else None
+    load_report = saved.get("load_report")
+    if run.checkpoint is not None and first_step == 0:
+        state, report = init_from_checkpoint(state, run.checkpoint, tx, shardings, is_main)
+        load_report = dataclasses.asdict(report)
+
+    train_step = update.compile_train_step(
+        task.objective(model), tx, schedule, shardings, mesh, config.optim.grad_accum_steps
+    )
+    batch_sharding = sharding.batch_sharding(mesh)
+    predict_fn = jax.jit(
+        functools.partial(task.predict, model=model),
+        in_shardings=(shardings.params, batch_sharding),
+        out_shardings=sharding.replicated(mesh),
+    )
+    predict_split = functools.partial(
+        predict,
+        predict_fn,
+        batch_size=train_cfg.eval_batch_size,
+        batch_sharding=batch_sharding,
+        input_keys=task.input_keys,
+        pad_to_multiple_of=task_cfg.pad_to_multiple_of,
+    )
+
+    writer = logs.Writer(workdir, enabled=is_main)
+    if is_main:
+        num_params = sum(x.size for x in jax.tree.leaves(state.params))
+        writer.write_config(config_lib.to_dict(config), num_params, Path(run.vocab_file))
+        print(task.describe(data, task_cfg.max_seq_length) + f"; {total_steps} steps of {train_cfg.batch_size}")
+
+    def save_best() -> None:
+        best = pretrained.Pretrained(
+            model_config,
+            unstack_layers(flatten(best_params)),
+            Path(run.vocab_file),
+            run.lowercase,
+            "bertjax",
+            workdir / "best",
+            task.labels,
+        )
+        _save_best(best, workdir)
+
+    def save_checkpoint(done: int) -> None:
+        record = {"step": done, "epochs": epochs, "best_index": best_index, "load_report": load_report}
+        best_tree = best_params if best_params is not None else state.params  # a placeholder
+        checkpoints.save(
+            manager, done, state, record | {"skipped_steps": train_log.skipped_steps}, best_params=best_tree
+        )
+
+    def evaluate_epoch(done: int) -> dict[str, Any]:
+        record: dict[str, Any] = {"epoch": round(done / steps_per_epoch, 3), "step": done}
+        for name, split in data.evals.items():
+            record[name] = task.evaluate(split, predict_split(state.params, split))
+            writer.write_scalars(done, name, record[name])
+        return record
+
+    if best_params is not None and is_main:
+        save_best()  # best/ as the checkpoint has it (a run stopped between the two leaves them apart)
+    progress = logs.progress_bar(first_step, total_steps, enabled=is_main)
+    train_log = loop.TrainLog(
+        train_cfg.nonfinite, jax.devices()[0].device_kind, model_config.dtype, int(saved.get("skipped_steps", 0))
+    )
+    main_split = next(iter(data.evals))
+    order_epoch, order = -1, np.arange(0)
+    stopped_at = None
+    rules = sharding.rules(config.mesh)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules), loop.StopSignal(mesh) as stop_signal:
+        for step in range(first_step, total_steps):
+            epoch, row = divmod(step * train_cfg.batch_size, steps_per_epoch * train_cfg.batch_size)
+            if epoch != order_epoch:  # a new order each epoch, keyed by (seed, epoch); the remainder is dropped
+                order_epoch = epoch
+                order = np.random.default_rng([train_cfg.seed, 6, epoch]).permutation(len(data.train))
+            rows = order[row : row + train_cfg.batch_size]
+            batch = batch_of(data.train, rows, len(rows), task_cfg.pad_to_multiple_of)
+            state, metrics = train_step(state, loop.to_global(local_batch(batch), batch_sharding), dropout_rng)
+            # Batches are cut to their longest row: FLOPs are counted per batch.
+            train_log.add(metrics, len(rows), len(rows) * model_config.train_flops(batch["input_ids"].shape[1]))
+            done = step + 1
+            if done % train_cfg.log_every_steps == 0 or done == total_steps:
+                summary = train_log.flush(done, manager, progress)
+                writer.write_scalars(done, "train", summary)
+                progress.set_postfix(loss=f"{summary['loss']:.4f}")
+            progress.update(1)
+            end_of_epoch = done % steps_per_epoch == 0 or done == total_steps
+            stop = stop_signal.agreed()
+            if not end_of_epoch:
+                every = train_cfg.checkpoint_every_steps
+                if stop or (every and done % every == 0):
+                    save_checkpoint(done)
+                if stop:
+                    stopped_at = done
+                    break
+                continue
+            train_log.pause()  # evaluation is not training throughput
+            record = evaluate_epoch(done)
+            epochs.append(record)
+            improved = best_index is None or record[main_split]["score"] > epochs[best_index][main_split]["score"]
+            if improved:
+                best_index, best_params = len(epochs) - 1, to_host(state.params)
+            # The checkpoint (with the best parameters) is complete before best/ changes, so best/
+            # is never ahead of what a resumed run knows.
+            save_checkpoint(done)
+            manager.wait_until_finished()
+            if improved and is_main:
+                save_best()
+            progress.write(
+                f"epoch {record['epoch']}: "
+                + "; ".join(f"{n} " + ", ".join(f"{k} {v:.4f}" for k, v in record[n].items()) for n in data.evals)
+            )
+            train_log.resume()
+            if stop and done < total_steps:
+                stopped_at = done
+                break
+    progress.close()
+    manager.wait_until_finished()
+    manager.close()
+    if stopped_at is not None:
+        writer.close()
+        return {"stopped_at_step": stopped_at}
+
+    # Test predictions with the best parameters.
+    assert best_index is not None and best_params is not None
+    results: dict[str, Any] = {
+        "task": task.name,
+        "published": task.published,
+        "init": config.init,
+        "load_report": load_report,
+        "main_split": main_split,
+        "epochs": epochs,
+        "best": epochs[best_index],
+        "test": {},
+        "prediction_files": [],
+    }
+    best_on_mesh = jax.device_put(best_params, shardings.params)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        for name, split in data.tests.items():
+            outputs = predict_split(best_on_mesh, split)
+            if split.labelled:
+                results["test"][name] = task.evaluate(split, outputs)
+            if is_main:
+                results["prediction_files"].append(str(task.write_predictions(split, outputs, workdir)))
+    if is_main:
+        writer.plot_curves(panels=PLOT_PANELS)
+        write_text_atomically(workdir / "results.json", json.dumps(results, indent=2))
+        if not train_cfg.keep_checkpoint:  # finished: nothing resumes from it (best/ is the model)
+            shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
+    writer.close()
+    return results
+
+
+def print_summary(results: dict[str, Any], workdir: str | Path) -> None:
+    if "stopped_at_step" in results:
+        loop.print_stopped(results["stopped_at_step"], workdir)
+        return
+    best = results["best"]
+    main = results["main_split"]
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in best[main].items())
+    print(f"best epoch {best['epoch']} ({main}): {shown}")
+    for name, values in results["test"].items():
+        print(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+    if results.get("published"):
+        print(f"published: {results['published']}")
+    for path in results["prediction_files"]:
+        print(f"predictions: {path}")
+    print(f"best checkpoint: {Path(workdir) / 'best'}")

@@ -1,0 +1,1 @@
+"""Model weights: parameter trees, the Hugging Face mapping, model checkpoints and their conversion."""
