@@ -191,7 +191,7 @@ def bertjax_step(size: str, batch: int, length: int, task: str, dtype: str, atte
     from bertjax.model.bert import BertForPreTraining
     from bertjax.parallel import sharding
     from bertjax.tasks.classification import ClassificationTask
-    from bertjax.training import optim, pretraining, update
+    from bertjax.training import finetuning, optim, pretraining, update
     from bertjax.training.state import create_sharded_state
 
     config = bench_model_config(size, dtype, attention)
@@ -219,7 +219,7 @@ def bertjax_step(size: str, batch: int, length: int, task: str, dtype: str, atte
             mesh,
             mesh_config,
         )
-        step_fn = update.compile_train_step(classifier.objective(model), tx, schedule, shardings, mesh, 1)
+        step_fn = update.compile_train_step(finetuning.objective(classifier, model), tx, schedule, shardings, mesh, 1)
         keys = (*classifier.input_keys, "labels", "weights")
         inputs = {k: jax.device_put(data[k], batch_sharding) for k in keys}
     rng = jax.random.key(1)
@@ -423,9 +423,8 @@ def measure_torch(size: str, batch: int, length: int, task: str, steps: int, war
     model = model.to(device)
     inputs = {k: v.to(device) for k, v in inputs.items()}
     # Fused AdamW: one kernel over all parameters, Hugging Face Trainer's default optimizer with torch
-    # >= 2.8 ("adamw_torch_fused"). Until the twelfth session the peer used torch's default, which on
-    # a CPU updates one tensor at a time: clipping and one step of BERT-base took 412 ms against
-    # 120 ms fused on a 2-core CPU (README, Speed).
+    # >= 2.8 ("adamw_torch_fused"). torch's default updates one tensor at a time on a CPU, about
+    # 3x slower for BERT-base (docs/performance.md).
     optimizer = torch.optim.AdamW(model.parameters(), **PEER_ADAMW)
 
     # bf16: torch's automatic mixed precision (fp32 parameters), the peer of bertjax's bf16 compute.
@@ -583,8 +582,8 @@ def format_table(records: list[dict[str, Any]]) -> str:
 
 
 def cpu_model() -> str:
-    """The host CPU's model name (/proc/cpuinfo on Linux): the same 2-core VM can be an AMD EPYC one
-    session and an Intel Xeon the next, with different matmul libraries' speeds (README, Speed)."""
+    """The host CPU's model name (/proc/cpuinfo on Linux): machines of one kind can be AMD EPYC or
+    Intel Xeon, whose matmul libraries run at different speeds (docs/performance.md)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -1,7 +1,7 @@
 """GFLOP/s of the matmuls of a BERT-base pretraining step (batch x length tokens), each alone, as
 XLA:CPU runs them (jax) and as torch runs them (its BLAS: MKL or oneDNN on x86), on the same
 threads (torch's default, as in the bench). Tells whether a gap to the torch peer comes from the
-matrix library rather than from bertjax (README, Speed). Set XLA_FLAGS before it to compare
+matrix library rather than from bertjax (docs/performance.md). Set XLA_FLAGS before it to compare
 XLA:CPU's libraries.
 
     python -m benchmarks.cpu_matmuls [--tokens=1024] [--dtype=float32] [--repeats=20]

@@ -6,13 +6,12 @@ benchmarks/bench_gpu.sh; it runs on the CPU too (use a small row).
                                       [--variants=einsum,cudnn,einsum+f32-dots,cudnn+nodrop,einsum+scan]
                                       [--profile=2] [--out=levers.json] [--deadline=SECONDS]
 
-Variants (README, "On one NVIDIA H100", and DESIGN.md, "Speed on a GPU"):
+Variants (docs/performance.md, "On one NVIDIA H100"):
   einsum          the default: einsum attention with attention dropout; on a GPU every matmul is
                   XLA's own dot in the compute dtype (bf16 outputs; `ops.einsum`)
   xla, cudnn      model.attention = xla / cudnn (jax.nn.dot_product_attention; no attention dropout)
   <a>+f32-dots    attention <a>, and every matmul in `ops.einsum`'s CPU form (bf16 operands,
-                  float32 outputs by its custom VJP, cast after): the GPU default until the ninth
-                  session, when one A/B on an H100 made it 9-28% slower
+                  float32 outputs by its custom VJP, cast after), slower than bf16 outputs on an H100
   ...+nodrop      no dropout at all (hidden and attention): what the dropout masks cost, a bound
                   and not a lever (BERT trains with dropout)
   ...+scan        model.scan_layers: the encoder layers as one scan (compiled once)

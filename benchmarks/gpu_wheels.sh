@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Wheels of the pure-Python packages bertjax needs that the lent GPU machine's python3 lacked
-# (fifth session: ml-collections, grain, array-record, portpicker, tensorboardX), downloaded here
+# Wheels of the pure-Python packages bertjax needs that a GPU machine's own python3 may lack
+# (ml-collections, grain, array-record, portpicker, tensorboardX), downloaded here
 # for that machine's Python (3.12, x86-64 Linux), since it has no network. Carry the folder and
 # install it there before benchmarks/bench_gpu.sh:
 #

@@ -29,6 +29,9 @@ def _parse_flags(argv: list[str]) -> list[str]:
     except Exception as e:  # flag, config-file and override errors all end here
         cause = e.__cause__ or e.__context__
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "loading config file" in str(e):  # ml_collections: the reason is on the message's last line
+            message = "--config: " + str(e).strip().splitlines()[-1].strip()
+            cause = None
         if cause is not None and str(cause).strip() and str(cause).splitlines()[0] not in message:
             message = f"{message}: {str(cause).strip().splitlines()[0]}"
         if isinstance(e, (AttributeError, KeyError)):  # ml_collections: an override of a key the config lacks
@@ -38,6 +41,19 @@ def _parse_flags(argv: list[str]) -> list[str]:
                 if name.startswith("config.") and name.split(".")[-1] == missing:
                     message = f"unknown config key {name.removeprefix('config.')}"
         fail(message)
+
+
+def config_value(holder: flags.FlagHolder) -> Any:
+    """The ConfigDict of a `config_flags` flag. Config files are loaded on first access, after flag
+    parsing: a file that does not exist or does not load is a one-line error here too."""
+    try:
+        value = holder.value
+        value.keys()  # a file that failed to load gives a stand-in that raises its error on use
+        return value
+    except Exception as e:  # any failure of the user's config file
+        cause = e.__cause__ or e
+        lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+        fail(f"--config: {lines[-1] if lines else type(cause).__name__}")
 
 
 HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
@@ -73,8 +89,8 @@ def use_huge_pages() -> None:
 
     XLA:CPU allocates every step's scratch buffer (0.3 GiB at BERT-mini, 1.6 GiB at BERT-base-128) with
     a fresh mmap and frees it after the step, so the kernel faults its pages in 4 KiB at a time, every
-    step: 0.4 million page faults per BERT-base step, about a tenth of its time. With 2 MiB pages that
-    cost goes away (measured in README's speed table). glibc reads `GLIBC_TUNABLES` only at start-up,
+    step: about a tenth of a BERT-base CPU step (docs/performance.md). With 2 MiB pages that cost
+    goes away. glibc reads `GLIBC_TUNABLES` only at start-up,
     hence the re-execution, before anything has run. Set BERTJAX_HUGE_PAGES=0 to turn it off.
     """
     env = huge_pages_environment(os.environ)

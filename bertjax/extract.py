@@ -21,6 +21,7 @@ import jax
 import numpy as np
 import tqdm
 
+from bertjax import fileio
 from bertjax.data.labelled import encode_inputs
 from bertjax.data.tokenizer import load_tokenizer
 from bertjax.errors import BertjaxError, DataError
@@ -34,8 +35,8 @@ PAIR_SEPARATOR = " ||| "
 def read_texts(path: str | Path) -> list[str | tuple[str, str]]:
     """The input lines: a text, or a (text_a, text_b) pair split at ' ||| '."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"input file {path} does not exist")
+    if problem := fileio.missing_or_not_a_file(path):
+        raise DataError(f"input file {path} {problem}")
     texts: list[str | tuple[str, str]] = []
     for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
         try:
@@ -117,6 +118,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vocab", default="", help="a vocab.txt, if the checkpoint has none")
     args = parser.parse_args(argv)
     try:
+        if args.max_seq_length < 8 or args.batch_size < 1:
+            raise BertjaxError(
+                f"--max_seq_length={args.max_seq_length} must be >= 8 and --batch_size={args.batch_size} >= 1"
+            )
+        fileio.check_writable_file(args.output, "--output")
         arrays = extract(args.checkpoint, read_texts(args.input), args.max_seq_length, args.batch_size, args.vocab)
     except BertjaxError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -10,6 +10,36 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def missing_or_not_a_file(path: Path) -> str:
+    """Why `path` cannot be read as a file ("does not exist", "is a folder"), or "" if it can."""
+    if path.is_file():
+        return ""
+    return "is a folder, not a file" if path.is_dir() else "does not exist"
+
+
+def check_writable_folder(path: str | Path, what: str) -> None:
+    """A folder to write into: it need not exist yet, but it and its parents must not be files."""
+    from bertjax.errors import ConfigError
+
+    path = Path(path)
+    for folder in (path, *path.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                where = "" if folder == path else f" ({folder} is a file)"
+                raise ConfigError(f"{what} {path} is not a folder{where}")
+            return
+
+
+def check_writable_file(path: str | Path, what: str) -> None:
+    """A file to write: not a folder, and its folder can be made."""
+    from bertjax.errors import ConfigError
+
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a folder, not a file")
+    check_writable_folder(path.parent, f"{what} {path}: the folder")
+
+
 def write_text_atomically(path: str | Path, text: str) -> Path:
     """Writes `text` (UTF-8, "\\n" newlines) to `path`; a reader never sees a half-written file."""
     path = Path(path)

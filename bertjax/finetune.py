@@ -19,11 +19,16 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv: list[str]) -> None:
     del argv
-    config = config_lib.finetune_config_from_dict(_CONFIG.value)
+    config = config_lib.finetune_config_from_dict(cli.config_value(_CONFIG))
     distributed.initialize(config.distributed)  # before anything else touches JAX
     results = finetuning.finetune(config, _WORKDIR.value)
     finetuning.print_summary(results, _WORKDIR.value)
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The console script's entry point (`pip install` puts it on the PATH)."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -19,11 +19,16 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv: list[str]) -> None:
     del argv
-    config = config_lib.from_config_dict(_CONFIG.value)
+    config = config_lib.from_config_dict(cli.config_value(_CONFIG))
     distributed.initialize(config.distributed)  # before anything else touches JAX
     metrics = pretraining.pretrain(config, _WORKDIR.value)
     pretraining.print_summary(metrics, _WORKDIR.value)
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The console script's entry point (`pip install` puts it on the PATH)."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -167,11 +167,11 @@ def main(argv: list[str]) -> None:
     del argv
     from bertjax.training import finetuning
 
+    base = cli.config_value(_CONFIG)  # the config file loads (or fails with one line) first
     config_file = config_flags.get_config_filename(flags.FLAGS["config"])
     config_arg = sys_config_arg() or config_file
     runs = expand(load_sweep(config_file))
     workdir = Path(_WORKDIR.value)
-    base = _CONFIG.value
     passed = [a for a in sys.argv[1:] if a.startswith("--config.")]
     if _PRINT_ONLY.value:
         for run in runs:
@@ -205,5 +205,10 @@ def sys_config_arg() -> str | None:
     return None
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The console script's entry point (`pip install` puts it on the PATH)."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

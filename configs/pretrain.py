@@ -9,6 +9,7 @@ By default the data are the sample corpus and vocab that `make data` fetches int
 """
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 from bertjax.config import DEFAULT_LOGICAL_AXIS_RULES, parse_config_arg
 
@@ -23,10 +24,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model = model = ml_collections.ConfigDict()
     model.size = args.get("size", "base")  # a row of the size table: sets layers, hidden, heads, intermediate
     model.vocab_size = 0  # 0 = the vocab file's size; larger pads the embedding table
-    model.num_hidden_layers = None  # None = from size
-    model.hidden_size = None  # None = from size
-    model.num_attention_heads = None  # None = from size (hidden / 64)
-    model.intermediate_size = None  # None = from size (4 * hidden)
+    model.num_hidden_layers = placeholder(int)  # None = from size
+    model.hidden_size = placeholder(int)  # None = from size
+    model.num_attention_heads = placeholder(int)  # None = from size (hidden / 64)
+    model.intermediate_size = placeholder(int)  # None = from size (4 * hidden)
     model.hidden_act = "gelu"  # exact erf GELU, as BERT
     model.max_position_embeddings = 512
     model.type_vocab_size = 2

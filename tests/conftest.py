@@ -28,6 +28,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     config.bertjax_xla_cache = tempfile.mkdtemp(prefix="bertjax-tests-xla-cache-")
     os.environ["JAX_COMPILATION_CACHE_DIR"] = config.bertjax_xla_cache
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # the small steps too
 
 
 # The files that take longest (70-110 s each here), started first: `make test` runs each file on
@@ -35,12 +36,13 @@ def pytest_configure(config: pytest.Config) -> None:
 SLOWEST_FIRST = (
     "test_sharding.py",
     "test_multihost.py",
+    "test_finetune_core.py",
     "test_finetune.py",
     "test_model.py",
     "test_resume_and_signals.py",
-    "test_bench.py",
-    "test_pretrain_cli.py",
-    "test_packing.py",
+    "test_benchmarks.py",
+    "test_pretrain.py",
+    "test_packing_runs.py",
 )
 
 

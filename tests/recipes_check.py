@@ -1,4 +1,4 @@
-"""Run by tests/test_recipes.py with 8 simulated CPU devices: every paper recipe's config builds,
+"""Run by tests/e2e/test_recipes.py with 8 simulated CPU devices: every paper recipe's config builds,
 and the train steps of the recipes named on the command line (all when none is) lower and compile
 on the 8-device mesh (FSDP, as the launch scripts run it) for a reduced batch of 8 sequences, from
 abstract shapes only (no parameter is materialised). Prints one JSON line: per recipe, its

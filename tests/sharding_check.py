@@ -1,4 +1,4 @@
-"""Run by tests/test_sharding.py in a fresh process with 8 simulated CPU devices (XLA_FLAGS must
+"""Run by tests/e2e/test_sharding.py in a fresh process with 8 simulated CPU devices (XLA_FLAGS must
 be set before jax is imported). Trains a small BERT for a few steps on one device and on several
 meshes with the same batches and keys, and prints one JSON line of what it measured."""
 

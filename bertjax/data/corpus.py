@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from bertjax import fileio
 from bertjax.errors import DataError
 
 Document = list[str]
@@ -79,8 +80,8 @@ def _lines(path: Path) -> Iterator[str]:
 def read_text_file(path: str | Path, corpus_format: str) -> Iterator[Document]:
     """The documents of one text file (see the module docstring for the two formats)."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"corpus file {path} does not exist")
+    if problem := fileio.missing_or_not_a_file(path):
+        raise DataError(f"corpus file {path} {problem}")
     if corpus_format not in ("sentences", "paragraphs"):
         raise DataError(f"unknown corpus format {corpus_format!r} (expected sentences or paragraphs)")
     document: Document = []

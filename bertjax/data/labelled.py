@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import tokenizers
 
+from bertjax import fileio
 from bertjax.errors import DataError
 
 csv.field_size_limit(sys.maxsize)  # some GLUE/QQP fields are long
@@ -136,8 +137,8 @@ def read_file(
     With `raw_labels` the labels stay strings (to discover a task's classes).
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data file {path} does not exist")
+    if problem := fileio.missing_or_not_a_file(path):
+        raise DataError(f"data file {path} {problem}")
     file_format = file_format or {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}.get(path.suffix, "tsv")
     text_a: list[str] = []
     text_b: list[str] = []

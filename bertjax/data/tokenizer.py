@@ -15,6 +15,7 @@ import numpy as np
 import tokenizers
 from tokenizers.implementations import BertWordPieceTokenizer
 
+from bertjax import fileio
 from bertjax.errors import DataError
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -34,8 +35,8 @@ class SpecialIds:
 def read_vocab(vocab_file: str | Path) -> list[str]:
     """The tokens of a vocab.txt, one per line, with a clear error for a bad file."""
     path = Path(vocab_file)
-    if not path.is_file():
-        raise DataError(f"vocab file {path} does not exist")
+    if problem := fileio.missing_or_not_a_file(path):
+        raise DataError(f"vocab file {path} {problem}")
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:

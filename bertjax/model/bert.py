@@ -138,8 +138,8 @@ class Embeddings(nn.Module):
         """The token-type embeddings as a one-hot matmul (as google-research/bert), not a gather.
 
         The table has 2 rows, so the gather's gradient is a scatter-add of every token into 2 rows:
-        on an H100 XLA's scatter took 32-43 ms of a 110-123 ms BERT-base step (256 x 128 tokens,
-        bf16), all its atomic adds landing on the same 1,536 numbers. The matmul's gradient is
+        on a GPU XLA's scatter took a third of a BERT-base step, all its atomic adds landing on the
+        same 1,536 numbers (docs/performance.md). The matmul's gradient is
         a [2, tokens] x [tokens, hidden] product. Exact, as the gather: each output is one table
         row in the compute dtype (at the highest precision, so that float32 runs on GPUs and TPUs do
         not round the table to TF32 or bf16).
@@ -162,8 +162,7 @@ class Projection(nn.Module):
     [heads, kv, embed]), but the product is one 2-D matmul on flattened views, [..., in] x [in, out].
     XLA's CPU matmuls take a transposed 2-D operand as it is, but canonicalise a dot that
     contracts two kernel axes by copying the kernel (or the activation) transposed, in the forward
-    and the backward pass; the flat form saves those copies (1-3% of a BERT-base step on a
-    CPU). Flattening merges a sharded `heads` axis with the unsharded `kv` axis after it, which
+    and the backward pass; the flat form saves those copies. Flattening merges a sharded `heads` axis with the unsharded `kv` axis after it, which
     GSPMD shards without communication. The bias is added in the matmul's output dtype (`einsum`'s:
     float32 on a CPU, the compute dtype on GPUs and TPUs), then the result is cast to the compute
     dtype.
@@ -243,9 +242,8 @@ class SelfAttention(nn.Module):
 
         Scores and softmax in float32 (as flax's dot_product_attention with force_fp32_for_softmax),
         masked keys at float32's minimum. The batched matmuls run head-major ([batch, heads, length,
-        head_dim] operands): XLA's CPU runs them about 1.5x faster than on [batch, length, heads,
-        head_dim] (3.5% of a BERT-base step at length 512), for one transpose of q, k, v and the
-        context each.
+        head_dim] operands), which XLA's CPU runs faster than [batch, length, heads, head_dim] ones,
+        for one transpose of q, k, v and the context each.
         """
         cfg = self.config
         dtype = _dtype(cfg.dtype)

@@ -22,7 +22,7 @@ def gelu(x: Array) -> Array:
     """BERT's exact GELU, x * Phi(x), in the erf form of google-research/bert and Hugging Face.
 
     jax.nn.gelu(approximate=False) computes it through erfc, exact far into the negative tail
-    but twice the cost on a CPU (2-3% of a BERT-base step); the two differ by about 1e-6 absolute.
+    but at twice the cost on a CPU; the two differ by about 1e-6 absolute.
     """
     return 0.5 * x * (1.0 + jax.lax.erf(x * np.sqrt(0.5).astype(x.dtype)))
 
@@ -42,10 +42,8 @@ def einsum(spec: str, x: Array, w: Array, dtype: Any) -> Array:
 
     On GPUs and TPUs this is XLA's own einsum in `dtype`: their matrix units accumulate bf16
     products in float32 and round the result to bf16, in the forward pass and in both backward
-    matmuls (as flax's Dense in bf16 and MaxText do). In one A/B on an H100 this was 9-28%
-    faster over a BERT-base step than the CPU's form below (README, "On one NVIDIA H100"; a slow
-    scatter, since removed, was still in the step): float32 results double the bytes that the
-    elementwise kernels after each matmul read and write.
+    matmuls (as flax's Dense in bf16 and MaxText do): float32 results would double the bytes that
+    the elementwise kernels after each matmul read and write (docs/performance.md).
 
     On a CPU, below float32 this is mixed precision done by hand: the products accumulate in
     float32 in the forward pass and in both backward matmuls, whose incoming gradient is cast to
@@ -63,8 +61,8 @@ def einsum(spec: str, x: Array, w: Array, dtype: Any) -> Array:
         return jnp.einsum(spec, x.astype(dtype), w.astype(dtype))
     if dtype != jnp.float32 and _batched(spec):
         # Batched (attention) matmuls stay float32 on the CPU: XLA:CPU's bf16 x bf16 -> f32 kernels
-        # for them were no faster over a whole step (head-major operands; A/B at lengths 128 and
-        # 512), and those with a transposed operand in the backward pass are slower.
+        # for them are no faster over a whole step, and those with a transposed operand in the
+        # backward pass are slower (docs/performance.md).
         dtype = jnp.dtype(jnp.float32)
     if dtype == jnp.float32:
         return jnp.einsum(spec, x.astype(dtype), w.astype(dtype))

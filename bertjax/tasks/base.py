@@ -21,7 +21,6 @@ import numpy as np
 import tokenizers
 
 from bertjax.config import ModelConfig
-from bertjax.training.update import Objective
 
 INPUT_KEYS = ("input_ids", "token_type_ids", "attention_mask")
 
@@ -102,24 +101,26 @@ class Task(abc.ABC):
             f"tokens); " + ", ".join(f"{name} {len(split)}" for name, split in data.evals.items())
         )
 
-    def objective(self, model: nn.Module) -> Objective:
-        """The task's loss as the shared update takes it: summed, divided by the whole batch's count."""
-        keys = self.input_keys
-
-        def loss(
-            params: Any, batch: dict[str, jax.Array], rng: jax.Array | None, denominator: jax.Array
-        ) -> tuple[jax.Array, dict[str, jax.Array]]:
-            deterministic = rng is None
-            outputs = model.apply(
-                {"params": params},
-                *(batch[k] for k in keys),
-                deterministic=deterministic,
-                rngs=None if deterministic else {"dropout": rng},
-            )
-            total, sums = self.loss_sums(outputs, batch)
-            return total / denominator, sums
-
-        return Objective(loss=loss, denominators=self.denominator, summarise=self.summarise)
+    def loss(
+        self,
+        params: Any,
+        batch: dict[str, jax.Array],
+        rng: jax.Array | None,
+        denominator: jax.Array,
+        *,
+        model: nn.Module,
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """The loss of a (micro)batch, its summed loss divided by the whole batch's `denominator`, and
+        the summed metrics: what the shared update optimises (`training.finetuning.objective`)."""
+        deterministic = rng is None
+        outputs = model.apply(
+            {"params": params},
+            *(batch[k] for k in self.input_keys),
+            deterministic=deterministic,
+            rngs=None if deterministic else {"dropout": rng},
+        )
+        total, sums = self.loss_sums(outputs, batch)
+        return total / denominator, sums
 
     def predict(self, params: Any, batch: dict[str, jax.Array], *, model: nn.Module) -> jax.Array:
         """The model's outputs for a batch (no dropout)."""

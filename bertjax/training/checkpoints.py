@@ -19,6 +19,7 @@ from flax import traverse_util
 
 from bertjax.errors import CheckpointError
 from bertjax.weights.param_tree import STACKED_PREFIX
+from bertjax.weights.stored import restore_subtrees, saved_tree
 
 
 def manager(directory: str | Path, keep: int, trees: tuple[str, ...] = ()) -> ocp.CheckpointManager:
@@ -84,23 +85,6 @@ def restore_latest(mngr: ocp.CheckpointManager, state: Any, **trees: Any) -> tup
     items |= {name: ocp.args.StandardRestore(_abstract(tree)) for name, tree in trees.items()}
     restored = mngr.restore(step, args=ocp.args.Composite(**items))
     return restored["state"], dict(restored["progress"]), {name: restored[name] for name in trees}
-
-
-def saved_tree(directory: str | Path) -> Any:
-    """The tree metadata (names, shapes, dtypes) of a saved item, e.g. `checkpoints/<step>/state`."""
-    with ocp.StandardCheckpointer() as checkpointer:
-        saved = checkpointer.metadata(Path(directory).absolute())
-    return getattr(getattr(saved, "item_metadata", saved), "tree", saved)
-
-
-def restore_subtrees(directory: str | Path, target: dict[str, Any]) -> dict[str, Any]:
-    """Only the top-level subtrees of a saved item that `target` names (e.g. {"params": ...}), read
-    into the target's dtypes and shardings (jax.ShapeDtypeStruct leaves) or onto the host (numpy
-    leaves); the item's other subtrees are not read."""
-    restore_args = ocp.checkpoint_utils.construct_restore_args(target)
-    args = ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True)
-    with ocp.PyTreeCheckpointer() as checkpointer:
-        return checkpointer.restore(Path(directory).absolute(), args=args)
 
 
 def restore_run_state(step_dir: str | Path, state: Any, restart_count: bool = False) -> Any:

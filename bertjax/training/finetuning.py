@@ -41,6 +41,13 @@ from bertjax.weights.param_tree import flatten, unstack_layers
 PLOT_PANELS = (("loss", "train loss"), ("accuracy", "train accuracy"), ("score", "eval score"))
 
 
+def objective(task: Task, model: nn.Module) -> update.Objective:
+    """A task's loss as the shared update takes it."""
+    return update.Objective(
+        loss=functools.partial(task.loss, model=model), denominators=task.denominator, summarise=task.summarise
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Batches
 
@@ -174,6 +181,9 @@ def finetune(config: FinetuneConfig, workdir: str | Path) -> dict[str, Any]:
     """Fine-tunes as `config` says; returns (and writes to results.json) the run's results. Bad
     input found before the first checkpoint leaves `workdir` as it was (`fileio.run_directory`)."""
     workdir = Path(workdir)
+    fileio.check_writable_folder(workdir, "workdir")
+    if config.task.glue_dir and not Path(config.task.glue_dir).is_dir():
+        raise ConfigError(f"config key task.glue_dir: {config.task.glue_dir} is not a folder")
     results_file = workdir / "results.json"
     if results_file.is_file():
         print(f"{workdir} holds a finished run: {results_file}")
@@ -221,7 +231,7 @@ def _finetune(config: FinetuneConfig, workdir: Path) -> dict[str, Any]:
         load_report = dataclasses.asdict(report)
 
     train_step = update.compile_train_step(
-        task.objective(model), tx, schedule, shardings, mesh, config.optim.grad_accum_steps
+        objective(task, model), tx, schedule, shardings, mesh, config.optim.grad_accum_steps
     )
     batch_sharding = sharding.batch_sharding(mesh)
     predict_fn = jax.jit(

@@ -14,7 +14,7 @@ import tqdm
 # Dense (no sparsity) datasheet rates in TFLOP/s per chip by jax device_kind and compute dtype:
 # the MFU's denominator. NVIDIA's H100 SXM / H200 (989.4 bf16, 66.9 fp32) and A100 (312 / 19.5)
 # datasheets; Google's per-chip bf16 peaks for TPU v4, v5e ("v5 lite"), v5p and v6e ("v6 lite").
-# Only the H100's device_kind has been seen here (2026-11-26); the others are as their makers name them.
+# The H100's device_kind is as jax reports it on that chip; the others are as their makers name them.
 DATASHEET_TFLOPS: dict[tuple[str, str], float] = {
     ("NVIDIA H100 80GB HBM3", "bfloat16"): 989.4,
     ("NVIDIA H100 80GB HBM3", "float32"): 66.9,

@@ -91,7 +91,7 @@ def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
     tf.clip_by_global_norm (google-research/bert) and torch's clip_grad_norm_ do it, with optax's
     state. optax.clip_by_global_norm selects per element between g and g / ||g|| * max_norm, and
     XLA then writes the clipped gradient out before Adam's moments read it: one more pass over
-    every parameter per step (README, Speed)."""
+    every parameter per step (docs/performance.md)."""
 
     def update(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
         del params

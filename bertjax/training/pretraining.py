@@ -241,6 +241,9 @@ def pretrain(config: PretrainConfig, workdir: str | Path) -> dict[str, float]:
     `workdir` as it was (`fileio.run_directory`).
     """
     workdir = Path(workdir)
+    fileio.check_writable_folder(workdir, "workdir")
+    if config.data.cache_dir:
+        fileio.check_writable_folder(config.data.cache_dir, "config key data.cache_dir:")
     with fileio.run_directory(workdir):
         return _pretrain(config, workdir)
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from bertjax.config import ModelConfig, model_config_from_dict
 from bertjax.errors import BertjaxError, CheckpointError
-from bertjax.weights import hf_mapping, param_tree
+from bertjax.weights import hf_mapping, param_tree, stored
 
 MODEL_FILE = "bertjax_model.json"
 FORMAT_VERSION = 1
@@ -143,9 +143,7 @@ def read_hf(folder: str | Path) -> Pretrained:
 def _restore_tree(directory: Path) -> dict[str, Any]:
     import orbax.checkpoint as ocp
 
-    from bertjax.training import checkpoints  # orbax is imported only where a checkpoint is read
-
-    target = _abstract_numpy(checkpoints.saved_tree(directory))
+    target = _abstract_numpy(stored.saved_tree(directory))
     with ocp.StandardCheckpointer() as checkpointer:
         return checkpointer.restore(directory.absolute(), target)
 
@@ -200,10 +198,9 @@ def read_run(path: str | Path) -> Pretrained:
     record = _read_json(run_dir / "config.json")
     run_config = record.get("config", {})
     config = model_config_from_dict(run_config["model"], prefix=f"{run_dir / 'config.json'}: model.")
-    from bertjax.training import checkpoints  # orbax is imported only where a checkpoint is read
 
-    saved = checkpoints.saved_tree(step_dir / "state")  # only the parameters are read, not the optimizer state
-    state = checkpoints.restore_subtrees(step_dir / "state", {"params": _abstract_numpy(saved["params"])})
+    saved = stored.saved_tree(step_dir / "state")  # only the parameters are read, not the optimizer state
+    state = stored.restore_subtrees(step_dir / "state", {"params": _abstract_numpy(saved["params"])})
     params = {k: np.asarray(v) for k, v in param_tree.unstack_layers(param_tree.flatten(state["params"])).items()}
     data = run_config.get("data", {})
     vocab = Path(data["vocab_file"]) if data.get("vocab_file") else None

@@ -14,6 +14,7 @@ from bertjax.model.bert import BertForPreTraining
 from bertjax.parallel import sharding
 from bertjax.training import checkpoints, optim, pretraining
 from bertjax.training.state import TrainState, create_sharded_state
+from bertjax.weights import stored
 
 MODEL = ModelConfig(
     vocab_size=97,
@@ -58,10 +59,16 @@ def test_gradient_accumulation_equals_full_batch():
     model, tx, schedule, state = _setup()
     batch = _batch(np.random.default_rng(0))
     key = jax.random.key(1)
-    full_state, full = pretraining.train_step(state, batch, key, model=model, tx=tx, schedule=schedule)
-    acc_state, acc = pretraining.train_step(
-        state, batch, key, model=model, tx=tx, schedule=schedule, grad_accum_steps=4
-    )
+
+    def step(count):
+        return jax.jit(
+            lambda s, b: pretraining.train_step(
+                s, b, key, model=model, tx=tx, schedule=schedule, grad_accum_steps=count
+            )
+        )
+
+    full_state, full = step(1)(state, batch)
+    acc_state, acc = step(4)(state, batch)
     for name in ("loss", "mlm_loss", "mlm_accuracy", "nsp_loss", "grad_norm"):
         np.testing.assert_allclose(acc[name], full[name], rtol=2e-5, err_msg=name)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), acc_state.params, full_state.params)
@@ -70,14 +77,10 @@ def test_gradient_accumulation_equals_full_batch():
 def test_loss_ignores_padded_predictions_and_matches_reference():
     model, tx, schedule, state = _setup()
     batch = _batch(np.random.default_rng(1))
-    _, metrics = pretraining.train_step(state, batch, jax.random.key(0), model=model, tx=tx, schedule=schedule)
-    mlm_logits, nsp_logits = model.apply(
-        {"params": state.params},
-        batch["input_ids"],
-        batch["token_type_ids"],
-        batch["attention_mask"],
-        batch["masked_lm_positions"],
-    )
+    step = jax.jit(lambda s, b: pretraining.train_step(s, b, jax.random.key(0), model=model, tx=tx, schedule=schedule))
+    _, metrics = step(state, batch)
+    keys = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_positions")
+    mlm_logits, nsp_logits = jax.jit(model.apply)({"params": state.params}, *(batch[k] for k in keys))
     log_probs = np.asarray(jax.nn.log_softmax(mlm_logits))
     nll = -np.take_along_axis(log_probs, batch["masked_lm_ids"][..., None], -1)[..., 0]
     w = batch["masked_lm_weights"]
@@ -174,9 +177,9 @@ def test_restore_subtrees_reads_only_the_named_parts(tmp_path):
     }
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save((tmp_path / "state").absolute(), saved)
-    tree = checkpoints.saved_tree(tmp_path / "state")
+    tree = stored.saved_tree(tmp_path / "state")
     assert tree["opt_state"][0]["mu"].shape == (4, 3)
-    on_host = checkpoints.restore_subtrees(tmp_path / "state", {"params": jax.tree.map(np.zeros_like, saved["params"])})
+    on_host = stored.restore_subtrees(tmp_path / "state", {"params": jax.tree.map(np.zeros_like, saved["params"])})
     assert list(on_host) == ["params"]
     np.testing.assert_array_equal(on_host["params"]["dense"]["kernel"], saved["params"]["dense"]["kernel"])
     mesh = sharding.make_mesh(MeshConfig())
@@ -184,7 +187,7 @@ def test_restore_subtrees_reads_only_the_named_parts(tmp_path):
         {"mu": jax.ShapeDtypeStruct((4, 3), np.float32, sharding=sharding.replicated(mesh))},
         jax.ShapeDtypeStruct((), np.int32, sharding=sharding.replicated(mesh)),
     ]
-    on_mesh = checkpoints.restore_subtrees(tmp_path / "state", {"opt_state": target})
+    on_mesh = stored.restore_subtrees(tmp_path / "state", {"opt_state": target})
     assert list(on_mesh) == ["opt_state"] and isinstance(on_mesh["opt_state"][0]["mu"], jax.Array)
     np.testing.assert_array_equal(np.asarray(on_mesh["opt_state"][0]["mu"]), saved["opt_state"][0]["mu"])
     assert int(on_mesh["opt_state"][1]) == 4
@@ -296,9 +299,12 @@ def test_logged_loss_is_the_optimised_one_without_nsp():
     optimised, not MLM + an untrained NSP loss; the NSP loss is still reported on its own."""
     model, tx, schedule, state = _setup()
     batch = _batch(np.random.default_rng(3))
-    _, metrics = pretraining.train_step(
-        state, batch, jax.random.key(0), model=model, tx=tx, schedule=schedule, nsp_weight=0.0
+    step = jax.jit(
+        lambda s, b: pretraining.train_step(
+            s, b, jax.random.key(0), model=model, tx=tx, schedule=schedule, nsp_weight=0.0
+        )
     )
+    _, metrics = step(state, batch)
     np.testing.assert_allclose(metrics["loss"], metrics["mlm_loss"], rtol=1e-6)
     assert float(metrics["nsp_loss"]) > 0.1
     sums = {

@@ -20,7 +20,7 @@ import pytest
 from bertjax import config as config_lib
 from bertjax.training import optim
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_COMPILED = ["recipe=bert,size=base,phase=1", "recipe=lamb,phase=2"]
 
 

@@ -101,12 +101,12 @@ def test_padding_does_not_change_real_positions():
     padded_types[:, :12] = types
     padded_mask[:, :12] = 1
     model = BertForPreTraining(CONFIG)
-    mlm_a, nsp_a = model.apply({"params": params}, ids, types, mask, positions)
-    mlm_b, nsp_b = model.apply({"params": params}, padded_ids, padded_types, padded_mask, positions)
+    mlm_a, nsp_a = jax.jit(model.apply)({"params": params}, ids, types, mask, positions)
+    mlm_b, nsp_b = jax.jit(model.apply)({"params": params}, padded_ids, padded_types, padded_mask, positions)
     np.testing.assert_allclose(mlm_a, mlm_b, atol=1e-5)
     np.testing.assert_allclose(nsp_a, nsp_b, atol=1e-5)
     # The mask matters: unmasked garbage changes the outputs.
-    mlm_c, _ = model.apply({"params": params}, padded_ids, padded_types, np.ones_like(padded_mask), positions)
+    mlm_c, _ = jax.jit(model.apply)({"params": params}, padded_ids, padded_types, np.ones_like(padded_mask), positions)
     assert np.abs(np.asarray(mlm_c) - np.asarray(mlm_a)).max() > 1e-3
 
 
@@ -265,9 +265,10 @@ def _value_and_grads(config: ModelConfig, params, batch, dropout: bool = True):
         )
         return mlm.astype(jnp.float32).mean() + nsp.astype(jnp.float32).mean()
 
-    return jax.value_and_grad(loss)(params)
+    return jax.jit(jax.value_and_grad(loss))(params)  # compiled: eager differentiation runs op by op
 
 
+@pytest.mark.slow  # over 10 s: left out of make test-fast
 def test_remat_gives_the_same_gradients():
     batch = _random_batch(np.random.default_rng(0), 2, 16, 5, CONFIG.vocab_size)
     params = _init(CONFIG)
@@ -285,6 +286,7 @@ def _packed_batch(rng: np.random.Generator, config: ModelConfig):
     return ids, types, mask, positions
 
 
+@pytest.mark.slow  # over 10 s: left out of make test-fast
 def test_dot_product_attention_equals_the_einsum_attention():
     """jax.nn.dot_product_attention (its XLA implementation, the cuDNN path's reference) under
     bertjax's padding and packing masks gives the einsum attention's loss and gradients

@@ -1,5 +1,5 @@
 """Fine-tuning killed and started again with the same command resumes from its latest checkpoint
-and ends exactly as an uninterrupted run (SIGTERM's own checkpoint: tests/test_sweep_and_report.py)."""
+and ends exactly as an uninterrupted run (SIGTERM's own checkpoint: tests/e2e/test_sweep_and_report.py)."""
 
 import json
 import os

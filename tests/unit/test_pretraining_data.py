@@ -201,6 +201,7 @@ _LOADER_TO_THE_END = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # over 10 s: left out of make test-fast
 def test_loader_processes_release_their_shared_memory(prepared, sample_files, tmp_path):
     """grain frees the shared memory of the processes' batches on a background thread; ended with
     only grain's close(), the interpreter's exit cuts that short and the resource tracker warns of

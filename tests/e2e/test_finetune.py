@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 from glue_files import write_glue_dir
 
-from bertjax.training import checkpoints
-from bertjax.weights import pretrained
+from bertjax.weights import pretrained, stored
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 POSITIVE = "good great excellent wonderful fine nice superb lovely".split()
 NEGATIVE = "bad awful terrible poor horrible nasty dreadful ugly".split()
 FILLER = "the movie was and it a plot acting film story".split()
@@ -67,7 +66,7 @@ def test_custom_task_learns_and_keeps_the_best_checkpoint(tmp_path, vocab_file):
     assert {line.split("\t")[1] for line in predictions[1:]} <= {"negative", "positive"}
     best = pretrained.load(workdir / "best")
     assert best.labels == ("negative", "positive") and "classifier" in best.groups()
-    on_disk = checkpoints.saved_tree(workdir / "best" / "params")
+    on_disk = stored.saved_tree(workdir / "best" / "params")
     assert "layer_0" in on_disk["bert"] and "layers" not in on_disk["bert"]
     assert (workdir / "curves.png").stat().st_size > 10_000
     # Throughput: every toy row fits 32 tokens, so every batch is cut to 32 columns and the useful
@@ -143,10 +142,29 @@ def test_init_from_hugging_face_reports_fresh_heads(tmp_path, vocab_file):
 
 
 @pytest.mark.parametrize(
-    "case", ["unknown_task", "unknown_key", "ragged_row", "unknown_label", "vocab_mismatch", "empty_split"]
+    "case",
+    [
+        "unknown_task",
+        "unknown_key",
+        "ragged_row",
+        "unknown_label",
+        "vocab_mismatch",
+        "empty_split",
+        "out_of_range",
+        "train_file_is_a_folder",
+        "glue_dir_is_a_file",
+        "workdir_is_a_file",
+        "missing_config_file",
+        "mesh_too_big",
+        "batch_not_split_by_accumulation",
+    ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, vocab_file, case):
+    """One line, exit code 2, and a workdir left as it was (not created) for every class of bad input."""
     toy = write_toy(tmp_path / "toy")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x\n")
+    workdir = tmp_path / "run"
     train = toy / "train.tsv"
     lines = train.read_text().splitlines()
     extra = [f"--config.task.vocab_file={vocab_file}", f"--config.task.train_file={train}"]
@@ -168,50 +186,31 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, vocab_file, case):
         hf = _tiny_hf(tmp_path / "hf", vocab_file, vocab_size=30000)
         extra = [f"--config.init={hf}", f"--config.task.train_file={train}"]
         expected = "has vocab_size 30000 but the vocab"
-    else:
+    elif case == "empty_split":
         (toy / "test.tsv").write_text("text\tlabel\n")
         extra.append(f"--config.task.test_file={toy / 'test.tsv'}")
         expected = "test.tsv has no examples"
-    workdir = tmp_path / "run"
+    elif case == "out_of_range":
+        extra.append("--config.task.dev_fraction=1.5")
+        expected = "task.dev_fraction=1.5 must be in [0.0, 1.0)"
+    elif case == "train_file_is_a_folder":
+        extra[1] = f"--config.task.train_file={toy}"
+        expected = f"data file {toy} is a folder, not a file"
+    elif case == "glue_dir_is_a_file":
+        config, extra = "configs/glue.py:task=rte,runlocal", [*extra[:1], f"--config.task.glue_dir={a_file}"]
+        expected = f"task.glue_dir: {a_file} is not a folder"
+    elif case == "workdir_is_a_file":
+        workdir, expected = a_file, f"workdir {a_file} is not a folder"
+    elif case == "missing_config_file":
+        config, expected = "configs/nope.py", "--config: [Errno 2] No such file or directory"
+    elif case == "mesh_too_big":
+        extra.append("--config.mesh.data=3")
+        expected = "need 3 devices, found 1"
+    else:
+        extra.append("--config.optim.grad_accum_steps=3")
+        expected = "train.batch_size=8 is not divisible by optim.grad_accum_steps=3"
     result = finetune(workdir, *extra, config=config, check=False)
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr
     assert result.stderr.startswith("error: ") and expected in result.stderr, result.stderr
-    assert not (workdir / "results.json").exists() and not (workdir / "best").exists()
-
-
-def test_batches_cut_to_their_longest_row_give_the_same_logits():
-    import jax
-    import jax.numpy as jnp
-    from flax import linen as nn
-
-    from bertjax.config import MeshConfig, ModelConfig
-    from bertjax.model.bert import BertForSequenceClassification
-    from bertjax.parallel import sharding
-    from bertjax.tasks.base import INPUT_KEYS, Split
-    from bertjax.training import finetuning
-
-    rng = np.random.default_rng(0)
-    n, length = 12, 128
-    lengths = rng.integers(5, 40, n)
-    mask = (np.arange(length)[None] < lengths[:, None]).astype(np.int32)
-    features = {
-        "input_ids": (rng.integers(5, 100, (n, length)) * mask).astype(np.int32),
-        "token_type_ids": ((np.arange(length)[None] >= lengths[:, None] // 2) * mask).astype(np.int32),
-        "attention_mask": mask,
-        "labels": rng.integers(0, 2, n).astype(np.float32),
-    }
-    encoded = Split("test", features, examples=None, source="test")
-    batch = finetuning.batch_of(encoded, np.arange(5), 8, multiple=32)
-    assert batch["input_ids"].shape == (8, 32 if lengths[:5].max() <= 32 else 64)
-    config = ModelConfig(
-        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
-    )
-    model = BertForSequenceClassification(config, 2)
-    ids = jnp.ones((1, length), jnp.int32)
-    params = nn.meta.unbox(model.init(jax.random.key(0), ids, ids, ids)["params"])
-    predict_fn = jax.jit(lambda p, b: model.apply({"params": p}, *(b[k] for k in INPUT_KEYS)))
-    batch_sharding = sharding.batch_sharding(sharding.make_mesh(MeshConfig()))
-    full = finetuning.predict(predict_fn, params, encoded, 4, batch_sharding, INPUT_KEYS)
-    cut = finetuning.predict(predict_fn, params, encoded, 4, batch_sharding, INPUT_KEYS, pad_to_multiple_of=32)
-    np.testing.assert_allclose(cut, full, atol=2e-6)
+    assert a_file.read_text() == "x\n" if case == "workdir_is_a_file" else not workdir.exists()

@@ -2,8 +2,6 @@
 
 import dataclasses
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -20,7 +18,7 @@ from bertjax.weights import hf_mapping, param_tree, pretrained
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 HF_CONFIG = dict(
     vocab_size=120,
@@ -137,23 +135,6 @@ def test_wrong_shapes_and_unknown_tensors_are_errors(tmp_path):
     assert loaded.config.layer_norm_position == "pre" and "bert/final_layer_norm/scale" in loaded.params
 
 
-def test_convert_command_line(tmp_path):
-    _, folder = _random_hf(transformers.BertForPreTraining, tmp_path, "hf")
-
-    def convert(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "bertjax.convert", *map(str, args)], cwd=ROOT, capture_output=True, text=True
-        )
-
-    done = convert("from-hf", folder, tmp_path / "ours")
-    assert done.returncode == 0, done.stderr
-    assert "encoder, mlm_head, nsp_head, pooler" in done.stdout
-    assert convert("to-hf", tmp_path / "ours", tmp_path / "back").returncode == 0
-    failed = convert("from-hf", tmp_path / "nowhere", tmp_path / "x")
-    assert failed.returncode == 2 and failed.stderr.startswith("error: ") and len(failed.stderr.splitlines()) == 1
-    assert not (tmp_path / "x").exists()
-
-
 def _sentences(news_file: Path, count: int) -> list[str]:
     from bertjax.data.corpus import split_sentences
 
@@ -165,6 +146,7 @@ def _sentences(news_file: Path, count: int) -> list[str]:
     return picked + odd
 
 
+@pytest.mark.slow  # over 10 s: left out of make test-fast
 def test_minilm_real_weights_parity_with_torch(sample_files, tmp_path):
     """all-MiniLM-L6-v2 through our importer equals transformers' BertModel (fp32, 1e-5)."""
     folder = sample_files["minilm"]

@@ -9,7 +9,7 @@ import pytest
 from bertjax.data import samples
 from bertjax.errors import DataError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_source_file_is_tracked_by_git():

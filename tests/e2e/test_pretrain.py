@@ -10,15 +10,15 @@ import pytest
 
 from bertjax.config import ModelConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run(workdir, *overrides, arg="runlocal", sample_files=None, check=True):
+def _run(workdir, *overrides, arg="runlocal", sample_files=None, check=True, config="configs/pretrain.py"):
     command = [
         sys.executable,
         "-m",
         "bertjax.pretrain",
-        f"--config=configs/pretrain.py:{arg}",
+        f"--config={config}:{arg}",
         f"--workdir={workdir}",
         "--config.data.max_documents=300",
     ]
@@ -107,10 +107,25 @@ def _bad_files(tmp_path):
         "vocab_without_mask",
         "attention_dropout",
         "negative_processes",
+        "dropout_out_of_range",
+        "no_layers",
+        "bool_for_int",
+        "missing_config_file",
+        "workdir_is_a_file",
+        "cache_dir_is_a_file",
+        "vocab_is_a_folder",
+        "corpus_is_a_folder",
+        "mesh_too_big",
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, sample_files, case):
+    """Each class of bad input (a bad value, a value out of range, a path of the wrong kind, a missing
+    config file, a failure found after the run began) ends in one line, exit code 2, and a workdir
+    left as it was: not created."""
     empty, latin1, vocab = _bad_files(tmp_path)
+    a_file, a_folder = tmp_path / "a_file", tmp_path / "a_folder"
+    a_file.write_text("x\n")
+    a_folder.mkdir()
     arg, overrides, expected = {
         "unknown_size": ("size=huge", [], "unknown size"),
         "unknown_key": ("runlocal", ["--config.train.bogus=1"], "bogus"),
@@ -123,11 +138,26 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, sample_files, case):
         "vocab_without_mask": ("runlocal", [f"--config.data.vocab_file={vocab}"], "has no [MASK] token"),
         "attention_dropout": ("runlocal", ["--config.model.attention=xla"], "set model.attention_probs_dropout_prob=0"),
         "negative_processes": ("runlocal", ["--config.data.num_processes=-1"], "data.num_processes=-1 must be >= 0"),
+        "dropout_out_of_range": (
+            "runlocal",
+            ["--config.model.hidden_dropout_prob=1.5"],
+            "model.hidden_dropout_prob=1.5 must be in [0.0, 1.0)",
+        ),
+        "no_layers": ("runlocal", ["--config.model.num_hidden_layers=0"], "model.num_hidden_layers=0 must be >= 1"),
+        "bool_for_int": ("runlocal", ["--config.train.eval_batches=True"], "--config.train.eval_batches=True"),
+        "missing_config_file": ("runlocal", [], "--config: [Errno 2] No such file or directory"),
+        "workdir_is_a_file": ("runlocal", [], f"workdir {a_file} is not a folder"),
+        "cache_dir_is_a_file": ("runlocal", [f"--config.data.cache_dir={a_file}"], f"{a_file} is not a folder"),
+        "vocab_is_a_folder": ("runlocal", [f"--config.data.vocab_file={a_folder}"], "is a folder, not a file"),
+        "corpus_is_a_folder": ("runlocal", [f"--config.data.train_files={a_folder}"], f"{a_folder} is not a file"),
+        "mesh_too_big": ("runlocal", ["--config.mesh.data=3"], "need 3 devices, found 1"),
     }[case]
-    workdir = tmp_path / "run"
-    result = _run(workdir, *([f"--config.data.vocab_file={sample_files['vocab']}"] + overrides), arg=arg, check=False)
+    workdir = a_file if case == "workdir_is_a_file" else tmp_path / "run"
+    config = "configs/nope.py" if case == "missing_config_file" else "configs/pretrain.py"
+    vocab_arg = [] if case == "vocab_is_a_folder" else [f"--config.data.vocab_file={sample_files['vocab']}"]
+    result = _run(workdir, *(vocab_arg + overrides), arg=arg, check=False, config=config)
     assert result.returncode == 2, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
-    assert not (workdir / "checkpoints").exists()
+    assert a_file.read_text() == "x\n" if case == "workdir_is_a_file" else not workdir.exists()

@@ -10,7 +10,7 @@ import pytest
 
 from bertjax import cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # Counts the page faults of filling a fresh 256 MiB buffer from glibc's malloc (which maps it with mmap,
 # as it does XLA:CPU's scratch buffer), after the entry points' setup.

@@ -12,7 +12,7 @@ from bertjax.config import MeshConfig, mesh_config_from_dict
 from bertjax.errors import ConfigError
 from bertjax.parallel.sharding import mesh_shape
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pretrain_runs import committed_checkpoints, cpu_env, pretrain_command, start_two_processes, train_records
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _command(workdir, sample_files, cache, *extra):

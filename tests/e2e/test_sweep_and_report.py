@@ -16,7 +16,7 @@ from test_finetune import write_toy
 from bertjax import report, sweep
 from bertjax.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_glue_config_declares_the_bert_paper_grid():

@@ -16,7 +16,7 @@ from bertjax.tasks import glue
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 tfds = pytest.importorskip("tensorflow_datasets")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from pretrain_runs import committed_checkpoints, pretrain_command, run_until, steps_logged, train_records
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
 
 

@@ -1,0 +1,76 @@
+"""Sequence-level tasks through the shared update: accumulation equals the full batch, the loss is the task's."""
+
+import jax
+import numpy as np
+import pytest
+from test_training import MODEL
+
+from bertjax.config import MeshConfig, OptimConfig
+from bertjax.data.labelled import TaskSpec
+from bertjax.parallel import sharding
+from bertjax.tasks.classification import ClassificationTask, RegressionTask
+from bertjax.training import finetuning, optim, update
+from bertjax.training.state import create_sharded_state
+
+
+def _task(cls, kind: str):
+    spec = TaskSpec(
+        name="toy", kind=kind, labels=("a", "b", "c") if kind == "classification" else (), metrics=(), layouts={}
+    )
+    return cls(spec, train=None, evals={}, tests={})
+
+
+def _batch(rng, rows=8, length=16, classes=3):
+    lengths = rng.integers(4, length + 1, size=rows)
+    mask = (np.arange(length)[None] < lengths[:, None]).astype(np.int32)
+    weights = np.ones(rows, np.float32)
+    weights[-3:] = 0  # padding rows of a last, short batch
+    return {
+        "input_ids": (rng.integers(5, MODEL.vocab_size, (rows, length)) * mask).astype(np.int32),
+        "token_type_ids": np.zeros((rows, length), np.int32),
+        "attention_mask": mask,
+        "labels": rng.integers(0, classes, rows).astype(np.float32),
+        "weights": weights,
+    }
+
+
+@pytest.mark.parametrize("kind", ["classification", "regression"])
+def test_accumulated_fine_tuning_steps_equal_the_full_batch(kind):
+    """The update splits the batch into microbatches normalised by the whole batch's real rows:
+    loss, accuracy, gradient norm and the new parameters equal one full-batch step, and the loss
+    is the task's (cross-entropy or squared error over the rows of weight 1)."""
+    task = _task(ClassificationTask if kind == "classification" else RegressionTask, kind)
+    model = task.model(MODEL)
+    tx, schedule = optim.make_optimizer(OptimConfig(warmup_steps=2, learning_rate=1e-3), 10)
+    ids = jax.numpy.zeros((1, 16), jax.numpy.int32)
+    mesh = sharding.make_mesh(MeshConfig())
+    init = lambda key: model.init({"params": key}, ids, ids, ids)["params"]  # noqa: E731
+    state, _ = create_sharded_state(jax.random.key(0), init, tx, mesh, MeshConfig())
+    batch = _batch(np.random.default_rng(0))
+
+    def step(count):
+        return jax.jit(
+            lambda s, b: update.train_step(
+                s,
+                b,
+                jax.random.key(1),
+                objective=finetuning.objective(task, model),
+                tx=tx,
+                schedule=schedule,
+                grad_accum_steps=count,
+            )
+        )
+
+    full_state, full = step(1)(state, batch)
+    acc_state, acc = step(4)(state, batch)
+    logits = np.asarray(jax.jit(model.apply)({"params": state.params}, *(batch[k] for k in task.input_keys)))
+    real = batch["weights"] == 1
+    if kind == "classification":
+        log_probs = np.asarray(jax.nn.log_softmax(logits))[real]
+        expected = -log_probs[np.arange(real.sum()), batch["labels"][real].astype(int)].mean()
+    else:
+        expected = np.mean((logits[real, 0] - batch["labels"][real]) ** 2)
+    np.testing.assert_allclose(full["loss"], expected, rtol=1e-5)
+    for name in full:
+        np.testing.assert_allclose(acc[name], full[name], rtol=2e-5, atol=1e-7, err_msg=name)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), acc_state.params, full_state.params)
