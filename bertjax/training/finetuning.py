@@ -1,14 +1,15 @@
 """Fine-tuning: the loop that every task trains through.
 
-`finetune(config, workdir)` reads as its steps: load the checkpoint named by `init` (Hugging
-Face, bertjax or a run directory) and the task (`bertjax.tasks`), build the task's model whose
-encoder comes from the checkpoint (missing heads initialised fresh and reported), then train epoch
-after epoch with the shared update (`update.train_step`: gradient accumulation, the non-finite
-guard, clipping), evaluate the eval splits after each epoch, keep the best parameters by the
-task's score as a bertjax model checkpoint in `<workdir>/best`, and finally predict the test
-splits with them. `<workdir>/results.json`, written last, marks the run finished. A checkpoint at
-each epoch end, every `train.checkpoint_every_steps` and on SIGTERM/SIGINT lets the same command
-resume; with several processes every host reads the task and feeds its share of each batch.
+`finetune(config, workdir)` is four named steps. `setup`: the checkpoint named by `init`
+(Hugging Face, bertjax or a run directory), the tokenizer and the task (`bertjax.tasks`) with its
+encoded splits. `build`: the task's model, its optimizer and its state (born sharded, resumed
+from the latest checkpoint or filled from `init`, missing heads fresh and reported) and the
+compiled steps. `train`: epoch after epoch with the shared update (`update.train_step`: gradient
+accumulation, the non-finite guard, clipping), the eval splits scored after each epoch, the best
+parameters by the task's score kept in `<workdir>/best`, a checkpoint at each epoch end, every
+`train.checkpoint_every_steps` and on SIGTERM/SIGINT. `finish`: the test splits predicted with the
+best parameters, and `<workdir>/results.json`, written last, marking the run finished. With
+several processes every host reads the task and feeds its share of each batch.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from bertjax.fileio import write_text_atomically
 from bertjax.parallel import sharding
 from bertjax.tasks.base import Split, Task, TaskData
 from bertjax.training import checkpoints, logs, loop, optim, update
-from bertjax.training.state import create_sharded_state, init_from_checkpoint, to_host
+from bertjax.training.state import TrainState, create_sharded_state, init_from_checkpoint, to_host
 from bertjax.weights import pretrained
 from bertjax.weights.param_tree import flatten, unstack_layers
 
@@ -173,6 +174,250 @@ def _save_best(best: pretrained.Pretrained, workdir: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+@dataclasses.dataclass
+class Progress:
+    """What a run has done so far, as each of its checkpoints records it."""
+
+    step: int = 0
+    epochs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    best_index: int | None = None
+    best_params: Any = None  # the best epoch's parameters, on the host
+    load_report: dict[str, Any] | None = None
+    skipped_steps: int = 0
+
+    def record(self, step: int) -> dict[str, Any]:
+        """The JSON part of a checkpoint at `step`."""
+        keys = ("epochs", "best_index", "load_report", "skipped_steps")
+        return {"step": step} | {k: getattr(self, k) for k in keys}
+
+    def add_epoch(self, record: dict[str, Any], main_split: str, params: Any) -> bool:
+        """Appends an epoch's record; keeps `params` (fetched only then) if its score is the best so far."""
+        self.epochs.append(record)
+        best = self.epochs[self.best_index][main_split]["score"] if self.best_index is not None else None
+        if best is not None and record[main_split]["score"] <= best:
+            return False
+        self.best_index, self.best_params = len(self.epochs) - 1, to_host(params())
+        return True
+
+
+@dataclasses.dataclass
+class Run:
+    """One fine-tuning run's parts: its setup, compiled steps and where it writes."""
+
+    config: FinetuneConfig
+    setup: Setup
+    workdir: Path
+    mesh: jax.sharding.Mesh
+    shardings: Any
+    train_step: Any
+    predict_split: Any
+    batch_sharding: jax.sharding.NamedSharding
+    steps_per_epoch: int
+    total_steps: int
+    manager: Any
+    writer: logs.Writer
+
+    @property
+    def is_main(self) -> bool:
+        return jax.process_index() == 0
+
+
+def build(config: FinetuneConfig, run_setup: Setup, workdir: Path) -> tuple[Run, TrainState, Progress]:
+    """The model, its optimizer and its state (born sharded, then resumed from the latest
+    checkpoint or filled from init), and the compiled train and predict steps."""
+    train_cfg, task, is_main = config.train, run_setup.task, jax.process_index() == 0
+    steps_per_epoch = len(run_setup.data.train) // train_cfg.batch_size
+    total_steps = max(1, round(train_cfg.num_epochs * steps_per_epoch))
+    mesh = sharding.make_mesh(config.mesh)
+    check_batch_sizes(config, mesh)
+    model = task.model(run_setup.model_config)
+    tx, schedule = optim.make_optimizer(config.optim, total_steps)
+    dummy = jnp.zeros((1, config.task.max_seq_length), jnp.int32)
+    state, shardings = create_sharded_state(
+        jax.random.split(jax.random.key(train_cfg.seed))[0],
+        lambda key: model.init({"params": key}, *(dummy for _ in task.input_keys))["params"],
+        tx,
+        mesh,
+        config.mesh,
+    )
+    # The latest checkpoint holds the state, the progress and the best epoch's parameters.
+    manager = checkpoints.manager(workdir / "checkpoints", 1, trees=("best_params",))
+    state, saved, trees = checkpoints.restore_latest(manager, state, best_params=state.params)
+    progress = Progress(
+        step=int(saved.get("step", 0)),
+        epochs=list(saved.get("epochs", [])),
+        best_index=saved.get("best_index"),
+        best_params=to_host(trees["best_params"]) if saved.get("best_index") is not None else None,
+        load_report=saved.get("load_report"),
+        skipped_steps=int(saved.get("skipped_steps", 0)),
+    )
+    if run_setup.checkpoint is not None and progress.step == 0:
+        state, report = init_from_checkpoint(state, run_setup.checkpoint, tx, shardings, is_main)
+        progress.load_report = dataclasses.asdict(report)
+
+    batch_sharding = sharding.batch_sharding(mesh)
+    predict_fn = jax.jit(
+        functools.partial(task.predict, model=model),
+        in_shardings=(shardings.params, batch_sharding),
+        out_shardings=sharding.replicated(mesh),
+    )
+    run = Run(
+        config=config,
+        setup=run_setup,
+        workdir=workdir,
+        mesh=mesh,
+        shardings=shardings,
+        train_step=update.compile_train_step(
+            objective(task, model), tx, schedule, shardings, mesh, config.optim.grad_accum_steps
+        ),
+        predict_split=functools.partial(
+            predict,
+            predict_fn,
+            batch_size=train_cfg.eval_batch_size,
+            batch_sharding=batch_sharding,
+            input_keys=task.input_keys,
+            pad_to_multiple_of=config.task.pad_to_multiple_of,
+        ),
+        batch_sharding=batch_sharding,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        manager=manager,
+        writer=logs.Writer(workdir, enabled=is_main),
+    )
+    if is_main:
+        num_params = sum(x.size for x in jax.tree.leaves(state.params))
+        run.writer.write_config(config_lib.to_dict(config), num_params, Path(run_setup.vocab_file))
+        print(
+            task.describe(run_setup.data, config.task.max_seq_length)
+            + f"; {total_steps} steps of {train_cfg.batch_size}"
+        )
+    return run, state, progress
+
+
+def save_best(run: Run, progress: Progress) -> None:
+    """The best epoch's parameters as a bertjax model checkpoint in <workdir>/best (process 0)."""
+    if not run.is_main:
+        return
+    s = run.setup
+    params = unstack_layers(flatten(progress.best_params))
+    best = pretrained.Pretrained(
+        s.model_config, params, Path(s.vocab_file), s.lowercase, "bertjax", run.workdir / "best", s.task.labels
+    )
+    _save_best(best, run.workdir)
+
+
+def save_checkpoint(run: Run, state: TrainState, progress: Progress, step: int) -> None:
+    best = progress.best_params if progress.best_params is not None else state.params  # a placeholder
+    checkpoints.save(run.manager, step, state, progress.record(step), best_params=best)
+
+
+def evaluate_epoch(run: Run, state: TrainState, step: int) -> dict[str, Any]:
+    """The eval splits' metrics at the end of an epoch, logged."""
+    record: dict[str, Any] = {"epoch": round(step / run.steps_per_epoch, 3), "step": step}
+    for name, split in run.setup.data.evals.items():
+        record[name] = run.setup.task.evaluate(split, run.predict_split(state.params, split))
+        run.writer.write_scalars(step, name, record[name])
+    return record
+
+
+def train(run: Run, state: TrainState, progress: Progress) -> int | None:
+    """Trains from `progress.step` to the end, an epoch's evaluation and checkpoint at each epoch end;
+    returns the step a signal stopped the run at, or None when it finished."""
+    train_cfg, task_cfg, data = run.config.train, run.config.task, run.setup.data
+    dropout_rng = jax.random.split(jax.random.key(train_cfg.seed))[1]
+    bar = logs.progress_bar(progress.step, run.total_steps, enabled=run.is_main)
+    train_log = loop.TrainLog(
+        train_cfg.nonfinite, jax.devices()[0].device_kind, run.setup.model_config.dtype, progress.skipped_steps
+    )
+    main_split = next(iter(data.evals))
+    order_epoch, order = -1, np.arange(0)
+    stopped_at = None
+    rules = sharding.rules(run.config.mesh)
+    with jax.set_mesh(run.mesh), nn.logical_axis_rules(rules), loop.StopSignal(run.mesh) as stop_signal:
+        for step in range(progress.step, run.total_steps):
+            epoch, row = divmod(step * train_cfg.batch_size, run.steps_per_epoch * train_cfg.batch_size)
+            if epoch != order_epoch:  # a new order each epoch, keyed by (seed, epoch); the remainder is dropped
+                order_epoch = epoch
+                order = np.random.default_rng([train_cfg.seed, 6, epoch]).permutation(len(data.train))
+            rows = order[row : row + train_cfg.batch_size]
+            batch = batch_of(data.train, rows, len(rows), task_cfg.pad_to_multiple_of)
+            state, metrics = run.train_step(state, loop.to_global(local_batch(batch), run.batch_sharding), dropout_rng)
+            # Batches are cut to their longest row: FLOPs are counted per batch.
+            flops = len(rows) * run.setup.model_config.train_flops(batch["input_ids"].shape[1])
+            train_log.add(metrics, len(rows), flops)
+            done = step + 1
+            if done % train_cfg.log_every_steps == 0 or done == run.total_steps:
+                summary = train_log.flush(done, run.manager, bar)
+                run.writer.write_scalars(done, "train", summary)
+                bar.set_postfix(loss=f"{summary['loss']:.4f}")
+            progress.skipped_steps = train_log.skipped_steps
+            bar.update(1)
+            end_of_epoch = done % run.steps_per_epoch == 0 or done == run.total_steps
+            stop = stop_signal.agreed()
+            if not end_of_epoch:
+                every = train_cfg.checkpoint_every_steps
+                if stop or (every and done % every == 0):
+                    save_checkpoint(run, state, progress, done)
+                if stop:
+                    stopped_at = done
+                    break
+                continue
+            train_log.pause()  # evaluation is not training throughput
+            record = evaluate_epoch(run, state, done)
+            improved = progress.add_epoch(record, main_split, lambda state=state: state.params)
+            # The checkpoint (with the best parameters) is complete before best/ changes, so best/
+            # is never ahead of what a resumed run knows.
+            save_checkpoint(run, state, progress, done)
+            run.manager.wait_until_finished()
+            if improved:
+                save_best(run, progress)
+            bar.write(
+                f"epoch {record['epoch']}: "
+                + "; ".join(f"{n} " + ", ".join(f"{k} {v:.4f}" for k, v in record[n].items()) for n in data.evals)
+            )
+            train_log.resume()
+            if stop and done < run.total_steps:
+                stopped_at = done
+                break
+    bar.close()
+    run.manager.wait_until_finished()
+    run.manager.close()
+    return stopped_at
+
+
+def finish(run: Run, progress: Progress) -> dict[str, Any]:
+    """Predicts the test splits with the best parameters and writes results.json (the run is then
+    finished; its checkpoint goes unless train.keep_checkpoint)."""
+    assert progress.best_index is not None and progress.best_params is not None
+    task, data, workdir = run.setup.task, run.setup.data, run.workdir
+    main_split = next(iter(data.evals))
+    results: dict[str, Any] = {
+        "task": task.name,
+        "published": task.published,
+        "init": run.config.init,
+        "load_report": progress.load_report,
+        "main_split": main_split,
+        "epochs": progress.epochs,
+        "best": progress.epochs[progress.best_index],
+        "test": {},
+        "prediction_files": [],
+    }
+    best_on_mesh = jax.device_put(progress.best_params, run.shardings.params)
+    with jax.set_mesh(run.mesh), nn.logical_axis_rules(sharding.rules(run.config.mesh)):
+        for name, split in data.tests.items():
+            outputs = run.predict_split(best_on_mesh, split)
+            if split.labelled:
+                results["test"][name] = task.evaluate(split, outputs)
+            if run.is_main:
+                results["prediction_files"].append(str(task.write_predictions(split, outputs, workdir)))
+    if run.is_main:
+        run.writer.plot_curves(panels=PLOT_PANELS)
+        write_text_atomically(workdir / "results.json", json.dumps(results, indent=2))
+        if not run.config.train.keep_checkpoint:  # finished: nothing resumes from it (best/ is the model)
+            shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
+    return results
+
+
 # --------------------------------------------------------------------------------------------
 # The loop
 
@@ -193,185 +438,13 @@ def finetune(config: FinetuneConfig, workdir: str | Path) -> dict[str, Any]:
             f"workdir {workdir} holds best/ without results.json or checkpoints/ to resume from: use another"
         )
     with fileio.run_directory(workdir):
-        return _finetune(config, workdir)
-
-
-def _finetune(config: FinetuneConfig, workdir: Path) -> dict[str, Any]:
-    is_main = jax.process_index() == 0
-    train_cfg, task_cfg = config.train, config.task
-    run = setup(config)
-    task, data, model_config = run.task, run.data, run.model_config
-
-    # The model, its optimizer and its state: born sharded, then resumed or filled from init.
-    steps_per_epoch = len(data.train) // train_cfg.batch_size
-    total_steps = max(1, round(train_cfg.num_epochs * steps_per_epoch))
-    mesh = sharding.make_mesh(config.mesh)
-    check_batch_sizes(config, mesh)
-    model = task.model(model_config)
-    tx, schedule = optim.make_optimizer(config.optim, total_steps)
-    init_rng, dropout_rng = jax.random.split(jax.random.key(train_cfg.seed))
-    dummy = jnp.zeros((1, task_cfg.max_seq_length), jnp.int32)
-    state, shardings = create_sharded_state(
-        init_rng,
-        lambda key: model.init({"params": key}, *(dummy for _ in task.input_keys))["params"],
-        tx,
-        mesh,
-        config.mesh,
-    )
-    # The latest checkpoint holds the state, the epochs so far and the best epoch's parameters.
-    manager = checkpoints.manager(workdir / "checkpoints", 1, trees=("best_params",))
-    state, saved, trees = checkpoints.restore_latest(manager, state, best_params=state.params)
-    first_step = int(saved.get("step", 0))
-    epochs: list[dict[str, Any]] = list(saved.get("epochs", []))
-    best_index: int | None = saved.get("best_index")
-    best_params = to_host(trees["best_params"]) if best_index is not None else None
-    load_report = saved.get("load_report")
-    if run.checkpoint is not None and first_step == 0:
-        state, report = init_from_checkpoint(state, run.checkpoint, tx, shardings, is_main)
-        load_report = dataclasses.asdict(report)
-
-    train_step = update.compile_train_step(
-        objective(task, model), tx, schedule, shardings, mesh, config.optim.grad_accum_steps
-    )
-    batch_sharding = sharding.batch_sharding(mesh)
-    predict_fn = jax.jit(
-        functools.partial(task.predict, model=model),
-        in_shardings=(shardings.params, batch_sharding),
-        out_shardings=sharding.replicated(mesh),
-    )
-    predict_split = functools.partial(
-        predict,
-        predict_fn,
-        batch_size=train_cfg.eval_batch_size,
-        batch_sharding=batch_sharding,
-        input_keys=task.input_keys,
-        pad_to_multiple_of=task_cfg.pad_to_multiple_of,
-    )
-
-    writer = logs.Writer(workdir, enabled=is_main)
-    if is_main:
-        num_params = sum(x.size for x in jax.tree.leaves(state.params))
-        writer.write_config(config_lib.to_dict(config), num_params, Path(run.vocab_file))
-        print(task.describe(data, task_cfg.max_seq_length) + f"; {total_steps} steps of {train_cfg.batch_size}")
-
-    def save_best() -> None:
-        best = pretrained.Pretrained(
-            model_config,
-            unstack_layers(flatten(best_params)),
-            Path(run.vocab_file),
-            run.lowercase,
-            "bertjax",
-            workdir / "best",
-            task.labels,
-        )
-        _save_best(best, workdir)
-
-    def save_checkpoint(done: int) -> None:
-        record = {"step": done, "epochs": epochs, "best_index": best_index, "load_report": load_report}
-        best_tree = best_params if best_params is not None else state.params  # a placeholder
-        checkpoints.save(
-            manager, done, state, record | {"skipped_steps": train_log.skipped_steps}, best_params=best_tree
-        )
-
-    def evaluate_epoch(done: int) -> dict[str, Any]:
-        record: dict[str, Any] = {"epoch": round(done / steps_per_epoch, 3), "step": done}
-        for name, split in data.evals.items():
-            record[name] = task.evaluate(split, predict_split(state.params, split))
-            writer.write_scalars(done, name, record[name])
-        return record
-
-    if best_params is not None and is_main:
-        save_best()  # best/ as the checkpoint has it (a run stopped between the two leaves them apart)
-    progress = logs.progress_bar(first_step, total_steps, enabled=is_main)
-    train_log = loop.TrainLog(
-        train_cfg.nonfinite, jax.devices()[0].device_kind, model_config.dtype, int(saved.get("skipped_steps", 0))
-    )
-    main_split = next(iter(data.evals))
-    order_epoch, order = -1, np.arange(0)
-    stopped_at = None
-    rules = sharding.rules(config.mesh)
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules), loop.StopSignal(mesh) as stop_signal:
-        for step in range(first_step, total_steps):
-            epoch, row = divmod(step * train_cfg.batch_size, steps_per_epoch * train_cfg.batch_size)
-            if epoch != order_epoch:  # a new order each epoch, keyed by (seed, epoch); the remainder is dropped
-                order_epoch = epoch
-                order = np.random.default_rng([train_cfg.seed, 6, epoch]).permutation(len(data.train))
-            rows = order[row : row + train_cfg.batch_size]
-            batch = batch_of(data.train, rows, len(rows), task_cfg.pad_to_multiple_of)
-            state, metrics = train_step(state, loop.to_global(local_batch(batch), batch_sharding), dropout_rng)
-            # Batches are cut to their longest row: FLOPs are counted per batch.
-            train_log.add(metrics, len(rows), len(rows) * model_config.train_flops(batch["input_ids"].shape[1]))
-            done = step + 1
-            if done % train_cfg.log_every_steps == 0 or done == total_steps:
-                summary = train_log.flush(done, manager, progress)
-                writer.write_scalars(done, "train", summary)
-                progress.set_postfix(loss=f"{summary['loss']:.4f}")
-            progress.update(1)
-            end_of_epoch = done % steps_per_epoch == 0 or done == total_steps
-            stop = stop_signal.agreed()
-            if not end_of_epoch:
-                every = train_cfg.checkpoint_every_steps
-                if stop or (every and done % every == 0):
-                    save_checkpoint(done)
-                if stop:
-                    stopped_at = done
-                    break
-                continue
-            train_log.pause()  # evaluation is not training throughput
-            record = evaluate_epoch(done)
-            epochs.append(record)
-            improved = best_index is None or record[main_split]["score"] > epochs[best_index][main_split]["score"]
-            if improved:
-                best_index, best_params = len(epochs) - 1, to_host(state.params)
-            # The checkpoint (with the best parameters) is complete before best/ changes, so best/
-            # is never ahead of what a resumed run knows.
-            save_checkpoint(done)
-            manager.wait_until_finished()
-            if improved and is_main:
-                save_best()
-            progress.write(
-                f"epoch {record['epoch']}: "
-                + "; ".join(f"{n} " + ", ".join(f"{k} {v:.4f}" for k, v in record[n].items()) for n in data.evals)
-            )
-            train_log.resume()
-            if stop and done < total_steps:
-                stopped_at = done
-                break
-    progress.close()
-    manager.wait_until_finished()
-    manager.close()
-    if stopped_at is not None:
-        writer.close()
-        return {"stopped_at_step": stopped_at}
-
-    # Test predictions with the best parameters.
-    assert best_index is not None and best_params is not None
-    results: dict[str, Any] = {
-        "task": task.name,
-        "published": task.published,
-        "init": config.init,
-        "load_report": load_report,
-        "main_split": main_split,
-        "epochs": epochs,
-        "best": epochs[best_index],
-        "test": {},
-        "prediction_files": [],
-    }
-    best_on_mesh = jax.device_put(best_params, shardings.params)
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        for name, split in data.tests.items():
-            outputs = predict_split(best_on_mesh, split)
-            if split.labelled:
-                results["test"][name] = task.evaluate(split, outputs)
-            if is_main:
-                results["prediction_files"].append(str(task.write_predictions(split, outputs, workdir)))
-    if is_main:
-        writer.plot_curves(panels=PLOT_PANELS)
-        write_text_atomically(workdir / "results.json", json.dumps(results, indent=2))
-        if not train_cfg.keep_checkpoint:  # finished: nothing resumes from it (best/ is the model)
-            shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
-    writer.close()
-    return results
+        run, state, progress = build(config, setup(config), workdir)
+        if progress.best_params is not None:
+            save_best(run, progress)  # best/ as the checkpoint has it (a run stopped between the two)
+        stopped_at = train(run, state, progress)
+        results = {"stopped_at_step": stopped_at} if stopped_at is not None else finish(run, progress)
+        run.writer.close()
+        return results
 
 
 def print_summary(results: dict[str, Any], workdir: str | Path) -> None:
