@@ -29,9 +29,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
     except Exception as e:  # flag, config-file and override errors all end here
         cause = e.__cause__ or e.__context__
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "loading config file" in str(e):  # ml_collections: the reason is on the message's last line
-            message = "--config: " + str(e).strip().splitlines()[-1].strip()
-            cause = None
+        if "loading config file" in str(e):
+            message, cause = _config_file_error(e), None
         if cause is not None and str(cause).strip() and str(cause).splitlines()[0] not in message:
             message = f"{message}: {str(cause).strip().splitlines()[0]}"
         if isinstance(e, (AttributeError, KeyError)):  # ml_collections: an override of a key the config lacks
@@ -51,9 +50,14 @@ def config_value(holder: flags.FlagHolder) -> Any:
         value.keys()  # a file that failed to load gives a stand-in that raises its error on use
         return value
     except Exception as e:  # any failure of the user's config file
-        cause = e.__cause__ or e
-        lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
-        fail(f"--config: {lines[-1] if lines else type(cause).__name__}")
+        fail(_config_file_error(e.__cause__ or e))
+
+
+def _config_file_error(error: BaseException) -> str:
+    """The one line of a config file that did not load: ml_collections puts the reason (the file
+    missing, the module's own error) on its message's last line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"--config: {lines[-1] if lines else type(error).__name__}"
 
 
 HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"

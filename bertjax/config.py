@@ -395,6 +395,10 @@ def _between(low: float, high: float, high_open: bool = False) -> tuple[Callable
     return (lambda v: low <= v <= high), f"in [{low}, {high}]"
 
 
+def _open_unit() -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: 0.0 < v < 1.0), "in (0, 1)"
+
+
 def _mesh_size() -> tuple[Callable[[Any], bool], str]:
     return (lambda v: v >= 1 or v == -1), ">= 1, or -1 for the devices left over"
 
@@ -421,7 +425,15 @@ RANGES: dict[type, dict[str, tuple[Callable[[Any], bool], str]]] = {
         "eval_fraction": _between(0.0, 1.0, high_open=True),
         "max_documents": _NATURAL,
         "short_seq_prob": _PROBABILITY,
+        "random_next_prob": _PROBABILITY,
+        "masked_lm_prob": _open_unit(),
+        "max_predictions_per_seq": _POSITIVE,
+        "dupe_factor": _POSITIVE,
+        "pack_examples": _between(1, 16),
         "seed": _NATURAL,
+        "num_threads": _POSITIVE,
+        "num_processes": _NATURAL,  # 0: threads only
+        "prepare_processes": _NATURAL,  # 0: auto
     },
     OptimConfig: {
         "learning_rate": _NATURAL,
@@ -431,6 +443,9 @@ RANGES: dict[type, dict[str, tuple[Callable[[Any], bool], str]]] = {
         "weight_decay": _NATURAL,
         "decay_power": _above(0.0),
         "warmup_steps": _NATURAL,
+        "schedule_steps": _NATURAL,
+        "schedule_offset": _NATURAL,
+        "final_learning_rate_fraction": _PROBABILITY,
         "warmup_fraction": _between(0.0, 1.0, high_open=True),
         "clip_norm": _NATURAL,
         "grad_accum_steps": _POSITIVE,
@@ -527,17 +542,8 @@ def model_config_from_dict(cd: ml_collections.ConfigDict | dict, prefix: str = "
 
 
 def _check_schedule(optim: OptimConfig, run_steps: int | None) -> None:
-    """optim.schedule_steps / schedule_offset are non-negative and the run ends within the schedule;
-    the final learning-rate fraction is in [0, 1]."""
-    if not 0.0 <= optim.final_learning_rate_fraction <= 1.0:
-        raise ConfigError(
-            f"config key optim.final_learning_rate_fraction={optim.final_learning_rate_fraction} must be in [0, 1]"
-        )
-    if optim.schedule_steps < 0 or optim.schedule_offset < 0:
-        raise ConfigError(
-            f"config keys optim.schedule_steps={optim.schedule_steps} and "
-            f"optim.schedule_offset={optim.schedule_offset} must be >= 0"
-        )
+    """An offset needs the whole schedule's length, and the run ends within the schedule (the values'
+    ranges are in RANGES)."""
     if optim.schedule_offset and not optim.schedule_steps:
         raise ConfigError("config key optim.schedule_offset needs optim.schedule_steps (the whole schedule's length)")
     if run_steps is not None and optim.schedule_steps and optim.schedule_offset + run_steps > optim.schedule_steps:
@@ -634,7 +640,7 @@ def finetune_config_from_dict(cd: ml_collections.ConfigDict) -> FinetuneConfig:
 
 
 def validate_data(data: DataConfig, model: ModelConfig) -> None:
-    """Checks the example-building settings against each other and the model."""
+    """Checks the example-building settings: their ranges, and against each other and the model."""
     if data.max_seq_length < 8:
         raise ConfigError(f"config key data.max_seq_length={data.max_seq_length} is below the minimum of 8")
     if data.max_seq_length > model.max_position_embeddings:
@@ -642,22 +648,7 @@ def validate_data(data: DataConfig, model: ModelConfig) -> None:
             f"config key data.max_seq_length={data.max_seq_length} exceeds "
             f"model.max_position_embeddings={model.max_position_embeddings}"
         )
-    if data.max_predictions_per_seq < 1:
-        raise ConfigError(f"config key data.max_predictions_per_seq={data.max_predictions_per_seq} must be >= 1")
-    if not 0.0 < data.masked_lm_prob < 1.0:
-        raise ConfigError(f"config key data.masked_lm_prob={data.masked_lm_prob} must be in (0, 1)")
-    if not 0.0 <= data.random_next_prob <= 1.0:
-        raise ConfigError(f"config key data.random_next_prob={data.random_next_prob} must be in [0, 1]")
-    if data.dupe_factor < 1:
-        raise ConfigError(f"config key data.dupe_factor={data.dupe_factor} must be >= 1")
-    if not 1 <= data.pack_examples <= 16:
-        raise ConfigError(f"config key data.pack_examples={data.pack_examples} must be in [1, 16]")
-    if data.num_threads < 1:
-        raise ConfigError(f"config key data.num_threads={data.num_threads} must be >= 1")
-    if data.num_processes < 0:
-        raise ConfigError(f"config key data.num_processes={data.num_processes} must be >= 0 (0 = threads only)")
-    if data.prepare_processes < 0:
-        raise ConfigError(f"config key data.prepare_processes={data.prepare_processes} must be >= 0 (0 = auto)")
+    check_ranges(data, "data.")  # also for a DataConfig made in code, not from a ConfigDict
     _check_choice("data.corpus_format", data.corpus_format, ("sentences", "paragraphs"))
     _check_choice("data.masking", data.masking, ("static", "dynamic"))
     if not data.train_files and not data.tfds_name:

@@ -57,6 +57,11 @@ class TaskData:
     evals: dict[str, Split]
     tests: dict[str, Split]
 
+    @property
+    def main_split(self) -> str:
+        """The eval split whose score picks the best epoch: the first."""
+        return next(iter(self.evals))
+
 
 class Task(abc.ABC):
     """A fine-tuning task (see the module docstring)."""

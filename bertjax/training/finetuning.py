@@ -210,6 +210,7 @@ class Run:
     mesh: jax.sharding.Mesh
     shardings: Any
     train_step: Any
+    dropout_rng: jax.Array
     predict_split: Any
     batch_sharding: jax.sharding.NamedSharding
     steps_per_epoch: int
@@ -232,9 +233,10 @@ def build(config: FinetuneConfig, run_setup: Setup, workdir: Path) -> tuple[Run,
     check_batch_sizes(config, mesh)
     model = task.model(run_setup.model_config)
     tx, schedule = optim.make_optimizer(config.optim, total_steps)
+    init_rng, dropout_rng = jax.random.split(jax.random.key(train_cfg.seed))
     dummy = jnp.zeros((1, config.task.max_seq_length), jnp.int32)
     state, shardings = create_sharded_state(
-        jax.random.split(jax.random.key(train_cfg.seed))[0],
+        init_rng,
         lambda key: model.init({"params": key}, *(dummy for _ in task.input_keys))["params"],
         tx,
         mesh,
@@ -270,6 +272,7 @@ def build(config: FinetuneConfig, run_setup: Setup, workdir: Path) -> tuple[Run,
         train_step=update.compile_train_step(
             objective(task, model), tx, schedule, shardings, mesh, config.optim.grad_accum_steps
         ),
+        dropout_rng=dropout_rng,
         predict_split=functools.partial(
             predict,
             predict_fn,
@@ -324,12 +327,10 @@ def train(run: Run, state: TrainState, progress: Progress) -> int | None:
     """Trains from `progress.step` to the end, an epoch's evaluation and checkpoint at each epoch end;
     returns the step a signal stopped the run at, or None when it finished."""
     train_cfg, task_cfg, data = run.config.train, run.config.task, run.setup.data
-    dropout_rng = jax.random.split(jax.random.key(train_cfg.seed))[1]
     bar = logs.progress_bar(progress.step, run.total_steps, enabled=run.is_main)
     train_log = loop.TrainLog(
         train_cfg.nonfinite, jax.devices()[0].device_kind, run.setup.model_config.dtype, progress.skipped_steps
     )
-    main_split = next(iter(data.evals))
     order_epoch, order = -1, np.arange(0)
     stopped_at = None
     rules = sharding.rules(run.config.mesh)
@@ -341,7 +342,9 @@ def train(run: Run, state: TrainState, progress: Progress) -> int | None:
                 order = np.random.default_rng([train_cfg.seed, 6, epoch]).permutation(len(data.train))
             rows = order[row : row + train_cfg.batch_size]
             batch = batch_of(data.train, rows, len(rows), task_cfg.pad_to_multiple_of)
-            state, metrics = run.train_step(state, loop.to_global(local_batch(batch), run.batch_sharding), dropout_rng)
+            state, metrics = run.train_step(
+                state, loop.to_global(local_batch(batch), run.batch_sharding), run.dropout_rng
+            )
             # Batches are cut to their longest row: FLOPs are counted per batch.
             flops = len(rows) * run.setup.model_config.train_flops(batch["input_ids"].shape[1])
             train_log.add(metrics, len(rows), flops)
@@ -364,7 +367,7 @@ def train(run: Run, state: TrainState, progress: Progress) -> int | None:
                 continue
             train_log.pause()  # evaluation is not training throughput
             record = evaluate_epoch(run, state, done)
-            improved = progress.add_epoch(record, main_split, lambda state=state: state.params)
+            improved = progress.add_epoch(record, data.main_split, lambda state=state: state.params)
             # The checkpoint (with the best parameters) is complete before best/ changes, so best/
             # is never ahead of what a resumed run knows.
             save_checkpoint(run, state, progress, done)
@@ -390,13 +393,12 @@ def finish(run: Run, progress: Progress) -> dict[str, Any]:
     finished; its checkpoint goes unless train.keep_checkpoint)."""
     assert progress.best_index is not None and progress.best_params is not None
     task, data, workdir = run.setup.task, run.setup.data, run.workdir
-    main_split = next(iter(data.evals))
     results: dict[str, Any] = {
         "task": task.name,
         "published": task.published,
         "init": run.config.init,
         "load_report": progress.load_report,
-        "main_split": main_split,
+        "main_split": data.main_split,
         "epochs": progress.epochs,
         "best": progress.epochs[progress.best_index],
         "test": {},
