@@ -265,7 +265,9 @@ class PretrainConfig:
 class TaskConfig:
     """What to fine-tune on: a GLUE task, or any labelled text set described by its columns."""
 
-    name: str = "mrpc"  # a GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli) or "custom"
+    # A GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli); "custom": any labelled text
+    # set; "squad": extractive question answering (SQuAD JSON); "ner": token tagging (CoNLL, JSONL).
+    name: str = "mrpc"
     glue_dir: str = ""  # the GLUE directory of TSV files; empty = the TFDS glue/* builders
     tfds_data_dir: str = ""
     max_seq_length: int = 128
@@ -294,6 +296,18 @@ class TaskConfig:
     tfds_dev_split: str = "validation"
     tfds_test_split: str = ""
     published: str = ""  # a published result on this task, printed beside ours at the end
+    # Question answering ("squad"): long contexts are cut into windows overlapping by doc_stride
+    # tokens; questions are cut to max_query_length tokens.
+    doc_stride: int = 128
+    max_query_length: int = 64
+    n_best_size: int = 20  # start and end candidates per window in decoding
+    max_answer_length: int = 30  # tokens
+    version_2_with_negative: bool = False  # SQuAD v2.0: unanswerable questions
+    null_score_diff_threshold: float = 0.0  # v2.0: predict "no answer" when null - best span > this
+    max_train_examples: int = 0  # train on this many questions drawn with train.seed; 0 = all
+    # Tagging ("ner"): the tag scheme the files use (iob1, iob2 or iobes); tags in `labels`, or
+    # the sorted tags of train.
+    tag_scheme: str = "iob2"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -474,6 +488,11 @@ RANGES: dict[type, dict[str, tuple[Callable[[Any], bool], str]]] = {
         "pad_to_multiple_of": _NATURAL,
         "skip_rows": _NATURAL,
         "dev_fraction": _between(0.0, 1.0, high_open=True),
+        "doc_stride": _POSITIVE,
+        "max_query_length": _POSITIVE,
+        "n_best_size": _POSITIVE,
+        "max_answer_length": _POSITIVE,
+        "max_train_examples": _NATURAL,
     },
     MeshConfig: {"data": _mesh_size(), "fsdp": _mesh_size(), "tensor": _mesh_size()},
     DistributedConfig: {"num_processes": _NATURAL, "process_id": _at_least(-1), "timeout_seconds": _POSITIVE},
@@ -632,8 +651,19 @@ def finetune_config_from_dict(cd: ml_collections.ConfigDict) -> FinetuneConfig:
     mesh = mesh_config_from_dict(cd.get("mesh", {}))
     _check_choice("task.kind", task.kind, ("classification", "regression"))
     _check_schedule(optim, None)  # the run's steps follow from the data
+    _check_choice("task.tag_scheme", task.tag_scheme, ("iob1", "iob2", "iobes"))
     if task.file_format:
-        _check_choice("task.file_format", task.file_format, ("tsv", "csv", "jsonl"))
+        _check_choice("task.file_format", task.file_format, ("tsv", "csv", "jsonl", "conll", "json"))
+    if task.name == "squad" and task.max_query_length + 3 >= task.max_seq_length:
+        raise ConfigError(
+            f"config key task.max_query_length={task.max_query_length} leaves no room for the context in "
+            f"task.max_seq_length={task.max_seq_length}"
+        )
+    if task.name == "squad" and task.doc_stride >= task.max_seq_length - task.max_query_length - 3:
+        raise ConfigError(
+            f"config key task.doc_stride={task.doc_stride} must be below the context's share of a window, "
+            f"task.max_seq_length - task.max_query_length - 3 = {task.max_seq_length - task.max_query_length - 3}"
+        )
     return FinetuneConfig(
         init=init, model=model, task=task, optim=optim, train=train, mesh=mesh, distributed=distributed
     )

@@ -112,7 +112,7 @@ def _rows_of_delimited(path: Path, delimiter: str) -> Iterator[tuple[int, list[s
         raise DataError(f"{path} is not UTF-8 ({e.reason} at byte {e.start})") from None
 
 
-def _rows_of_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def rows_of_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     try:
         with path.open(encoding="utf-8") as f:
             for number, line in enumerate(f, start=1):
@@ -146,7 +146,7 @@ def read_file(
     ids: list[str] = []
     skipped = 0
     if file_format == "jsonl":
-        for number, record in _rows_of_jsonl(path):
+        for number, record in rows_of_jsonl(path):
             where = f"{path} line {number}"
             for key in filter(None, (layout.text_a, layout.text_b, layout.label)):
                 if key not in record:

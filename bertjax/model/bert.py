@@ -304,6 +304,7 @@ class BertModel(nn.Module):
     """
 
     config: ModelConfig
+    add_pooling_layer: bool = True  # token-level heads (tagging, span) have no pooler, as in Hugging Face
 
     def setup(self) -> None:
         cfg = self.config
@@ -329,7 +330,8 @@ class BertModel(nn.Module):
             self.layers = [layer(cfg, name=f"layer_{i}") for i in range(cfg.num_hidden_layers)]
         if cfg.layer_norm_position == "pre":  # pre-LN: the residual stream is normalised once at the end
             self.final_layer_norm = layer_norm(cfg)
-        self.pooler = dense(cfg, cfg.hidden_size, cfg.hidden_size, ("embed", "embed_out"))
+        if self.add_pooling_layer:
+            self.pooler = dense(cfg, cfg.hidden_size, cfg.hidden_size, ("embed", "embed_out"))
 
     def __call__(
         self,
@@ -338,7 +340,7 @@ class BertModel(nn.Module):
         attention_mask: Array,
         deterministic: bool = True,
         pooled_positions: Array | None = None,
-    ) -> tuple[Array, Array]:
+    ) -> tuple[Array, Array | None]:
         segments = attention_mask.astype(jnp.int32)
         x = self.embeddings(input_ids, token_type_ids, segments, deterministic)
         allowed = attention_allowed(segments)
@@ -349,6 +351,8 @@ class BertModel(nn.Module):
                 x = layer(x, allowed, deterministic)
         if self.config.layer_norm_position == "pre":
             x = nn.with_logical_constraint(self.final_layer_norm(x), BATCH_LENGTH_EMBED)
+        if not self.add_pooling_layer:
+            return x, None
         if pooled_positions is None:
             first = x[:, 0]
         else:
@@ -433,3 +437,53 @@ class BertForSequenceClassification(nn.Module):
         pooled = Dropout(cfg.hidden_dropout_prob)(pooled, deterministic=deterministic)
         logits = dense(cfg, cfg.hidden_size, self.num_labels, ("embed", "classes"), "classifier")(pooled)
         return logits.astype(jnp.float32)
+
+
+class BertForTokenClassification(nn.Module):
+    """BERT with a linear head on every token's (dropped-out) output, as Hugging Face's
+    `BertForTokenClassification` (no pooler): tagging, e.g. named entities.
+
+    Returns logits [batch, length, num_labels], float32.
+    """
+
+    config: ModelConfig
+    num_labels: int
+
+    @nn.compact
+    def __call__(
+        self,
+        input_ids: Array,
+        token_type_ids: Array,
+        attention_mask: Array,
+        deterministic: bool = True,
+    ) -> Array:
+        cfg = self.config
+        bert = BertModel(cfg, add_pooling_layer=False, name="bert")
+        sequence, _ = bert(input_ids, token_type_ids, attention_mask, deterministic)
+        sequence = Dropout(cfg.hidden_dropout_prob)(sequence, deterministic=deterministic)
+        logits = dense(cfg, cfg.hidden_size, self.num_labels, ("embed", "classes"), "token_classifier")(sequence)
+        return nn.with_logical_constraint(logits.astype(jnp.float32), ("activation_batch", "activation_length", None))
+
+
+class BertForQuestionAnswering(nn.Module):
+    """BERT with a span head, as Hugging Face's `BertForQuestionAnswering` (no pooler): a start and
+    an end logit per token from one linear layer (`qa_outputs`).
+
+    Returns logits [batch, length, 2] (start, end), float32.
+    """
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(
+        self,
+        input_ids: Array,
+        token_type_ids: Array,
+        attention_mask: Array,
+        deterministic: bool = True,
+    ) -> Array:
+        cfg = self.config
+        bert = BertModel(cfg, add_pooling_layer=False, name="bert")
+        sequence, _ = bert(input_ids, token_type_ids, attention_mask, deterministic)
+        logits = dense(cfg, cfg.hidden_size, 2, ("embed", "classes"), "qa_outputs")(sequence)
+        return nn.with_logical_constraint(logits.astype(jnp.float32), ("activation_batch", "activation_length", None))

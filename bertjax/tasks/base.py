@@ -70,6 +70,7 @@ class Task(abc.ABC):
     labels: tuple[str, ...] = ()  # label strings in id order, saved with the model (HF id2label)
     published: str = ""  # a published result, printed beside ours
     input_keys: tuple[str, ...] = INPUT_KEYS
+    per_token: bool = False  # outputs are per token ([rows, length, ...]), not per row
 
     @abc.abstractmethod
     def model(self, config: ModelConfig) -> nn.Module:

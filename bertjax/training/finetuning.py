@@ -83,14 +83,20 @@ def predict(
     batch_sharding: jax.sharding.NamedSharding,
     input_keys: tuple[str, ...],
     pad_to_multiple_of: int = 0,
+    per_token: bool = False,
 ) -> np.ndarray:
-    """The model's outputs for every row of a split, in order, on every host."""
+    """The model's outputs for every row of a split, in order, on every host. Per-token outputs
+    of batches cut short are padded back (with zeros) to the split's length."""
     outputs = []
+    length = split.features["input_ids"].shape[1]
     for start in range(0, len(split), batch_size):
         rows = np.arange(start, min(start + batch_size, len(split)))
         batch = local_batch(batch_of(split, rows, batch_size, pad_to_multiple_of))
         inputs = loop.to_global({k: batch[k] for k in input_keys}, batch_sharding)
-        outputs.append(np.asarray(jax.device_get(predict_fn(params, inputs)))[: len(rows)])
+        out = np.asarray(jax.device_get(predict_fn(params, inputs)))[: len(rows)]
+        if per_token and out.shape[1] < length:
+            out = np.pad(out, [(0, 0), (0, length - out.shape[1])] + [(0, 0)] * (out.ndim - 2))
+        outputs.append(out)
     return np.concatenate(outputs)
 
 
@@ -280,6 +286,7 @@ def build(config: FinetuneConfig, run_setup: Setup, workdir: Path) -> tuple[Run,
             batch_sharding=batch_sharding,
             input_keys=task.input_keys,
             pad_to_multiple_of=config.task.pad_to_multiple_of,
+            per_token=task.per_token,
         ),
         batch_sharding=batch_sharding,
         steps_per_epoch=steps_per_epoch,

@@ -3,7 +3,9 @@
 Our parameters are addressed by flat paths (`bert/layer_0/attention/query/kernel`); HF's by
 tensor names (`bert.encoder.layer.0.attention.self.query.weight`). `flat_to_hf` and
 `hf_to_flat` convert whatever subset is present: the encoder, the pooler, the pretraining heads
-(`mlm_head`, `nsp_head`) and a sequence-classification head (`classifier`). Names with or without
+(`mlm_head`, `nsp_head`), a sequence-classification head (`classifier`), a token-classification
+head (ours `token_classifier`, HF's `classifier` of `BertForTokenClassification`) and a span head
+(`qa_outputs`). Names with or without
 the `bert.` prefix are read (BertModel saves without it). A wrong shape or an unknown tensor name
 raises `CheckpointError`; nothing is skipped silently.
 """
@@ -38,8 +40,12 @@ def _dense(prefix: str, hf: str, kind: str) -> list[tuple[str, str, str]]:
     return [(f"{prefix}/kernel", f"{hf}.weight", kind), (f"{prefix}/bias", f"{hf}.bias", bias_kind)]
 
 
-def name_map(config: ModelConfig) -> list[tuple[str, str, str]]:
-    """(bertjax path, HF name, transform) for every tensor of BertForPreTraining + a classifier."""
+TOKEN_CLASSIFICATION = "BertForTokenClassification"
+
+
+def name_map(config: ModelConfig, architecture: str = "") -> list[tuple[str, str, str]]:
+    """(bertjax path, HF name, transform) for every tensor of BertForPreTraining + the fine-tuning
+    heads. HF's `classifier` is our token classifier in a `BertForTokenClassification`."""
     rows = [
         ("bert/embeddings/word_embeddings/embedding", "bert.embeddings.word_embeddings.weight", "copy"),
         ("bert/embeddings/position_embeddings/embedding", "bert.embeddings.position_embeddings.weight", "copy"),
@@ -60,7 +66,9 @@ def name_map(config: ModelConfig) -> list[tuple[str, str, str]]:
     rows += _layer_norm("mlm_head/transform_layer_norm", "cls.predictions.transform.LayerNorm")
     rows += [("mlm_head/bias", "cls.predictions.bias", "copy")]
     rows += _dense("nsp_head", "cls.seq_relationship", "dense")
-    rows += _dense("classifier", "classifier", "dense")
+    classifier = "token_classifier" if architecture == TOKEN_CLASSIFICATION else "classifier"
+    rows += _dense(classifier, "classifier", "dense")
+    rows += _dense("qa_outputs", "qa_outputs", "dense")
     return rows
 
 
@@ -98,8 +106,10 @@ def _our_shape(path: str, kind: str, hf_shape: tuple[int, ...], config: ModelCon
         return (heads, head_dim)
     if kind == "attn_out":
         return (heads, head_dim, h)
-    if path.startswith("classifier"):
+    if path.startswith(("classifier", "token_classifier")):
         return tuple(reversed(hf_shape))  # the number of labels comes from the checkpoint
+    if path.startswith("qa_outputs"):
+        return (h, 2) if path.endswith("kernel") else (2,)
     known = {
         "bert/embeddings/word_embeddings/embedding": (config.vocab_size, h),
         "bert/embeddings/position_embeddings/embedding": (config.max_position_embeddings, h),
@@ -124,18 +134,22 @@ def _our_shape(path: str, kind: str, hf_shape: tuple[int, ...], config: ModelCon
 def flat_to_hf(flat: Mapping[str, Any], config: ModelConfig) -> dict[str, np.ndarray]:
     """HF tensors (numpy, torch layout) for the parameters present in `flat` (path -> array)."""
     out = {}
-    for ours, hf, kind in name_map(config):
+    architecture = TOKEN_CLASSIFICATION if "token_classifier/kernel" in flat else ""
+    for ours, hf, kind in name_map(config, architecture):
         if ours in flat:
             out[hf] = np.ascontiguousarray(_to_hf(np.asarray(flat[ours]), kind))
     return out
 
 
-def hf_to_flat(tensors: Mapping[str, np.ndarray], config: ModelConfig, where: str = "checkpoint") -> dict[str, Any]:
-    """Our flat parameters (path -> numpy) from HF tensors, with or without the `bert.` prefix.
+def hf_to_flat(
+    tensors: Mapping[str, np.ndarray], config: ModelConfig, where: str = "checkpoint", architecture: str = ""
+) -> dict[str, Any]:
+    """Our flat parameters (path -> numpy) from HF tensors, with or without the `bert.` prefix;
+    `architecture` is the HF class the tensors were saved from (config.json's `architectures`).
 
     Checks every shape against `config`; an unknown tensor name is a `CheckpointError`.
     """
-    by_hf = {hf: (ours, kind) for ours, hf, kind in name_map(config)}
+    by_hf = {hf: (ours, kind) for ours, hf, kind in name_map(config, architecture)}
     flat = {}
     for name, value in tensors.items():
         full = f"bert.{name}" if name.startswith(_ENCODER_PREFIXES) else name

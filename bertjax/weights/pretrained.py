@@ -67,7 +67,8 @@ class Pretrained:
 
 
 def component(path: str) -> str:
-    """The part of the model a parameter belongs to: encoder, pooler, mlm_head, nsp_head, classifier."""
+    """The part of the model a parameter belongs to: encoder, pooler, mlm_head, nsp_head, classifier,
+    token_classifier, qa_outputs."""
     if path.startswith("bert/pooler"):
         return "pooler"
     if path.startswith("bert/"):
@@ -127,13 +128,14 @@ def read_hf(folder: str | Path) -> Pretrained:
     folder = Path(folder)
     hf_config = _read_json(folder / "config.json")
     config = model_config_from_hf(hf_config, str(folder / "config.json"))
-    params = hf_mapping.hf_to_flat(_read_hf_tensors(folder), config, where=str(folder))
+    architecture = (hf_config.get("architectures") or [""])[0]
+    params = hf_mapping.hf_to_flat(_read_hf_tensors(folder), config, str(folder), architecture)
     if not any(p.startswith("bert/embeddings") for p in params):
         raise CheckpointError(f"{folder} holds no BERT embeddings")
     tokenizer_config = folder / "tokenizer_config.json"
     lowercase = bool(_read_json(tokenizer_config).get("do_lower_case", True)) if tokenizer_config.is_file() else True
     labels: tuple[str, ...] = ()
-    if "id2label" in hf_config and any(p.startswith("classifier/") for p in params):
+    if "id2label" in hf_config and any(p.startswith(("classifier/", "token_classifier/")) for p in params):
         id2label = hf_config["id2label"]
         labels = tuple(str(id2label[str(i)] if str(i) in id2label else id2label[i]) for i in range(len(id2label)))
     vocab = folder / "vocab.txt"
@@ -296,6 +298,10 @@ def save(pretrained: Pretrained, destination: str | Path) -> Path:
 def hf_architecture(groups: list[str]) -> str:
     if "classifier" in groups:
         return "BertForSequenceClassification"
+    if "token_classifier" in groups:
+        return hf_mapping.TOKEN_CLASSIFICATION
+    if "qa_outputs" in groups:
+        return "BertForQuestionAnswering"
     if "mlm_head" in groups and "nsp_head" in groups:
         return "BertForPreTraining"
     return "BertModel"
@@ -304,8 +310,9 @@ def hf_architecture(groups: list[str]) -> str:
 def write_hf(pretrained: Pretrained, destination: str | Path) -> Path:
     """A Hugging Face folder (config.json, model.safetensors, tokenizer files) that transformers loads.
 
-    The architecture follows the parts present: BertForPreTraining with both pretraining heads,
-    BertForSequenceClassification with a classifier, else BertModel (names without `bert.`).
+    The architecture follows the parts present: BertForSequenceClassification, -TokenClassification
+    or -QuestionAnswering with their heads, BertForPreTraining with both pretraining heads, else
+    BertModel (names without `bert.`).
     """
     from safetensors.numpy import save_file
 
@@ -327,11 +334,13 @@ def write_hf(pretrained: Pretrained, destination: str | Path) -> Path:
         "position_embedding_type": "absolute",
         "torch_dtype": str(next(iter(tensors.values())).dtype),
     }
-    if "classifier" in groups:
-        num_labels = pretrained.params["classifier/bias"].shape[0]
+    head = next((g for g in ("classifier", "token_classifier") if g in groups), None)
+    if head is not None:
+        num_labels = pretrained.params[f"{head}/bias"].shape[0]
         labels = pretrained.labels or tuple(f"LABEL_{i}" for i in range(num_labels))
         hf_config["id2label"] = {str(i): label for i, label in enumerate(labels)}
         hf_config["label2id"] = {label: i for i, label in enumerate(labels)}
+    if head == "classifier":
         hf_config["problem_type"] = "regression" if num_labels == 1 else "single_label_classification"
 
     def write(folder: Path) -> None:
