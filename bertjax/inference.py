@@ -90,9 +90,11 @@ def _run_task_config(folder: Path) -> TaskConfig:
     return TaskConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in task.items() if k in fields})
 
 
-def load_predictor(checkpoint: str | Path, max_seq_length: int = 0) -> Predictor:
+def load_predictor(checkpoint: str | Path, max_seq_length: int = 0, **task_settings: Any) -> Predictor:
     """The model in `checkpoint`: a fine-tuning run directory (its best/), a bertjax model
-    checkpoint or a Hugging Face folder with a fine-tuned head."""
+    checkpoint or a Hugging Face folder with a fine-tuned head. The task settings are the run's
+    (else TaskConfig's defaults, 384 tokens for QA), replaced by `max_seq_length` and
+    `task_settings` (TaskConfig fields: doc_stride, max_query_length, ...) where given."""
     path = Path(checkpoint)
     if (path / "best").is_dir() and not (path / pretrained.MODEL_FILE).is_file():
         path = path / "best"
@@ -103,6 +105,12 @@ def load_predictor(checkpoint: str | Path, max_seq_length: int = 0) -> Predictor
         task = dataclasses.replace(task, max_seq_length=max_seq_length)
     elif kind == "qa" and task.name != "squad":
         task = dataclasses.replace(task, max_seq_length=384)
+    task = dataclasses.replace(task, **{k: v for k, v in task_settings.items() if v})
+    if kind == "qa" and task.doc_stride >= task.max_seq_length - task.max_query_length - 3:
+        raise DataError(
+            f"doc_stride={task.doc_stride} must be below max_seq_length - max_query_length - 3 = "
+            f"{task.max_seq_length - task.max_query_length - 3}"
+        )
     if task.max_seq_length > loaded.config.max_position_embeddings:
         raise DataError(
             f"max_seq_length={task.max_seq_length} exceeds the model's {loaded.config.max_position_embeddings}"

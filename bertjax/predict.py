@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--max_seq_length", type=int, default=0, help="0: the run's, else 128 (384 for QA)")
+    parser.add_argument("--doc_stride", type=int, default=0, help="QA: window overlap; 0: the run's, else 128")
+    parser.add_argument("--max_query_length", type=int, default=0, help="QA: 0: the run's, else 64")
     parser.add_argument("--text_a", default="text", help="TSV/CSV: the text column")
     parser.add_argument("--text_b", default="", help="TSV/CSV: the second text column of pairs")
     args = parser.parse_args(argv)
@@ -41,7 +43,11 @@ def main(argv: list[str] | None = None) -> None:
         fileio.check_writable_file(args.output, "--output")
         if Path(args.output).exists():
             raise DataError(f"--output {args.output} already exists: choose a new file")
-        predictor = inference.load_predictor(args.checkpoint, args.max_seq_length)
+        if args.doc_stride < 0 or args.max_query_length < 0:
+            raise DataError("--doc_stride and --max_query_length must be >= 0")
+        predictor = inference.load_predictor(
+            args.checkpoint, args.max_seq_length, doc_stride=args.doc_stride, max_query_length=args.max_query_length
+        )
         records = inference.predict_file(predictor, args.input, args.format, args.batch_size, args.text_a, args.text_b)
     except BertjaxError as e:
         print(f"error: {e}", file=sys.stderr)

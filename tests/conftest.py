@@ -38,6 +38,7 @@ SLOWEST_FIRST = (
     "test_multihost.py",
     "test_finetune_core.py",
     "test_finetune.py",
+    "test_qa_and_ner.py",
     "test_model.py",
     "test_resume_and_signals.py",
     "test_benchmarks.py",
