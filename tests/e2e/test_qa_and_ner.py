@@ -202,3 +202,65 @@ def test_killed_run_resumes_to_the_same_results(tmp_path, vocab_file, task):
     ours, theirs = pretrained.load(workdir / "best").params, pretrained.load(straight / "best").params
     assert all(np.array_equal(ours[k], theirs[k]) for k in ours)
     assert (workdir / "predictions" / prediction).read_text() == (straight / "predictions" / prediction).read_text()
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["bad_tag", "no_train_file", "misplaced_answer", "unanswerable_in_v1", "stride_too_long", "query_too_long"],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, vocab_file, case):
+    ner, qa = write_ner(tmp_path / "ner"), write_squad(tmp_path / "squad")
+    if case in ("bad_tag", "no_train_file"):
+        config, args = "configs/ner.py:runlocal", _ner_args(ner, vocab_file)
+        if case == "bad_tag":
+            lines = (ner / "train.txt").read_text().splitlines()
+            lines[3] = "berlin NNP L-CITY"
+            (ner / "train.txt").write_text("\n".join(lines) + "\n")
+            expected = f"{ner / 'train.txt'} line 4: tag 'L-CITY' is not one of iob2's"
+        else:
+            args[0] = f"--config.task.train_file={tmp_path / 'nope.txt'}"
+            expected = f"data file {tmp_path / 'nope.txt'} does not exist"
+    else:
+        config, args = "configs/squad.py:runlocal", _qa_args(qa, vocab_file)
+        record = json.loads((qa / "dev.json").read_text())
+        qa_record = record["data"][0]["paragraphs"][2]["qas"][0]
+        if case == "misplaced_answer":
+            qa_record["answers"][0]["answer_start"] += 2
+            expected = f"{qa / 'dev.json'} question dev2: answer "
+        elif case == "unanswerable_in_v1":
+            qa_record.update(answers=[], is_impossible=True)
+            expected = "question dev2: an unanswerable question (is_impossible), a SQuAD v2.0 file"
+        elif case == "stride_too_long":
+            args.append("--config.task.doc_stride=24")
+            expected = "task.doc_stride=24 must be below the context's share of a window"
+        else:
+            args.append("--config.task.max_query_length=40")
+            expected = "task.max_query_length=40 leaves no room for the context"
+        (qa / "dev.json").write_text(json.dumps(record))
+    workdir = tmp_path / "run"
+    result = finetune(workdir, *args, config=config, check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr
+    assert result.stderr.startswith("error: ") and expected in result.stderr, result.stderr
+    assert not workdir.exists()
+
+
+def test_predict_bad_input_is_one_line_and_exit_2(tmp_path, sample_files):
+    (tmp_path / "in.txt").write_text("a text\n")
+    (tmp_path / "exists.jsonl").write_text("kept\n")
+    cases = [
+        ([f"--checkpoint={sample_files['minilm']}", f"--input={tmp_path / 'in.txt'}"], "has no fine-tuned head"),
+        ([f"--checkpoint={tmp_path / 'nope'}", f"--input={tmp_path / 'in.txt'}"], "does not exist"),
+    ]
+    for args, expected in cases:
+        result = predict(*args, f"--output={tmp_path / 'out.jsonl'}", check=False)
+        assert result.returncode == 2 and result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr
+        assert expected in result.stderr and not (tmp_path / "out.jsonl").exists()
+    result = predict(
+        f"--checkpoint={sample_files['minilm']}",
+        f"--input={tmp_path / 'in.txt'}",
+        f"--output={tmp_path / 'exists.jsonl'}",
+        check=False,
+    )
+    assert result.returncode == 2 and "already exists" in result.stderr
+    assert (tmp_path / "exists.jsonl").read_text() == "kept\n"
