@@ -7,8 +7,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_WORKDIR ?= runs/demo
 FINETUNE_WORKDIR ?= runs/r8
+NER_WORKDIR ?= runs/ner
+QA_WORKDIR ?= runs/qa
 
-.PHONY: venv data data-finetune demo demo-finetune test test-fast test-recipes lint format bench clean
+.PHONY: venv data data-finetune data-ner data-qa demo demo-finetune demo-ner demo-qa test test-fast test-recipes lint format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +33,20 @@ data-finetune: $(STAMP)
 # The real all-MiniLM-L6-v2 weights fine-tuned on Reuters R8; prints test accuracy beside published figures.
 demo-finetune: data-finetune
 	$(PY) -m bertjax.finetune --config=configs/r8.py --workdir=$(FINETUNE_WORKDIR)
+
+data-ner: $(STAMP)
+	$(PY) -m bertjax.data.samples --out=data/samples --cache=data/cache --conll2003
+
+data-qa: $(STAMP)
+	$(PY) -m bertjax.data.samples --out=data/samples --cache=data/cache --squad
+
+# MiniLM fine-tuned for named entities on CoNLL-2003; prints entity F1 beside the published figure.
+demo-ner: data-ner
+	$(PY) -m bertjax.finetune --config=configs/demo_ner.py --workdir=$(NER_WORKDIR)
+
+# MiniLM fine-tuned for question answering on SQuAD v1.1 (a share of train); prints EM/F1.
+demo-qa: data-qa
+	$(PY) -m bertjax.finetune --config=configs/demo_qa.py --workdir=$(QA_WORKDIR)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -304,7 +304,10 @@ class TaskConfig:
     max_answer_length: int = 30  # tokens
     version_2_with_negative: bool = False  # SQuAD v2.0: unanswerable questions
     null_score_diff_threshold: float = 0.0  # v2.0: predict "no answer" when null - best span > this
-    max_train_examples: int = 0  # train on this many questions drawn with train.seed; 0 = all
+    # QA and tagging: train on this many questions (sentences) drawn with train.seed, and score
+    # this many of each eval split (drawn the same way for every run); 0 = all.
+    max_train_examples: int = 0
+    max_eval_examples: int = 0
     # Tagging ("ner"): the tag scheme the files use (iob1, iob2 or iobes); tags in `labels`, or
     # the sorted tags of train.
     tag_scheme: str = "iob2"
@@ -493,6 +496,7 @@ RANGES: dict[type, dict[str, tuple[Callable[[Any], bool], str]]] = {
         "n_best_size": _POSITIVE,
         "max_answer_length": _POSITIVE,
         "max_train_examples": _NATURAL,
+        "max_eval_examples": _NATURAL,
     },
     MeshConfig: {"data": _mesh_size(), "fsdp": _mesh_size(), "tensor": _mesh_size()},
     DistributedConfig: {"num_processes": _NATURAL, "process_id": _at_least(-1), "timeout_seconds": _POSITIVE},

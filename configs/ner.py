@@ -27,6 +27,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     task.tag_scheme = "iob2"  # iob1, iob2 (BIO) or iobes: the tags the files use
     task.labels = ""  # comma-separated tags in id order; empty = the sorted tags of train
     task.dev_fraction = 0.0
+    task.max_train_examples = 0  # train on this many sentences drawn with train.seed; 0 = all
+    task.max_eval_examples = 0  # score this many dev sentences (the same for every run); 0 = all
     task.max_seq_length = 128  # a longer sentence continues in a second window: every word is tagged
     task.published = "CoNLL-2003 test F1: BERT-base 92.4, BERT-large 92.8 (Devlin et al. 2018)"
     config.optim.learning_rate = 5e-5

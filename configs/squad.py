@@ -27,6 +27,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     task.dev_file = "data/samples/squad/dev-v1.1.json"
     task.test_file = ""  # a SQuAD-layout file to predict (and score, if it has answers)
     task.max_train_examples = 0  # train on this many questions drawn with train.seed; 0 = all
+    task.max_eval_examples = 0  # score this many dev questions (the same for every run); 0 = all
     task.max_seq_length = 384
     task.doc_stride = 128  # windows overlap by this many tokens
     task.max_query_length = 64

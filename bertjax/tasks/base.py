@@ -63,6 +63,13 @@ class TaskData:
         return next(iter(self.evals))
 
 
+def sample_rows(total: int, count: int, seed: Any) -> np.ndarray:
+    """`count` of `total` rows drawn with `seed`, in their original order (all when count is 0)."""
+    if not 0 < count < total:
+        return np.arange(total)
+    return np.sort(np.random.default_rng(seed).permutation(total)[:count])
+
+
 class Task(abc.ABC):
     """A fine-tuning task (see the module docstring)."""
 

@@ -29,7 +29,7 @@ from bertjax.errors import ConfigError
 from bertjax.fileio import write_text_atomically
 from bertjax.model.bert import BertForQuestionAnswering
 from bertjax.tasks import squad_eval
-from bertjax.tasks.base import Split, Task, TaskData
+from bertjax.tasks.base import Split, Task, TaskData, sample_rows
 
 
 @dataclasses.dataclass
@@ -42,6 +42,11 @@ class Asked:
     @property
     def labels(self) -> dict[str, list[str]] | None:
         return self.questions.labels
+
+
+def _subset(questions: Questions, count: int, seed: object) -> Questions:
+    rows = sample_rows(len(questions), count, seed)
+    return dataclasses.replace(questions, questions=[questions.questions[i] for i in rows])
 
 
 class QuestionAnsweringTask(Task):
@@ -57,10 +62,8 @@ class QuestionAnsweringTask(Task):
         self.train = read(task.train_file)
         if self.train.labels is None:
             raise ConfigError(f"config key task.train_file: {task.train_file} has no answers")
-        if 0 < task.max_train_examples < len(self.train):
-            rows = np.sort(np.random.default_rng([seed, 8]).permutation(len(self.train))[: task.max_train_examples])
-            self.train = dataclasses.replace(self.train, questions=[self.train.questions[i] for i in rows])
-        self.evals = {"dev": read(task.dev_file)}
+        self.train = _subset(self.train, task.max_train_examples, [seed, 8])
+        self.evals = {"dev": _subset(read(task.dev_file), task.max_eval_examples, 9)}
         self.tests = {"test": read(task.test_file)} if task.test_file else {}
         self.name = "squad_v2" if task.version_2_with_negative else "squad"
         self.published = task.published

@@ -25,7 +25,7 @@ from bertjax.data.tagging import IGNORE, EncodedTags, Sentences
 from bertjax.errors import ConfigError
 from bertjax.model.bert import BertForTokenClassification
 from bertjax.tasks import entities
-from bertjax.tasks.base import Split, Task, TaskData
+from bertjax.tasks.base import Split, Task, TaskData, sample_rows
 
 
 @dataclasses.dataclass
@@ -56,6 +56,8 @@ class TaggingTask(Task):
             if task.dev_fraction <= 0:
                 raise ConfigError("config: the task has no dev split: set task.dev_file or task.dev_fraction")
             self.train, self.evals["dev"] = split_off(self.train, task.dev_fraction, seed)
+        self.train = subset(self.train, task.max_train_examples, [seed, 8])
+        self.evals = {name: subset(split, task.max_eval_examples, 9) for name, split in self.evals.items()}
         if task.labels:
             self.labels = tuple(task.labels)
         else:
@@ -127,15 +129,19 @@ class TaggingTask(Task):
         return tagging.write_predictions(split.examples.sentences, self.predicted(split, outputs), path)
 
 
+def subset(sentences: Sentences, count: int, seed: object) -> Sentences:
+    """`count` sentences drawn with `seed` (all when 0), in file order."""
+    return _rows(sentences, sample_rows(len(sentences), count, seed))
+
+
+def _rows(sentences: Sentences, rows: np.ndarray) -> Sentences:
+    tags = [sentences.tags[i] for i in rows] if sentences.tags is not None else None
+    words = [sentences.words[i] for i in rows]
+    return Sentences(words, tags, sentences.source, sentences.file_format, [sentences.lines[i] for i in rows])
+
+
 def split_off(sentences: Sentences, fraction: float, seed: int) -> tuple[Sentences, Sentences]:
     """(train, dev): `fraction` of the sentences, drawn with `seed`, held out as dev."""
     order = np.random.default_rng([seed, 7]).permutation(len(sentences))
     cut = max(1, round(len(sentences) * fraction))
-
-    def subset(rows: np.ndarray) -> Sentences:
-        rows = np.sort(rows)
-        tags = [sentences.tags[i] for i in rows] if sentences.tags is not None else None
-        words = [sentences.words[i] for i in rows]
-        return Sentences(words, tags, sentences.source, sentences.file_format, [sentences.lines[i] for i in rows])
-
-    return subset(order[cut:]), subset(order[:cut])
+    return _rows(sentences, np.sort(order[cut:])), _rows(sentences, np.sort(order[:cut]))

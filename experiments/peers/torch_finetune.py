@@ -1,0 +1,176 @@
+"""The peer for bertjax's fine-tuning demos: transformers' torch models on the same data.
+
+    python experiments/peers/torch_finetune.py --config=configs/demo_ner.py --out=runs/ner-peer.json
+    python experiments/peers/torch_finetune.py --config=configs/demo_qa.py --out=runs/qa-peer.json
+
+Reads the same config file as `bertjax.finetune` and lets bertjax's task read and encode the
+data (the same sentences, windows and labels), then trains Hugging Face's torch
+`BertForTokenClassification` / `BertForQuestionAnswering` / `BertForSequenceClassification` from
+the same checkpoint the way transformers' `run_ner` / `run_qa` / `run_glue` examples (their
+Trainer) do: AdamW without decay on biases and LayerNorm weights, linear warmup and decay,
+gradient clipping at 1.0, dropout, batches padded to their longest row, the loss of the HF
+model class. The learning rate, batch size, epochs, warmup share, weight decay and Adam
+settings are the config's. The eval and test splits are scored with bertjax's task (the
+official metric definitions), after each epoch and at the end; the wall time covers the same
+span as bertjax's run (model load to the last prediction).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+
+from bertjax import config as config_lib
+from bertjax import tasks
+from bertjax.data.tokenizer import load_tokenizer
+from bertjax.tasks.base import Split
+from bertjax.weights import pretrained
+
+IGNORE_INDEX = -100  # what torch's cross-entropy (and so HF's token classifier) skips
+
+
+def _model(kind: str, task: tasks.Task, init: str) -> torch.nn.Module:
+    if kind == "qa":
+        return transformers.BertForQuestionAnswering.from_pretrained(init)
+    if kind == "tagging":
+        return transformers.BertForTokenClassification.from_pretrained(init, num_labels=len(task.labels))
+    return transformers.BertForSequenceClassification.from_pretrained(init, num_labels=max(1, len(task.labels)))
+
+
+def _batch(features: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, torch.Tensor]:
+    """Rows padded to their longest (as transformers' data collators do)."""
+    length = int(features["attention_mask"][rows].sum(1).max())
+    out = {}
+    for key, value in features.items():
+        v = value[rows]
+        if v.ndim == 2:
+            v = v[:, :length]
+        out[key] = torch.from_numpy(np.ascontiguousarray(v))
+    return out
+
+
+def _inputs(batch: dict[str, torch.Tensor], kind: str, train: bool) -> dict[str, torch.Tensor]:
+    inputs = {k: batch[k].long() for k in ("input_ids", "token_type_ids", "attention_mask")}
+    if not train:
+        return inputs
+    if kind == "qa":
+        inputs["start_positions"] = batch["start_positions"].long()
+        inputs["end_positions"] = batch["end_positions"].long()
+    elif kind == "tagging":
+        labels = batch["labels"].long()
+        inputs["labels"] = torch.where(labels < 0, IGNORE_INDEX, labels)
+    else:
+        inputs["labels"] = batch["labels"] if kind == "regression" else batch["labels"].long()
+    return inputs
+
+
+def _outputs(model: torch.nn.Module, split: Split, kind: str, batch_size: int) -> np.ndarray:
+    model.eval()
+    length = split.features["input_ids"].shape[1]
+    outs = []
+    with torch.no_grad():
+        for start in range(0, len(split), batch_size):
+            rows = np.arange(start, min(start + batch_size, len(split)))
+            out = model(**_inputs(_batch(split.features, rows), kind, train=False))
+            if kind == "qa":
+                logits = torch.stack([out.start_logits, out.end_logits], -1).numpy()
+            else:
+                logits = out.logits.numpy()
+            if logits.ndim == 3 and logits.shape[1] < length:
+                logits = np.pad(logits, [(0, 0), (0, length - logits.shape[1]), (0, 0)])
+            outs.append(logits)
+    model.train()
+    return np.concatenate(outs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="a bertjax fine-tuning config file (file.py[:arg])")
+    parser.add_argument("--out", required=True, help="where the results JSON goes")
+    args = parser.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    path, _, arg = args.config.partition(":")
+    cfg = config_lib.finetune_config_from_dict(config_lib.load_config_module(path).get_config(arg or None))
+    train_cfg, optim_cfg = cfg.train, cfg.optim
+    torch.manual_seed(train_cfg.seed)
+    began = time.time()
+    checkpoint = pretrained.load(cfg.init)
+    tokenizer = load_tokenizer(checkpoint.vocab_file, checkpoint.lowercase)
+    task = tasks.from_config(cfg.task, train_cfg.seed)
+    data = task.load(tokenizer, cfg.task.max_seq_length)
+    kind = (
+        "qa"
+        if "start_positions" in data.train.features
+        else "tagging"
+        if task.per_token
+        else ("regression" if not task.labels else "classification")
+    )
+    model = _model(kind, task, cfg.init)
+    model.train()
+    steps_per_epoch = len(data.train) // train_cfg.batch_size
+    total = max(1, round(train_cfg.num_epochs * steps_per_epoch))
+    no_decay = ("bias", "LayerNorm.weight")
+    groups = [
+        {
+            "params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
+            "weight_decay": optim_cfg.weight_decay,
+        },
+        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(
+        groups, lr=optim_cfg.learning_rate, betas=(optim_cfg.b1, optim_cfg.b2), eps=optim_cfg.eps
+    )
+    warmup = optim_cfg.warmup_steps or round(optim_cfg.warmup_fraction * total)
+    schedule = transformers.get_linear_schedule_with_warmup(optimizer, warmup, total)
+    rng = np.random.default_rng(train_cfg.seed)
+    epochs, order, loss_sum = [], np.arange(0), 0.0
+    print(f"{kind}: {len(data.train)} train rows, {total} steps of {train_cfg.batch_size}", flush=True)
+    for step in range(total):
+        epoch, row = divmod(step * train_cfg.batch_size, steps_per_epoch * train_cfg.batch_size)
+        if row == 0:
+            order = rng.permutation(len(data.train))
+        rows = order[row : row + train_cfg.batch_size]
+        loss = model(**_inputs(_batch(data.train.features, rows), kind, train=True)).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), optim_cfg.clip_norm)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+        loss_sum += float(loss)
+        if (step + 1) % train_cfg.log_every_steps == 0:
+            print(
+                f"step {step + 1}/{total}: loss {loss_sum / train_cfg.log_every_steps:.4f} ({time.time() - began:.0f} s)",
+                flush=True,
+            )
+            loss_sum = 0.0
+        if (step + 1) % steps_per_epoch == 0 or step + 1 == total:
+            record = {"epoch": round((step + 1) / steps_per_epoch, 3)}
+            for name, split in data.evals.items():
+                record[name] = task.evaluate(split, _outputs(model, split, kind, train_cfg.eval_batch_size))
+            epochs.append(record)
+            print(json.dumps(record), flush=True)
+    test = {}
+    for name, split in data.tests.items():
+        if split.labelled:
+            test[name] = task.evaluate(split, _outputs(model, split, kind, train_cfg.eval_batch_size))
+    results = {
+        "peer": f"transformers {transformers.__version__} / torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "config": args.config,
+        "epochs": epochs,
+        "test": test,
+        "wall_seconds": round(time.time() - began, 1),
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    print(json.dumps({"test": test, "wall_seconds": results["wall_seconds"]}))
+
+
+if __name__ == "__main__":
+    main()
