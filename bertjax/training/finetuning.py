@@ -85,19 +85,28 @@ def predict(
     pad_to_multiple_of: int = 0,
     per_token: bool = False,
 ) -> np.ndarray:
-    """The model's outputs for every row of a split, in order, on every host. Per-token outputs
-    of batches cut short are padded back (with zeros) to the split's length."""
-    outputs = []
+    """The model's outputs for every row of a split, in order, on every host. Rows are batched
+    shortest first, so that batches cut to their longest row (`pad_to_multiple_of`) carry little
+    padding; per-token outputs are padded back (with zeros) to the split's length."""
     length = split.features["input_ids"].shape[1]
+    order = np.argsort(split.features["attention_mask"].sum(1), kind="stable") if pad_to_multiple_of else None
+    outputs = []
     for start in range(0, len(split), batch_size):
         rows = np.arange(start, min(start + batch_size, len(split)))
+        if order is not None:
+            rows = order[rows]
         batch = local_batch(batch_of(split, rows, batch_size, pad_to_multiple_of))
         inputs = loop.to_global({k: batch[k] for k in input_keys}, batch_sharding)
         out = np.asarray(jax.device_get(predict_fn(params, inputs)))[: len(rows)]
         if per_token and out.shape[1] < length:
             out = np.pad(out, [(0, 0), (0, length - out.shape[1])] + [(0, 0)] * (out.ndim - 2))
         outputs.append(out)
-    return np.concatenate(outputs)
+    result = np.concatenate(outputs)
+    if order is None:
+        return result
+    restored = np.empty_like(result)
+    restored[order] = result
+    return restored
 
 
 # --------------------------------------------------------------------------------------------
