@@ -64,6 +64,8 @@ class QuestionAnsweringTask(Task):
             raise ConfigError(f"config key task.train_file: {task.train_file} has no answers")
         self.train = _subset(self.train, task.max_train_examples, [seed, 8])
         self.evals = {"dev": _subset(read(task.dev_file), task.max_eval_examples, 9)}
+        if not self.evals["dev"].labelled:
+            raise ConfigError(f"config key task.dev_file: {task.dev_file} has no answers to score")
         self.tests = {"test": read(task.test_file)} if task.test_file else {}
         self.name = "squad_v2" if task.version_2_with_negative else "squad"
         self.published = task.published

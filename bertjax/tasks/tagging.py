@@ -52,19 +52,18 @@ class TaggingTask(Task):
         self.train = read(task.train_file)
         self.evals = {"dev": read(task.dev_file)} if task.dev_file else {}
         self.tests = {"test": read(task.test_file)} if task.test_file else {}
+        if self.train.tags is None:
+            raise ConfigError(f"config key task.train_file: {task.train_file} has no tags")
         if not self.evals:
             if task.dev_fraction <= 0:
                 raise ConfigError("config: the task has no dev split: set task.dev_file or task.dev_fraction")
             self.train, self.evals["dev"] = split_off(self.train, task.dev_fraction, seed)
+        if self.evals["dev"].tags is None:
+            raise ConfigError(f"config key task.dev_file: {task.dev_file} has no tags to score")
+        # The tags of all of train, before any subset is drawn.
+        self.labels = tuple(task.labels) or tuple(sorted({t for tags in self.train.tags for t in tags}))
         self.train = subset(self.train, task.max_train_examples, [seed, 8])
         self.evals = {name: subset(split, task.max_eval_examples, 9) for name, split in self.evals.items()}
-        if task.labels:
-            self.labels = tuple(task.labels)
-        else:
-            found = {t for tags in self.train.tags or [] for t in tags}
-            self.labels = tuple(sorted(found))
-        if self.train.tags is None:
-            raise ConfigError(f"config key task.train_file: {task.train_file} has no tags")
         for split in [self.train, *self.evals.values(), *self.tests.values()]:
             tagging.check_tags(split, task.tag_scheme, self.labels)
         self.name = Path(task.train_file).parent.name or "ner"

@@ -88,6 +88,29 @@ def _qa_args(folder: Path, vocab_file: Path) -> list[str]:
     ]
 
 
+RUN_ARGS = ["--config.train.log_every_steps=1", "--config.train.checkpoint_every_steps=3"]
+
+
+@pytest.fixture(scope="module")
+def ner_run(tmp_path_factory, vocab_file):
+    """(data folder, args, a finished run's workdir): the uninterrupted run the tests look at."""
+    root = tmp_path_factory.mktemp("ner")
+    data = write_ner(root / "data")
+    args = _ner_args(data, vocab_file) + RUN_ARGS
+    finetune(root / "run", *args, config="configs/ner.py:runlocal")
+    return data, args, root / "run"
+
+
+@pytest.fixture(scope="module")
+def qa_run(tmp_path_factory, vocab_file):
+    root = tmp_path_factory.mktemp("qa")
+    data = write_squad(root / "data")
+    args = _qa_args(data, vocab_file) + RUN_ARGS
+    result = finetune(root / "run", *args, config="configs/squad.py:runlocal")
+    assert "24 questions in" in result.stdout
+    return data, args, root / "run"
+
+
 def predict(*args, check=True):
     result = subprocess.run(
         [sys.executable, "-m", "bertjax.predict", *map(str, args)],
@@ -101,10 +124,8 @@ def predict(*args, check=True):
     return result
 
 
-def test_ner_run_scores_entities_writes_conlleval_files_and_predicts(tmp_path, vocab_file):
-    data = write_ner(tmp_path / "ner")
-    workdir = tmp_path / "run"
-    finetune(workdir, *_ner_args(data, vocab_file), config="configs/ner.py:runlocal")
+def test_ner_run_scores_entities_writes_conlleval_files_and_predicts(tmp_path, ner_run):
+    data, _, workdir = ner_run
     results = json.loads((workdir / "results.json").read_text())
     test = results["test"]["test"]
     assert {"precision", "recall", "f1", "accuracy", "f1_PER", "f1_LOC", "score"} <= set(test)
@@ -132,11 +153,8 @@ def test_ner_run_scores_entities_writes_conlleval_files_and_predicts(tmp_path, v
     assert [t for tags in predicted for t in tags] == from_run
 
 
-def test_qa_run_scores_em_f1_writes_official_files_and_predicts(tmp_path, vocab_file):
-    data = write_squad(tmp_path / "squad")
-    workdir = tmp_path / "run"
-    result = finetune(workdir, *_qa_args(data, vocab_file), config="configs/squad.py:runlocal")
-    assert "24 questions in" in result.stdout
+def test_qa_run_scores_em_f1_writes_official_files_and_predicts(tmp_path, qa_run):
+    data, _, workdir = qa_run
     results = json.loads((workdir / "results.json").read_text())
     for split in (results["best"]["dev"], results["test"]["test"]):
         assert set(split) == {"exact", "f1", "score"} and 0 <= split["exact"] <= split["f1"] <= 100
@@ -176,17 +194,12 @@ def test_qa_run_scores_em_f1_writes_official_files_and_predicts(tmp_path, vocab_
 
 
 @pytest.mark.parametrize("task", ["ner", "squad"])
-def test_killed_run_resumes_to_the_same_results(tmp_path, vocab_file, task):
-    if task == "ner":
-        args = _ner_args(write_ner(tmp_path / "data"), vocab_file)
-        prediction = "test.txt"
-    else:
-        args = _qa_args(write_squad(tmp_path / "data"), vocab_file)
-        prediction = "test.json"
-    args += ["--config.train.log_every_steps=1", "--config.train.checkpoint_every_steps=3"]
+def test_killed_run_resumes_to_the_same_results(tmp_path, request, task):
+    """SIGKILL mid-run, then the same command: the epochs, best epoch, weights and predictions
+    equal the uninterrupted run's."""
+    _, args, straight = request.getfixturevalue("ner_run" if task == "ner" else "qa_run")
+    prediction = "test.txt" if task == "ner" else "test.json"
     config = f"configs/{task}.py:runlocal"
-    straight = tmp_path / "straight"
-    finetune(straight, *args, config=config)
     reference = json.loads((straight / "results.json").read_text())
     total = max(r["step"] for r in train_records(straight))
     command = [sys.executable, "-m", "bertjax.finetune", f"--config={config}", *args]
