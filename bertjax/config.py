@@ -329,6 +329,9 @@ class FinetuneTrainConfig:
     keep_checkpoint: bool = False
     seed: int = 0  # classifier init, dropout, example order
     nonfinite: str = "stop"  # a NaN/Inf loss or gradient: "stop" the run, or "skip" the update and count it
+    # Batches of rows of similar length (Hugging Face's group_by_length): with task.pad_to_multiple_of,
+    # each batch is cut to its own longest row, so short rows stop paying for long ones.
+    group_by_length: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -67,6 +67,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     train.keep_checkpoint = False  # delete checkpoints/ once results.json is written (best/ stays)
     train.seed = 0  # classifier init, dropout and example order
     train.nonfinite = "stop"  # a NaN/Inf loss or gradient: "stop" with an error, or "skip" the update
+    train.group_by_length = False  # batches of rows of similar length: less padding (see task.pad_to_multiple_of)
 
     config.mesh = mesh = ml_collections.ConfigDict()
     mesh.preset = ""  # "dp", "fsdp" or "fsdp_tp" set the sizes below; "" = use them as given

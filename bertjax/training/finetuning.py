@@ -69,6 +69,27 @@ def batch_of(split: Split, rows: np.ndarray, pad_to: int, multiple: int = 0) -> 
     return batch
 
 
+GROUP_BATCHES = 50  # group_by_length sorts rows by length within groups of this many batches
+
+
+def epoch_order(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, group_by_length: bool) -> np.ndarray:
+    """The rows of an epoch in training order: a new permutation keyed by (seed, epoch); the rows
+    past the last full batch are not trained that epoch. Grouped by length, the rows of the full
+    batches are sorted by length within groups of `GROUP_BATCHES` batches, cut into batches, and the
+    batches shuffled: every batch holds rows of similar length, drawn from a random group, and the
+    same rows are trained as without grouping."""
+    rng = np.random.default_rng([seed, 6, epoch])
+    order = rng.permutation(len(lengths))
+    if not group_by_length:
+        return order
+    full = len(order) // batch_size * batch_size
+    group = batch_size * GROUP_BATCHES
+    groups = np.split(order[:full], np.arange(group, full, group))
+    grouped = np.concatenate([g[np.argsort(lengths[g], kind="stable")] for g in groups])
+    batches = grouped.reshape(-1, batch_size)[rng.permutation(full // batch_size)]
+    return np.concatenate([batches.reshape(-1), order[full:]])
+
+
 def local_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """This process's rows of a global batch (every host builds the same global batch)."""
     rows = loop.local_rows(np.arange(len(batch["weights"])))
@@ -348,14 +369,15 @@ def train(run: Run, state: TrainState, progress: Progress) -> int | None:
         train_cfg.nonfinite, jax.devices()[0].device_kind, run.setup.model_config.dtype, progress.skipped_steps
     )
     order_epoch, order = -1, np.arange(0)
+    lengths = data.train.features["attention_mask"].sum(1)
     stopped_at = None
     rules = sharding.rules(run.config.mesh)
     with jax.set_mesh(run.mesh), nn.logical_axis_rules(rules), loop.StopSignal(run.mesh) as stop_signal:
         for step in range(progress.step, run.total_steps):
             epoch, row = divmod(step * train_cfg.batch_size, run.steps_per_epoch * train_cfg.batch_size)
-            if epoch != order_epoch:  # a new order each epoch, keyed by (seed, epoch); the remainder is dropped
+            if epoch != order_epoch:
                 order_epoch = epoch
-                order = np.random.default_rng([train_cfg.seed, 6, epoch]).permutation(len(data.train))
+                order = epoch_order(lengths, train_cfg.batch_size, train_cfg.seed, epoch, train_cfg.group_by_length)
             rows = order[row : row + train_cfg.batch_size]
             batch = batch_of(data.train, rows, len(rows), task_cfg.pad_to_multiple_of)
             state, metrics = run.train_step(

@@ -10,7 +10,9 @@ the same checkpoint the way transformers' `run_ner` / `run_qa` / `run_glue` exam
 Trainer) do: AdamW without decay on biases and LayerNorm weights, linear warmup and decay,
 gradient clipping at 1.0, dropout, batches padded to their longest row, the loss of the HF
 model class. The learning rate, batch size, epochs, warmup share, weight decay and Adam
-settings are the config's. The eval and test splits are scored with bertjax's task (the
+settings are the config's; the batches are bertjax's (`epoch_order`: the same rows in the same
+order, grouped by length when `train.group_by_length` is set, as the Trainer's
+`group_by_length` does). The eval and test splits are scored with bertjax's task (the
 official metric definitions), after each epoch and at the end; the wall time covers the same
 span as bertjax's run (model load to the last prediction).
 """
@@ -31,6 +33,7 @@ from bertjax import config as config_lib
 from bertjax import tasks
 from bertjax.data.tokenizer import load_tokenizer
 from bertjax.tasks.base import Split
+from bertjax.training import finetuning
 from bertjax.weights import pretrained
 
 IGNORE_INDEX = -100  # what torch's cross-entropy (and so HF's token classifier) skips
@@ -129,13 +132,15 @@ def main() -> None:
     )
     warmup = optim_cfg.warmup_steps or round(optim_cfg.warmup_fraction * total)
     schedule = transformers.get_linear_schedule_with_warmup(optimizer, warmup, total)
-    rng = np.random.default_rng(train_cfg.seed)
+    lengths = data.train.features["attention_mask"].sum(1)
     epochs, order, loss_sum = [], np.arange(0), 0.0
     print(f"{kind}: {len(data.train)} train rows, {total} steps of {train_cfg.batch_size}", flush=True)
     for step in range(total):
         epoch, row = divmod(step * train_cfg.batch_size, steps_per_epoch * train_cfg.batch_size)
         if row == 0:
-            order = rng.permutation(len(data.train))
+            order = finetuning.epoch_order(
+                lengths, train_cfg.batch_size, train_cfg.seed, epoch, train_cfg.group_by_length
+            )
         rows = order[row : row + train_cfg.batch_size]
         loss = model(**_inputs(_batch(data.train.features, rows), kind, train=True)).loss
         loss.backward()

@@ -1,4 +1,5 @@
-"""The fine-tuning loop's batches: cut to their longest row without changing a logit."""
+"""The fine-tuning loop's batches: cut to their longest row without changing a logit; the epoch
+order, grouped by length or not."""
 
 import numpy as np
 
@@ -38,3 +39,35 @@ def test_batches_cut_to_their_longest_row_give_the_same_logits():
     full = finetuning.predict(predict_fn, params, encoded, 4, batch_sharding, INPUT_KEYS)
     cut = finetuning.predict(predict_fn, params, encoded, 4, batch_sharding, INPUT_KEYS, pad_to_multiple_of=32)
     np.testing.assert_allclose(cut, full, atol=2e-6)
+
+
+def test_epoch_order_grouped_by_length_trains_the_same_rows_with_less_padding():
+    from bertjax.training import finetuning
+
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(3, 128, 2013)
+    batch_size, full = 8, 2013 // 8 * 8
+
+    def padded_columns(order):
+        return sum(lengths[order[i : i + batch_size]].max() for i in range(0, full, batch_size))
+
+    for epoch in (0, 1):
+        plain = finetuning.epoch_order(lengths, batch_size, 3, epoch, group_by_length=False)
+        grouped = finetuning.epoch_order(lengths, batch_size, 3, epoch, group_by_length=True)
+        np.testing.assert_array_equal(plain, np.random.default_rng([3, 6, epoch]).permutation(2013))
+        # The same rows are trained (and the same remainder left out) as without grouping.
+        np.testing.assert_array_equal(np.sort(grouped[:full]), np.sort(plain[:full]))
+        np.testing.assert_array_equal(grouped[full:], plain[full:])
+        # Each batch comes from one group of 50 batches sorted by length: a narrow spread.
+        spreads = [np.ptp(lengths[grouped[i : i + batch_size]]) for i in range(0, full, batch_size)]
+        assert np.median(spreads) <= 5, np.median(spreads)
+        assert padded_columns(grouped) < 0.6 * padded_columns(plain)
+        # Batches from every part of the length range, in a shuffled order (not shortest first).
+        firsts = lengths[grouped[:full:batch_size]]
+        assert abs(np.corrcoef(np.arange(len(firsts)), firsts)[0, 1]) < 0.2
+    np.testing.assert_array_equal(
+        finetuning.epoch_order(lengths, batch_size, 3, 1, True), finetuning.epoch_order(lengths, batch_size, 3, 1, True)
+    )
+    assert not np.array_equal(
+        finetuning.epoch_order(lengths, batch_size, 3, 0, True), finetuning.epoch_order(lengths, batch_size, 3, 1, True)
+    )
