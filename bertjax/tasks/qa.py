@@ -2,7 +2,8 @@
 
 Reads SQuAD-layout files (`bertjax.data.squad`), cuts long contexts into overlapping windows, and
 puts a span head on every token (Hugging Face's `BertForQuestionAnswering`): the loss is the mean
-of the start and end cross-entropies. Each epoch the eval splits are decoded into answers
+of the start and end cross-entropies over the window's tokens (padding takes no share of the
+softmax, so the loss does not depend on how far a batch is padded). Each epoch the eval splits are decoded into answers
 (n-best spans over all windows of a question) and scored with the official scripts' exact match
 and F1 (`bertjax.tasks.squad_eval`); F1 picks the best epoch. Predictions are written as the
 official predictions file (question id -> answer text), with the n-best candidates and their
@@ -109,6 +110,8 @@ class QuestionAnsweringTask(Task):
     def loss_sums(self, outputs: jax.Array, batch: dict[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
         weights = batch["weights"]
         start, end = batch["start_positions"], batch["end_positions"]
+        # Padding is no candidate: a batch padded further gives the same loss.
+        outputs = jnp.where(batch["attention_mask"][..., None] > 0, outputs, -1e9)
         start_loss = optax.softmax_cross_entropy_with_integer_labels(outputs[..., 0], start)
         end_loss = optax.softmax_cross_entropy_with_integer_labels(outputs[..., 1], end)
         hits = (outputs[..., 0].argmax(-1) == start) & (outputs[..., 1].argmax(-1) == end)

@@ -1,4 +1,5 @@
-"""Sequence-level tasks through the shared update: accumulation equals the full batch, the loss is the task's."""
+"""Tasks through the shared update: accumulation equals the full batch, the loss is the task's (the span
+loss over each window's own tokens)."""
 
 import jax
 import numpy as np
@@ -74,3 +75,33 @@ def test_accumulated_fine_tuning_steps_equal_the_full_batch(kind):
     for name in full:
         np.testing.assert_allclose(acc[name], full[name], rtol=2e-5, atol=1e-7, err_msg=name)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), acc_state.params, full_state.params)
+
+
+def test_span_loss_is_over_the_window_tokens_however_far_the_batch_is_padded():
+    from scipy.special import log_softmax
+
+    from bertjax.tasks.qa import QuestionAnsweringTask
+
+    rng = np.random.default_rng(0)
+    lengths, width = np.array([7, 12, 5]), 32
+    mask = (np.arange(width)[None] < lengths[:, None]).astype(np.int32)
+    logits = rng.normal(size=(3, width, 2)).astype(np.float32) * 3
+    batch = {
+        "attention_mask": mask,
+        "start_positions": np.array([2, 0, 4]),
+        "end_positions": np.array([3, 11, 4]),
+        "weights": np.array([1.0, 1.0, 0.0], np.float32),
+    }
+    task = object.__new__(QuestionAnsweringTask)  # loss_sums reads nothing of the task's state
+    padded, _ = task.loss_sums(logits, batch)
+    cut = {k: v[:, :12] if v.ndim == 2 else v for k, v in batch.items()}
+    exact, _ = task.loss_sums(logits[:, :12], cut)
+    # The definition: each window's softmax over its own tokens, start and end averaged, weighted.
+    expected = 0.0
+    for i in range(2):
+        real = logits[i, : lengths[i]]
+        expected -= (
+            log_softmax(real[:, 0])[batch["start_positions"][i]] + log_softmax(real[:, 1])[batch["end_positions"][i]]
+        ) / 2
+    np.testing.assert_allclose(float(padded), expected, rtol=1e-5)
+    np.testing.assert_allclose(float(exact), expected, rtol=1e-5)
