@@ -35,7 +35,13 @@ from bertjax.fileio import write_text_atomically
 from bertjax.parallel import sharding
 from bertjax.tasks.base import Split, Task, TaskData
 from bertjax.training import checkpoints, logs, loop, optim, update
-from bertjax.training.state import TrainState, create_sharded_state, init_from_checkpoint, to_host
+from bertjax.training.state import (
+    TrainState,
+    abstract_sharded_state,
+    fresh_state,
+    init_from_checkpoint,
+    to_host,
+)
 from bertjax.weights import pretrained
 from bertjax.weights.param_tree import flatten, unstack_layers
 
@@ -271,16 +277,14 @@ def build(config: FinetuneConfig, run_setup: Setup, workdir: Path) -> tuple[Run,
     tx, schedule = optim.make_optimizer(config.optim, total_steps)
     init_rng, dropout_rng = jax.random.split(jax.random.key(train_cfg.seed))
     dummy = jnp.zeros((1, config.task.max_seq_length), jnp.int32)
-    state, shardings = create_sharded_state(
-        init_rng,
-        lambda key: model.init({"params": key}, *(dummy for _ in task.input_keys))["params"],
-        tx,
-        mesh,
-        config.mesh,
-    )
+
+    def init_params(key: jax.Array) -> Any:
+        return model.init({"params": key}, *(dummy for _ in task.input_keys))["params"]
+
+    abstract, shardings = abstract_sharded_state(init_rng, init_params, tx, mesh, config.mesh)
     # The latest checkpoint holds the state, the progress and the best epoch's parameters.
     manager = checkpoints.manager(workdir / "checkpoints", 1, trees=("best_params",))
-    state, saved, trees = checkpoints.restore_latest(manager, state, best_params=state.params)
+    state, saved, trees = checkpoints.restore_latest(manager, abstract, best_params=abstract.params)
     progress = Progress(
         step=int(saved.get("step", 0)),
         epochs=list(saved.get("epochs", [])),
@@ -289,9 +293,14 @@ def build(config: FinetuneConfig, run_setup: Setup, workdir: Path) -> tuple[Run,
         load_report=saved.get("load_report"),
         skipped_steps=int(saved.get("skipped_steps", 0)),
     )
-    if run_setup.checkpoint is not None and progress.step == 0:
-        state, report = init_from_checkpoint(state, run_setup.checkpoint, tx, shardings, is_main)
-        progress.load_report = dataclasses.asdict(report)
+    if not saved:  # a new run: the pretrained encoder (and fresh heads), or everything fresh
+        if run_setup.checkpoint is not None:
+            state, report = init_from_checkpoint(
+                init_rng, init_params, abstract, run_setup.checkpoint, tx, mesh, config.mesh, is_main
+            )
+            progress.load_report = dataclasses.asdict(report)
+        else:
+            state = fresh_state(init_rng, init_params, tx, shardings, mesh, config.mesh)
 
     batch_sharding = sharding.batch_sharding(mesh)
     predict_fn = jax.jit(

@@ -32,7 +32,7 @@ from bertjax.errors import ConfigError
 from bertjax.model.bert import BertForPreTraining
 from bertjax.parallel import distributed, sharding
 from bertjax.training import checkpoints, logs, loop, optim, update
-from bertjax.training.state import TrainState, create_sharded_state, init_from_checkpoint
+from bertjax.training.state import TrainState, abstract_sharded_state, fresh_state, init_from_checkpoint
 from bertjax.weights import pretrained
 
 Batch = dict[str, jax.Array]
@@ -306,7 +306,7 @@ def _pretrain(config: PretrainConfig, workdir: Path) -> dict[str, float]:
     tx, schedule = optim.make_optimizer(config.optim, train_cfg.num_train_steps)
     init_rng, dropout_rng = jax.random.split(jax.random.key(train_cfg.seed))
     init = param_init(model, data_cfg.max_seq_length)
-    state, shardings = create_sharded_state(init_rng, init, tx, mesh, config.mesh)
+    abstract, shardings = abstract_sharded_state(init_rng, init, tx, mesh, config.mesh)
     steps = compile_steps(
         model,
         tx,
@@ -318,10 +318,12 @@ def _pretrain(config: PretrainConfig, workdir: Path) -> dict[str, float]:
         train_cfg.nsp_weight,
     )
     manager = checkpoints.manager(workdir / "checkpoints", train_cfg.keep_checkpoints)
-    state, progress, _ = checkpoints.restore_latest(manager, state)
+    state, progress, _ = checkpoints.restore_latest(manager, abstract)
     first_step = int(progress.get("step", 0))
-    if checkpoint is not None and first_step == 0:  # a new run from pretrained weights
-        state, _ = init_from_checkpoint(state, checkpoint, tx, shardings, is_main)
+    if not progress and checkpoint is None:  # a new run from scratch
+        state = fresh_state(init_rng, init, tx, shardings, mesh, config.mesh)
+    elif not progress:  # a new run from pretrained weights
+        state, _ = init_from_checkpoint(init_rng, init, abstract, checkpoint, tx, mesh, config.mesh, is_main)
         if config.init_optimizer:  # and the optimizer state of the run they come from
             restart = config.init_optimizer_count == "restart"
             state = checkpoints.restore_run_state(checkpoint.path, state, restart_count=restart)

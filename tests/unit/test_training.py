@@ -320,3 +320,37 @@ def test_logged_loss_is_the_optimised_one_without_nsp():
     }
     assert float(pretraining.summarise(sums, nsp_weight=0.0)["loss"]) == 2.0
     assert float(pretraining.summarise(sums)["loss"]) == 4.0
+
+
+@pytest.mark.parametrize("scan_layers", [False, True])
+def test_init_from_checkpoint_draws_missing_heads_as_a_fresh_state_does(tmp_path, scan_layers):
+    """The checkpoint's encoder is taken as it is; the head it lacks gets exactly the values the
+    whole model's fresh init gives it (same key), though only the head is computed."""
+    from bertjax.model.bert import BertForQuestionAnswering
+    from bertjax.training.state import abstract_sharded_state, init_from_checkpoint
+    from bertjax.weights import pretrained
+    from bertjax.weights.param_tree import flatten, unstack_layers
+
+    config = dataclasses.replace(MODEL, scan_layers=scan_layers)
+    model = BertForQuestionAnswering(config)
+    dummy = np.zeros((1, 16), np.int32)
+
+    def init(key):
+        return model.init({"params": key}, dummy, dummy, dummy)["params"]
+
+    tx, _ = optim.make_optimizer(OPTIM, 10)
+    mesh, key = sharding.make_mesh(MeshConfig()), jax.random.key(3)
+    fresh, _ = create_sharded_state(key, init, tx, mesh, MeshConfig())
+    fresh_flat = unstack_layers(flatten(jax.device_get(fresh.params)))
+    rng = np.random.default_rng(0)
+    encoder = {p: rng.normal(size=v.shape).astype(np.float32) for p, v in fresh_flat.items() if p.startswith("bert/")}
+    checkpoint = pretrained.Pretrained(MODEL, encoder, None, True, "bertjax", tmp_path)
+
+    abstract, _ = abstract_sharded_state(key, init, tx, mesh, MeshConfig())
+    state, report = init_from_checkpoint(key, init, abstract, checkpoint, tx, mesh, MeshConfig(), verbose=False)
+    loaded = unstack_layers(flatten(jax.device_get(state.params)))
+    assert report.fresh == ("qa_outputs",) and set(loaded) == set(fresh_flat)
+    for path, value in loaded.items():
+        expected = encoder[path] if path.startswith("bert/") else fresh_flat[path]
+        np.testing.assert_array_equal(value, expected, err_msg=path)
+    assert int(state.step) == 0 and not any(np.any(x) for x in jax.tree.leaves(state.opt_state))
