@@ -190,6 +190,22 @@ def setup(config: FinetuneConfig) -> Setup:
     return Setup(model_config, checkpoint, vocab_file, lowercase, task, data)
 
 
+def run_keys(seed: int) -> tuple[jax.Array, jax.Array]:
+    """(the key of the fresh parameters, the key of dropout) of a run with `train.seed`."""
+    init_rng, dropout_rng = jax.random.split(jax.random.key(seed))
+    return init_rng, dropout_rng
+
+
+def param_init(task: Task, model: nn.Module, max_seq_length: int) -> Any:
+    """The task model's init as a function of a key: its (boxed) parameters."""
+    dummy = jnp.zeros((1, max_seq_length), jnp.int32)
+
+    def init(key: jax.Array) -> Any:
+        return model.init({"params": key}, *(dummy for _ in task.input_keys))["params"]
+
+    return init
+
+
 def check_batch_sizes(config: FinetuneConfig, mesh: jax.sharding.Mesh) -> None:
     """Batches split evenly over the processes, the accumulation steps and the devices."""
     train_cfg, accum, devices = config.train, config.optim.grad_accum_steps, mesh.devices.size
@@ -275,12 +291,8 @@ def build(config: FinetuneConfig, run_setup: Setup, workdir: Path) -> tuple[Run,
     check_batch_sizes(config, mesh)
     model = task.model(run_setup.model_config)
     tx, schedule = optim.make_optimizer(config.optim, total_steps)
-    init_rng, dropout_rng = jax.random.split(jax.random.key(train_cfg.seed))
-    dummy = jnp.zeros((1, config.task.max_seq_length), jnp.int32)
-
-    def init_params(key: jax.Array) -> Any:
-        return model.init({"params": key}, *(dummy for _ in task.input_keys))["params"]
-
+    init_rng, dropout_rng = run_keys(train_cfg.seed)
+    init_params = param_init(task, model, config.task.max_seq_length)
     abstract, shardings = abstract_sharded_state(init_rng, init_params, tx, mesh, config.mesh)
     # The latest checkpoint holds the state, the progress and the best epoch's parameters.
     manager = checkpoints.manager(workdir / "checkpoints", 1, trees=("best_params",))

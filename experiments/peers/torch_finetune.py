@@ -15,6 +15,11 @@ order, grouped by length when `train.group_by_length` is set, as the Trainer's
 `group_by_length` does). The eval and test splits are scored with bertjax's task (the
 official metric definitions), after each epoch and at the end; the wall time covers the same
 span as bertjax's run (model load to the last prediction).
+
+The fresh head (the span or tag classifier) starts from the values bertjax draws for
+`train.seed` (`--no-same-head`: transformers' own draw), so that the two runs of one config
+differ only in their dropout draws and arithmetic. Making those tensors is not counted in the
+wall time.
 """
 
 from __future__ import annotations
@@ -25,16 +30,18 @@ import os
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import torch
 import transformers
 
 from bertjax import config as config_lib
 from bertjax import tasks
-from bertjax.data.tokenizer import load_tokenizer
+from bertjax.parallel import sharding
 from bertjax.tasks.base import Split
-from bertjax.training import finetuning
-from bertjax.weights import pretrained
+from bertjax.training import finetuning, optim
+from bertjax.training import state as state_lib
+from bertjax.weights import hf_mapping
 
 IGNORE_INDEX = -100  # what torch's cross-entropy (and so HF's token classifier) skips
 
@@ -45,6 +52,22 @@ def _model(kind: str, task: tasks.Task, init: str) -> torch.nn.Module:
     if kind == "tagging":
         return transformers.BertForTokenClassification.from_pretrained(init, num_labels=len(task.labels))
     return transformers.BertForSequenceClassification.from_pretrained(init, num_labels=max(1, len(task.labels)))
+
+
+def _bertjax_start(cfg: config_lib.FinetuneConfig, run_setup: finetuning.Setup) -> dict[str, torch.Tensor]:
+    """The parameters a bertjax run of this config starts from, as Hugging Face tensors: the
+    checkpoint's encoder and the head bertjax draws with `train.seed`."""
+    model = run_setup.task.model(run_setup.model_config)
+    tx, _ = optim.make_optimizer(cfg.optim, 1)
+    init = finetuning.param_init(run_setup.task, model, cfg.task.max_seq_length)
+    init_rng, _ = finetuning.run_keys(cfg.train.seed)
+    mesh = sharding.make_mesh(cfg.mesh)
+    abstract, _ = state_lib.abstract_sharded_state(init_rng, init, tx, mesh, cfg.mesh)
+    start, _ = state_lib.init_from_checkpoint(
+        init_rng, init, abstract, run_setup.checkpoint, tx, mesh, cfg.mesh, verbose=False
+    )
+    tensors = hf_mapping.params_to_hf(jax.device_get(start.params), run_setup.model_config)
+    return {name: torch.from_numpy(np.array(value)) for name, value in tensors.items()}
 
 
 def _batch(features: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, torch.Tensor]:
@@ -97,6 +120,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="a bertjax fine-tuning config file (file.py[:arg])")
     parser.add_argument("--out", required=True, help="where the results JSON goes")
+    parser.add_argument(
+        "--same-head",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="start the fresh head from bertjax's draw for train.seed (default), not transformers' own",
+    )
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     path, _, arg = args.config.partition(":")
@@ -104,10 +133,8 @@ def main() -> None:
     train_cfg, optim_cfg = cfg.train, cfg.optim
     torch.manual_seed(train_cfg.seed)
     began = time.time()
-    checkpoint = pretrained.load(cfg.init)
-    tokenizer = load_tokenizer(checkpoint.vocab_file, checkpoint.lowercase)
-    task = tasks.from_config(cfg.task, train_cfg.seed)
-    data = task.load(tokenizer, cfg.task.max_seq_length)
+    run_setup = finetuning.setup(cfg)  # bertjax's checkpoint, tokenizer and encoded splits
+    task, data = run_setup.task, run_setup.data
     kind = (
         "qa"
         if "start_positions" in data.train.features
@@ -116,6 +143,10 @@ def main() -> None:
         else ("regression" if not task.labels else "classification")
     )
     model = _model(kind, task, cfg.init)
+    if args.same_head:
+        drawn = time.time()
+        model.load_state_dict(_bertjax_start(cfg, run_setup), strict=True)
+        began += time.time() - drawn  # bertjax's part, not the peer's
     model.train()
     steps_per_epoch = len(data.train) // train_cfg.batch_size
     total = max(1, round(train_cfg.num_epochs * steps_per_epoch))
