@@ -29,6 +29,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -46,15 +47,45 @@ from bertjax.weights import hf_mapping
 IGNORE_INDEX = -100  # what torch's cross-entropy (and so HF's token classifier) skips
 
 
-def _model(kind: str, task: tasks.Task, init: str) -> torch.nn.Module:
+def kind_of(run_setup: finetuning.Setup) -> str:
+    """qa, tagging, regression or classification: which HF model class and loss."""
+    if "start_positions" in run_setup.data.train.features:
+        return "qa"
+    if run_setup.task.per_token:
+        return "tagging"
+    return "regression" if not run_setup.task.labels else "classification"
+
+
+def optimizer_and_schedule(
+    model: torch.nn.Module, optim_cfg: config_lib.OptimConfig, total: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """The Trainer's AdamW (no decay on biases and LayerNorm weights) and linear warmup and decay."""
+    no_decay = ("bias", "LayerNorm.weight")
+    groups = [
+        {
+            "params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
+            "weight_decay": optim_cfg.weight_decay,
+        },
+        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(
+        groups, lr=optim_cfg.learning_rate, betas=(optim_cfg.b1, optim_cfg.b2), eps=optim_cfg.eps
+    )
+    warmup = optim_cfg.warmup_steps or round(optim_cfg.warmup_fraction * total)
+    return optimizer, transformers.get_linear_schedule_with_warmup(optimizer, warmup, total)
+
+
+def hf_model(kind: str, task: tasks.Task, init: str, **config: Any) -> torch.nn.Module:
+    """The HF model class for `kind` from the checkpoint `init` (`config`: overrides of its config)."""
     if kind == "qa":
-        return transformers.BertForQuestionAnswering.from_pretrained(init)
+        return transformers.BertForQuestionAnswering.from_pretrained(init, **config)
     if kind == "tagging":
-        return transformers.BertForTokenClassification.from_pretrained(init, num_labels=len(task.labels))
-    return transformers.BertForSequenceClassification.from_pretrained(init, num_labels=max(1, len(task.labels)))
+        return transformers.BertForTokenClassification.from_pretrained(init, num_labels=len(task.labels), **config)
+    labels = max(1, len(task.labels))
+    return transformers.BertForSequenceClassification.from_pretrained(init, num_labels=labels, **config)
 
 
-def _bertjax_start(cfg: config_lib.FinetuneConfig, run_setup: finetuning.Setup) -> dict[str, torch.Tensor]:
+def bertjax_start(cfg: config_lib.FinetuneConfig, run_setup: finetuning.Setup) -> dict[str, torch.Tensor]:
     """The parameters a bertjax run of this config starts from, as Hugging Face tensors: the
     checkpoint's encoder and the head bertjax draws with `train.seed`."""
     model = run_setup.task.model(run_setup.model_config)
@@ -70,7 +101,7 @@ def _bertjax_start(cfg: config_lib.FinetuneConfig, run_setup: finetuning.Setup) 
     return {name: torch.from_numpy(np.array(value)) for name, value in tensors.items()}
 
 
-def _batch(features: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, torch.Tensor]:
+def padded_batch(features: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, torch.Tensor]:
     """Rows padded to their longest (as transformers' data collators do)."""
     length = int(features["attention_mask"][rows].sum(1).max())
     out = {}
@@ -82,7 +113,7 @@ def _batch(features: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, torch
     return out
 
 
-def _inputs(batch: dict[str, torch.Tensor], kind: str, train: bool) -> dict[str, torch.Tensor]:
+def model_inputs(batch: dict[str, torch.Tensor], kind: str, train: bool) -> dict[str, torch.Tensor]:
     inputs = {k: batch[k].long() for k in ("input_ids", "token_type_ids", "attention_mask")}
     if not train:
         return inputs
@@ -104,7 +135,7 @@ def _outputs(model: torch.nn.Module, split: Split, kind: str, batch_size: int) -
     with torch.no_grad():
         for start in range(0, len(split), batch_size):
             rows = np.arange(start, min(start + batch_size, len(split)))
-            out = model(**_inputs(_batch(split.features, rows), kind, train=False))
+            out = model(**model_inputs(padded_batch(split.features, rows), kind, train=False))
             if kind == "qa":
                 logits = torch.stack([out.start_logits, out.end_logits], -1).numpy()
             else:
@@ -135,34 +166,16 @@ def main() -> None:
     began = time.time()
     run_setup = finetuning.setup(cfg)  # bertjax's checkpoint, tokenizer and encoded splits
     task, data = run_setup.task, run_setup.data
-    kind = (
-        "qa"
-        if "start_positions" in data.train.features
-        else "tagging"
-        if task.per_token
-        else ("regression" if not task.labels else "classification")
-    )
-    model = _model(kind, task, cfg.init)
+    kind = kind_of(run_setup)
+    model = hf_model(kind, task, cfg.init)
     if args.same_head:
         drawn = time.time()
-        model.load_state_dict(_bertjax_start(cfg, run_setup), strict=True)
+        model.load_state_dict(bertjax_start(cfg, run_setup), strict=True)
         began += time.time() - drawn  # bertjax's part, not the peer's
     model.train()
     steps_per_epoch = len(data.train) // train_cfg.batch_size
     total = max(1, round(train_cfg.num_epochs * steps_per_epoch))
-    no_decay = ("bias", "LayerNorm.weight")
-    groups = [
-        {
-            "params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
-            "weight_decay": optim_cfg.weight_decay,
-        },
-        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(
-        groups, lr=optim_cfg.learning_rate, betas=(optim_cfg.b1, optim_cfg.b2), eps=optim_cfg.eps
-    )
-    warmup = optim_cfg.warmup_steps or round(optim_cfg.warmup_fraction * total)
-    schedule = transformers.get_linear_schedule_with_warmup(optimizer, warmup, total)
+    optimizer, schedule = optimizer_and_schedule(model, optim_cfg, total)
     lengths = data.train.features["attention_mask"].sum(1)
     epochs, order, loss_sum = [], np.arange(0), 0.0
     print(f"{kind}: {len(data.train)} train rows, {total} steps of {train_cfg.batch_size}", flush=True)
@@ -173,7 +186,7 @@ def main() -> None:
                 lengths, train_cfg.batch_size, train_cfg.seed, epoch, train_cfg.group_by_length
             )
         rows = order[row : row + train_cfg.batch_size]
-        loss = model(**_inputs(_batch(data.train.features, rows), kind, train=True)).loss
+        loss = model(**model_inputs(padded_batch(data.train.features, rows), kind, train=True)).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), optim_cfg.clip_norm)
         optimizer.step()
