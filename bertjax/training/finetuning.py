@@ -40,6 +40,7 @@ from bertjax.training.state import (
     abstract_sharded_state,
     fresh_state,
     init_from_checkpoint,
+    run_keys,
     to_host,
 )
 from bertjax.weights import pretrained
@@ -188,12 +189,6 @@ def setup(config: FinetuneConfig) -> Setup:
             f"{data.train.source}: {len(data.train)} examples, fewer than one batch of {train_cfg.batch_size}"
         )
     return Setup(model_config, checkpoint, vocab_file, lowercase, task, data)
-
-
-def run_keys(seed: int) -> tuple[jax.Array, jax.Array]:
-    """(the key of the fresh parameters, the key of dropout) of a run with `train.seed`."""
-    init_rng, dropout_rng = jax.random.split(jax.random.key(seed))
-    return init_rng, dropout_rng
 
 
 def param_init(task: Task, model: nn.Module, max_seq_length: int) -> Any:

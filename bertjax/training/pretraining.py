@@ -32,7 +32,7 @@ from bertjax.errors import ConfigError
 from bertjax.model.bert import BertForPreTraining
 from bertjax.parallel import distributed, sharding
 from bertjax.training import checkpoints, logs, loop, optim, update
-from bertjax.training.state import TrainState, abstract_sharded_state, fresh_state, init_from_checkpoint
+from bertjax.training.state import TrainState, abstract_sharded_state, fresh_state, init_from_checkpoint, run_keys
 from bertjax.weights import pretrained
 
 Batch = dict[str, jax.Array]
@@ -304,7 +304,7 @@ def _pretrain(config: PretrainConfig, workdir: Path) -> dict[str, float]:
     # The model, its optimizer and its state: born sharded, then resumed or filled from init.
     model = BertForPreTraining(model_config)
     tx, schedule = optim.make_optimizer(config.optim, train_cfg.num_train_steps)
-    init_rng, dropout_rng = jax.random.split(jax.random.key(train_cfg.seed))
+    init_rng, dropout_rng = run_keys(train_cfg.seed)
     init = param_init(model, data_cfg.max_seq_length)
     abstract, shardings = abstract_sharded_state(init_rng, init, tx, mesh, config.mesh)
     steps = compile_steps(

@@ -39,6 +39,12 @@ class TrainState:
     opt_state: Any
 
 
+def run_keys(seed: int) -> tuple[jax.Array, jax.Array]:
+    """(the key of the fresh parameters, the key of dropout) of a run with `train.seed`."""
+    init_rng, dropout_rng = jax.random.split(jax.random.key(seed))
+    return init_rng, dropout_rng
+
+
 def init_state(rng: jax.Array, init_params: Callable[[jax.Array], Any], tx: optax.GradientTransformation) -> TrainState:
     """A fresh (boxed) state: parameters still carry their logical axis names."""
     params = init_params(rng)

@@ -36,8 +36,7 @@ def main() -> None:
     parser.add_argument("--dropout", type=float, default=None, help="both models' dropout (default: the config's)")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    path, _, arg = args.config.partition(":")
-    values = config_lib.load_config_module(path).get_config(arg or None)
+    values = peer.config_values(args.config)
     if args.dropout is not None:
         values.model.hidden_dropout_prob = values.model.attention_probs_dropout_prob = args.dropout
     cfg = config_lib.finetune_config_from_dict(values)
@@ -66,12 +65,9 @@ def main() -> None:
             batch = finetuning.batch_of(data.train, rows, len(rows), cfg.task.pad_to_multiple_of)
             state, metrics = run.train_step(state, loop.to_global(batch, run.batch_sharding), run.dropout_rng)
             lr = schedule.get_last_lr()[0]
-            loss = model(**peer.model_inputs(peer.padded_batch(data.train.features, rows), kind, train=True)).loss
-            loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), optim_cfg.clip_norm)
-            optimizer.step()
+            inputs = peer.model_inputs(peer.padded_batch(data.train.features, rows), kind, train=True)
+            loss, norm = peer.torch_step(model, optimizer, inputs, optim_cfg.clip_norm)
             schedule.step()
-            optimizer.zero_grad()
             print(
                 f"{step} | {float(metrics['loss']):.5f}, {float(metrics['grad_norm']):.4f}, "
                 f"{float(metrics['learning_rate']):.3e} | {loss.item():.5f}, {norm.item():.4f}, {lr:.3e}",

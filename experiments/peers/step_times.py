@@ -35,8 +35,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    path, _, arg = args.config.partition(":")
-    cfg = config_lib.finetune_config_from_dict(config_lib.load_config_module(path).get_config(arg or None))
+    cfg = config_lib.finetune_config_from_dict(peer.config_values(args.config))
     run_setup = finetuning.setup(cfg)
     run, state, _ = finetuning.build(cfg, run_setup, Path(tempfile.mkdtemp()))
     features, size = run_setup.data.train.features, cfg.train.batch_size
@@ -63,10 +62,7 @@ def main() -> None:
             for i in range(args.warmup + args.steps):
                 if i == args.warmup:
                     began = time.perf_counter()
-                model(**inputs).loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_norm)
-                optimizer.step()
-                optimizer.zero_grad()
+                peer.torch_step(model, optimizer, inputs, cfg.optim.clip_norm)
             theirs = (time.perf_counter() - began) / args.steps
             print(f"{inputs['input_ids'].shape[1]} | {ours:.3f} | {theirs:.3f}", flush=True)
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 import torch
 import transformers
@@ -45,6 +46,25 @@ from bertjax.training import state as state_lib
 from bertjax.weights import hf_mapping
 
 IGNORE_INDEX = -100  # what torch's cross-entropy (and so HF's token classifier) skips
+
+
+def config_values(spec: str) -> ml_collections.ConfigDict:
+    """The ConfigDict of a config file named as `bertjax.finetune` takes it (`file.py[:arg]`)."""
+    path, _, arg = spec.partition(":")
+    return config_lib.load_config_module(path).get_config(arg or None)
+
+
+def torch_step(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, inputs: dict[str, torch.Tensor], clip_norm: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One Trainer update: the loss, its gradient clipped to `clip_norm`, the optimizer step.
+    Returns (loss, gradient norm before clipping)."""
+    loss = model(**inputs).loss
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+    optimizer.step()
+    optimizer.zero_grad()
+    return loss, norm
 
 
 def kind_of(run_setup: finetuning.Setup) -> str:
@@ -91,7 +111,7 @@ def bertjax_start(cfg: config_lib.FinetuneConfig, run_setup: finetuning.Setup) -
     model = run_setup.task.model(run_setup.model_config)
     tx, _ = optim.make_optimizer(cfg.optim, 1)
     init = finetuning.param_init(run_setup.task, model, cfg.task.max_seq_length)
-    init_rng, _ = finetuning.run_keys(cfg.train.seed)
+    init_rng, _ = state_lib.run_keys(cfg.train.seed)
     mesh = sharding.make_mesh(cfg.mesh)
     abstract, _ = state_lib.abstract_sharded_state(init_rng, init, tx, mesh, cfg.mesh)
     start, _ = state_lib.init_from_checkpoint(
@@ -159,8 +179,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    path, _, arg = args.config.partition(":")
-    cfg = config_lib.finetune_config_from_dict(config_lib.load_config_module(path).get_config(arg or None))
+    cfg = config_lib.finetune_config_from_dict(config_values(args.config))
     train_cfg, optim_cfg = cfg.train, cfg.optim
     torch.manual_seed(train_cfg.seed)
     began = time.time()
@@ -186,12 +205,9 @@ def main() -> None:
                 lengths, train_cfg.batch_size, train_cfg.seed, epoch, train_cfg.group_by_length
             )
         rows = order[row : row + train_cfg.batch_size]
-        loss = model(**model_inputs(padded_batch(data.train.features, rows), kind, train=True)).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), optim_cfg.clip_norm)
-        optimizer.step()
+        inputs = model_inputs(padded_batch(data.train.features, rows), kind, train=True)
+        loss, _ = torch_step(model, optimizer, inputs, optim_cfg.clip_norm)
         schedule.step()
-        optimizer.zero_grad()
         loss_sum += float(loss)
         if (step + 1) % train_cfg.log_every_steps == 0:
             print(
