@@ -77,23 +77,19 @@ def glue_table(chosen: dict[str, tuple[Path, dict[str, Any]]]) -> tuple[list[str
 
 
 def plot(scores: dict[str, float], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     names = [glue.DISPLAY_NAMES[t] for t in scores]
     values = [100 * v for v in scores.values()]
-    fig, ax = plt.subplots(figsize=(max(4, 1.1 * len(names) + 1), 4))
+    fig = Figure(figsize=(max(4, 1.1 * len(names) + 1), 4), layout="tight")
+    ax = fig.subplots()
     bars = ax.bar(names, values, color="#4c72b0")
     ax.bar_label(bars, fmt="%.1f")
     ax.axhline(100 * glue.glue_score(scores), color="k", linestyle="--", label="mean")
     ax.set_ylabel("dev score (x100)")
     ax.set_title("GLUE dev scores (best run per task)")
     ax.legend()
-    fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def glue_report(runs_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from bertjax.model.bert import BertForPreTraining  # noqa: E402
 from bertjax.parallel import sharding  # noqa: E402
 from bertjax.parallel.hlo import hlo_collectives  # noqa: E402
 from bertjax.training import checkpoints, loop, optim, pretraining  # noqa: E402
-from bertjax.training.state import create_sharded_state, init_state  # noqa: E402
+from bertjax.training.state import abstract_sharded_state, create_sharded_state, init_state  # noqa: E402
 
 MODEL = ModelConfig(
     # Large enough that GSPMD chose to gather lookups whole (Embeddings.word_table), and like BERT's
@@ -37,11 +37,13 @@ MODEL = ModelConfig(
 )
 STEPS, BATCH, LENGTH, PREDICTIONS = 4, 16, 32, 5
 MESHES = {
-    "single": ([0], MeshConfig(data=1)),
-    "dp": (None, MeshConfig(**MESH_PRESETS["dp"])),
-    "fsdp": (None, MeshConfig(**MESH_PRESETS["fsdp"])),
-    "data2_fsdp2_tensor2": (None, MeshConfig(data=2, fsdp=2, tensor=2)),
-    "data2_fsdp4": (None, MeshConfig(data=2, fsdp=4)),
+    # (devices, mesh, state initialised sharded on the mesh): one sharded init checks that the
+    # sharded draw equals the one-device draw; the others place the one-device draw on their mesh.
+    "single": ([0], MeshConfig(data=1), True),
+    "dp": (None, MeshConfig(**MESH_PRESETS["dp"]), False),
+    "fsdp": (None, MeshConfig(**MESH_PRESETS["fsdp"]), True),
+    "data2_fsdp2_tensor2": (None, MeshConfig(data=2, fsdp=2, tensor=2), False),
+    "data2_fsdp4": (None, MeshConfig(data=2, fsdp=4), False),
 }
 
 
@@ -75,16 +77,33 @@ def bytes_per_device(tree: object) -> tuple[int, int]:
     return total, on_first
 
 
+@functools.cache
+def drawn_state(model_config: ModelConfig, optimizer: str) -> object:
+    """The initial state (key 0) on the host, drawn on one device."""
+    tx, _ = optim.make_optimizer(OptimConfig(optimizer=optimizer, learning_rate=1e-3, warmup_steps=1), 100)
+    init = pretraining.param_init(BertForPreTraining(model_config), LENGTH)
+    return jax.device_get(nn.meta.unbox(init_state(jax.random.key(0), init, tx)))
+
+
 def run(
-    devices: list[int] | None, mesh_config: MeshConfig, model_config: ModelConfig = MODEL, optimizer: str = "adamw"
+    devices: list[int] | None,
+    mesh_config: MeshConfig,
+    model_config: ModelConfig = MODEL,
+    optimizer: str = "adamw",
+    born_sharded: bool = False,
 ) -> dict[str, object]:
+    """Trains STEPS steps on the mesh. `born_sharded`: the state is initialised sharded on the mesh
+    (as runs do), else the host copy of the one-device draw is placed on it."""
     devs = [jax.devices()[i] for i in devices] if devices else jax.devices()
     mesh = sharding.make_mesh(mesh_config, devs)
     model = BertForPreTraining(model_config)
     tx, schedule = optim.make_optimizer(OptimConfig(optimizer=optimizer, learning_rate=1e-3, warmup_steps=1), 100)
-    state, shardings = create_sharded_state(
-        jax.random.key(0), pretraining.param_init(model, LENGTH), tx, mesh, mesh_config
-    )
+    init = pretraining.param_init(model, LENGTH)
+    if born_sharded:
+        state, shardings = create_sharded_state(jax.random.key(0), init, tx, mesh, mesh_config)
+    else:  # the same values, drawn once on one device and placed on this mesh (one init compile less)
+        _, shardings = abstract_sharded_state(jax.random.key(0), init, tx, mesh, mesh_config)
+        state = jax.device_put(drawn_state(model_config, optimizer), shardings)
     steps = pretraining.compile_steps(model, tx, schedule, shardings, mesh, 1)
     losses = []
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules(mesh_config)):
@@ -124,11 +143,13 @@ def restore_across_meshes(directory: str) -> dict[str, float]:
     model = BertForPreTraining(MODEL)
     tx, _ = optim.make_optimizer(OptimConfig(learning_rate=1e-3, warmup_steps=1), 100)
 
-    def state_on(devices: list, mesh_config: MeshConfig) -> object:
+    def target_on(devices: list, mesh_config: MeshConfig) -> tuple[object, object]:
+        """The state's abstract shapes and shardings on the mesh, as a run restores into them."""
         mesh = sharding.make_mesh(mesh_config, devices)
-        return create_sharded_state(jax.random.key(7), pretraining.param_init(model, LENGTH), tx, mesh, mesh_config)[0]
+        return abstract_sharded_state(jax.random.key(7), pretraining.param_init(model, LENGTH), tx, mesh, mesh_config)
 
-    saved = state_on(jax.devices(), MeshConfig(**MESH_PRESETS["fsdp"]))
+    _, fsdp_shardings = target_on(jax.devices(), MeshConfig(**MESH_PRESETS["fsdp"]))
+    saved = jax.device_put(drawn_state(MODEL, "adamw"), fsdp_shardings)
     saved = saved.replace(params=jax.tree.map(lambda x: x * 1.5 + 0.25, saved.params))  # not the init values
     manager = checkpoints.manager(directory, 2)
     checkpoints.save(manager, 1, saved, {"step": 1})
@@ -139,7 +160,7 @@ def restore_across_meshes(directory: str) -> dict[str, float]:
         ("dp4", jax.devices()[:4], MeshConfig(**MESH_PRESETS["dp"])),
         ("single", jax.devices()[:1], MeshConfig(data=1)),
     ):
-        target = state_on(devices, mesh_config)  # another init (key 7, unscaled): must be overwritten
+        target, _ = target_on(devices, mesh_config)
         restored, progress, _ = checkpoints.restore_latest(manager, target)
         leaf = restored.params["bert"]["layer_0"]["intermediate"]["kernel"]
         diffs = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - b).max()), restored, expected))
@@ -174,13 +195,13 @@ def base_state_memory() -> dict[str, float]:
 
 def main() -> None:
     assert len(jax.devices()) == 8, jax.devices()
-    results = {name: run(devices, config) for name, (devices, config) in MESHES.items()}
+    results = {name: run(devices, config, born_sharded=born) for name, (devices, config, born) in MESHES.items()}
     # LAMB, whose trust ratios take norms of whole parameters (split here up to 8 ways; per layer of
     # the stacked parameters of a scanned encoder), with jax.nn.dot_product_attention
     # (model.attention="xla", no attention dropout), its heads split 4 ways over the tensor axis,
     # which does not divide the vocabulary.
     variant = dataclasses.replace(MODEL, attention="xla", attention_probs_dropout_prob=0.0, scan_layers=True)
-    results["single_xla_lamb"] = run([0], MeshConfig(data=1), variant, optimizer="lamb")
+    results["single_xla_lamb"] = run([0], MeshConfig(data=1), variant, optimizer="lamb", born_sharded=True)
     results["fsdp2_tensor4_xla_lamb"] = run(None, MeshConfig(data=1, fsdp=2, tensor=4), variant, optimizer="lamb")
     report = {}
     for name, result in results.items():

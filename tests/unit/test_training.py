@@ -2,6 +2,8 @@
 
 import dataclasses
 import functools
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -354,3 +356,20 @@ def test_init_from_checkpoint_draws_missing_heads_as_a_fresh_state_does(tmp_path
         expected = encoder[path] if path.startswith("bert/") else fresh_flat[path]
         np.testing.assert_array_equal(value, expected, err_msg=path)
     assert int(state.step) == 0 and not any(np.any(x) for x in jax.tree.leaves(state.opt_state))
+
+
+def test_run_logs_do_not_import_torch(tmp_path):
+    """tensorboardX imports torch whenever it is installed (~2 s and ~300 MB a run); a run's writer
+    and plot leave it out. In a fresh process: the tests import torch themselves."""
+    code = (
+        "import sys, pathlib\n"
+        "from bertjax.training.logs import Writer\n"
+        f"w = Writer(pathlib.Path({str(tmp_path)!r}), True)\n"
+        "w.write_scalars(1, 'train', {'loss': 1.0, 'mlm_accuracy': 0.5, 'nsp_accuracy': 0.5})\n"
+        "w.plot_curves(); w.close()\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert (tmp_path / "curves.png").stat().st_size > 5_000
