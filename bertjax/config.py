@@ -274,6 +274,10 @@ class TaskConfig:
     # Each batch is cut to its longest row rounded up to a multiple of this (few shapes to
     # compile, no work on padding columns); 0 = every batch is max_seq_length long.
     pad_to_multiple_of: int = 32
+    # Token classification: each batch's examples packed one after another into rows of
+    # max_seq_length tokens (attention and positions stay within an example: the same outputs as
+    # one padded row each), and the eval splits packed whole into full rows.
+    packing: bool = False
     vocab_file: str = ""  # empty = the checkpoint's own vocab
     lowercase: bool = True  # used with vocab_file; a checkpoint's vocab keeps its own casing
     # A custom task ("custom"): files (TSV, CSV, JSONL) or a TFDS builder, and their columns.

@@ -78,6 +78,10 @@ class Task(abc.ABC):
     published: str = ""  # a published result, printed beside ours
     input_keys: tuple[str, ...] = INPUT_KEYS
     per_token: bool = False  # outputs are per token ([rows, length, ...]), not per row
+    # Whether examples can share rows (task.packing): every feature is per token; and the value
+    # of a feature where no token is (an ignored label), if not 0.
+    packable: bool = False
+    feature_padding: dict[str, int] = {}  # noqa: RUF012
 
     @abc.abstractmethod
     def model(self, config: ModelConfig) -> nn.Module:

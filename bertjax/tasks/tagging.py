@@ -44,6 +44,8 @@ class TaggingTask(Task):
     """A tag per word (see the module docstring)."""
 
     per_token = True
+    packable = True
+    feature_padding = {"labels": IGNORE}  # noqa: RUF012
 
     def __init__(self, task: TaskConfig, seed: int) -> None:
         if not task.train_file:

@@ -29,6 +29,7 @@ import numpy as np
 from bertjax import config as config_lib
 from bertjax import fileio, tasks
 from bertjax.config import FinetuneConfig, ModelConfig
+from bertjax.data.pretraining import pack
 from bertjax.data.tokenizer import load_tokenizer
 from bertjax.errors import CheckpointError, ConfigError, DataError
 from bertjax.fileio import write_text_atomically
@@ -76,6 +77,53 @@ def batch_of(split: Split, rows: np.ndarray, pad_to: int, multiple: int = 0) -> 
     return batch
 
 
+def packed_batch(
+    split: Split, rows: np.ndarray, row_length: int, row_multiple: int, fill: dict[str, int]
+) -> dict[str, np.ndarray]:
+    """The examples `rows` packed one after another into rows of `row_length` tokens (best-fit
+    decreasing, `pack`), with empty rows up to a multiple of `row_multiple`. Every array as long
+    as the inputs is packed alike; `attention_mask` numbers each example's tokens 1, 2, ... along
+    its row, so attention stays within an example and its positions restart (see BertModel): each
+    token's output is the one it has alone in a padded row. `slots` [rows, examples per row] names
+    the example (an index into `rows`) in each slot, -1 where empty; `weights` is 1 on rows
+    holding examples. Slots no example holds are 0, or `fill[key]` (an ignored label)."""
+    features = split.features
+    length = features["input_ids"].shape[1]
+    packable = {k: v for k, v in features.items() if v.ndim > 1 and v.shape[1] == length}
+    if set(packable) != set(features):
+        raise ValueError(
+            f"split {split.name}: only per-token features pack, not {sorted(set(features) - set(packable))}"
+        )
+    lengths = features["attention_mask"][rows].sum(1)
+    plan = pack(lengths, row_length, len(rows))
+    count = -(-len(plan) // row_multiple) * row_multiple
+    batch = {k: np.full((count, row_length, *v.shape[2:]), fill.get(k, 0), v.dtype) for k, v in packable.items()}
+    for r, slots in enumerate(plan):
+        start = 0
+        for s, item in enumerate(slots[slots >= 0]):
+            size, source = int(lengths[item]), rows[item]
+            for k, v in packable.items():
+                batch[k][r, start : start + size] = v[source, :size]
+            batch["attention_mask"][r, start : start + size] = s + 1
+            start += size
+    batch["slots"] = np.pad(plan, ((0, count - len(plan)), (0, 0)), constant_values=-1)
+    batch["weights"] = (batch["slots"][:, 0] >= 0).astype(np.float32)
+    return batch
+
+
+def unpacked(outputs: np.ndarray, slots: np.ndarray, lengths: np.ndarray, length: int) -> np.ndarray:
+    """Per-token `outputs` [rows, row_length, ...] of a packed batch back as one row per example
+    [examples, length, ...] (zeros past each example's tokens); `lengths` are the examples'."""
+    result = np.zeros((len(lengths), length, *outputs.shape[2:]), outputs.dtype)
+    for r, row in enumerate(slots):
+        start = 0
+        for item in row[row >= 0]:
+            size = int(lengths[item])
+            result[item, :size] = outputs[r, start : start + size]
+            start += size
+    return result
+
+
 GROUP_BATCHES = 50  # group_by_length sorts rows by length within groups of this many batches
 
 
@@ -112,11 +160,22 @@ def predict(
     input_keys: tuple[str, ...],
     pad_to_multiple_of: int = 0,
     per_token: bool = False,
+    packing: int = 0,
 ) -> np.ndarray:
     """The model's outputs for every row of a split, in order, on every host. Rows are batched
     shortest first, so that batches cut to their longest row (`pad_to_multiple_of`) carry little
-    padding; per-token outputs are padded back (with zeros) to the split's length."""
+    padding; per-token outputs are padded back (with zeros) to the split's length. With `packing`
+    (a row length), the whole split is packed into rows of that many tokens (`packed_batch`),
+    predicted `batch_size` rows at a time (one shape), and unpacked."""
     length = split.features["input_ids"].shape[1]
+    if packing:
+        packed = packed_batch(split, np.arange(len(split)), packing, batch_size, {})
+        outputs = []
+        for start in range(0, len(packed["weights"]), batch_size):
+            batch = local_batch({k: v[start : start + batch_size] for k, v in packed.items()})
+            inputs = loop.to_global({k: batch[k] for k in input_keys}, batch_sharding)
+            outputs.append(np.asarray(jax.device_get(predict_fn(params, inputs))))
+        return unpacked(np.concatenate(outputs), packed["slots"], split.features["attention_mask"].sum(1), length)
     order = np.argsort(split.features["attention_mask"].sum(1), kind="stable") if pad_to_multiple_of else None
     outputs = []
     for start in range(0, len(split), batch_size):
@@ -183,6 +242,11 @@ def setup(config: FinetuneConfig) -> Setup:
             f"max_position_embeddings={model_config.max_position_embeddings}"
         )
     task = tasks.from_config(task_cfg, train_cfg.seed)
+    if task_cfg.packing and not task.packable:
+        raise ConfigError(
+            f"config key task.packing: task {task_cfg.name!r} has features per example; only token "
+            "classification (ner) packs its examples into shared rows"
+        )
     data = task.load(tokenizer, task_cfg.max_seq_length)
     if len(data.train) < train_cfg.batch_size:
         raise DataError(
@@ -275,6 +339,11 @@ class Run:
     def is_main(self) -> bool:
         return jax.process_index() == 0
 
+    @property
+    def row_multiple(self) -> int:
+        """Packed batches have a multiple of this many rows: the microbatches over the devices."""
+        return self.config.optim.grad_accum_steps * self.mesh.devices.size
+
 
 def build(config: FinetuneConfig, run_setup: Setup, workdir: Path) -> tuple[Run, TrainState, Progress]:
     """The model, its optimizer and its state (born sharded, then resumed from the latest
@@ -333,6 +402,7 @@ def build(config: FinetuneConfig, run_setup: Setup, workdir: Path) -> tuple[Run,
             input_keys=task.input_keys,
             pad_to_multiple_of=config.task.pad_to_multiple_of,
             per_token=task.per_token,
+            packing=config.task.max_seq_length if config.task.packing else 0,
         ),
         batch_sharding=batch_sharding,
         steps_per_epoch=steps_per_epoch,
@@ -379,7 +449,7 @@ def evaluate_epoch(run: Run, state: TrainState, step: int) -> dict[str, Any]:
 def train(run: Run, state: TrainState, progress: Progress) -> int | None:
     """Trains from `progress.step` to the end, an epoch's evaluation and checkpoint at each epoch end;
     returns the step a signal stopped the run at, or None when it finished."""
-    train_cfg, task_cfg, data = run.config.train, run.config.task, run.setup.data
+    train_cfg, task_cfg, data, task = run.config.train, run.config.task, run.setup.data, run.setup.task
     bar = logs.progress_bar(progress.step, run.total_steps, enabled=run.is_main)
     train_log = loop.TrainLog(
         train_cfg.nonfinite, jax.devices()[0].device_kind, run.setup.model_config.dtype, progress.skipped_steps
@@ -395,12 +465,16 @@ def train(run: Run, state: TrainState, progress: Progress) -> int | None:
                 order_epoch = epoch
                 order = epoch_order(lengths, train_cfg.batch_size, train_cfg.seed, epoch, train_cfg.group_by_length)
             rows = order[row : row + train_cfg.batch_size]
-            batch = batch_of(data.train, rows, len(rows), task_cfg.pad_to_multiple_of)
+            if task_cfg.packing:
+                batch = packed_batch(data.train, rows, task_cfg.max_seq_length, run.row_multiple, task.feature_padding)
+                del batch["slots"]
+            else:
+                batch = batch_of(data.train, rows, len(rows), task_cfg.pad_to_multiple_of)
             state, metrics = run.train_step(
                 state, loop.to_global(local_batch(batch), run.batch_sharding), run.dropout_rng
             )
             # Batches are cut to their longest row: FLOPs are counted per batch.
-            flops = len(rows) * run.setup.model_config.train_flops(batch["input_ids"].shape[1])
+            flops = len(batch["weights"]) * run.setup.model_config.train_flops(batch["input_ids"].shape[1])
             train_log.add(metrics, len(rows), flops)
             done = step + 1
             if done % train_cfg.log_every_steps == 0 or done == run.total_steps:

@@ -71,6 +71,8 @@ def _ner_args(folder: Path, vocab_file: Path) -> list[str]:
         f"--config.task.vocab_file={vocab_file}",
         "--config.optim.learning_rate=2e-3",
         "--config.train.num_epochs=2",
+        # Sentences packed into shared rows: `predict` (one padded row each) must tag as the run did.
+        "--config.task.packing=true",
     ]
 
 
@@ -219,7 +221,15 @@ def test_killed_run_resumes_to_the_same_results(tmp_path, request, task):
 
 @pytest.mark.parametrize(
     "case",
-    ["bad_tag", "no_train_file", "misplaced_answer", "unanswerable_in_v1", "stride_too_long", "query_too_long"],
+    [
+        "bad_tag",
+        "no_train_file",
+        "misplaced_answer",
+        "unanswerable_in_v1",
+        "stride_too_long",
+        "query_too_long",
+        "packed_questions",
+    ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, vocab_file, case):
     ner, qa = write_ner(tmp_path / "ner"), write_squad(tmp_path / "squad")
@@ -246,9 +256,12 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, vocab_file, case):
         elif case == "stride_too_long":
             args.append("--config.task.doc_stride=24")
             expected = "task.doc_stride=24 must be below the context's share of a window"
-        else:
+        elif case == "query_too_long":
             args.append("--config.task.max_query_length=40")
             expected = "task.max_query_length=40 leaves no room for the context"
+        else:
+            args.append("--config.task.packing=true")
+            expected = "config key task.packing: task 'squad' has features per example"
         (qa / "dev.json").write_text(json.dumps(record))
     workdir = tmp_path / "run"
     result = finetune(workdir, *args, config=config, check=False)

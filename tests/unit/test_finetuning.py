@@ -1,6 +1,8 @@
 """The fine-tuning loop's batches: cut to their longest row without changing a logit; the epoch
 order, grouped by length or not."""
 
+import functools
+
 import numpy as np
 
 
@@ -71,3 +73,66 @@ def test_epoch_order_grouped_by_length_trains_the_same_rows_with_less_padding():
     assert not np.array_equal(
         finetuning.epoch_order(lengths, batch_size, 3, 0, True), finetuning.epoch_order(lengths, batch_size, 3, 1, True)
     )
+
+
+def test_packed_tagging_batches_give_the_loss_gradients_and_outputs_of_padded_rows(tmp_path, vocab_file):
+    """task.packing: a batch's sentences one after another in rows of max_seq_length (attention and
+    positions kept within each sentence) train and predict as one padded row per sentence."""
+    import jax
+    import jax.numpy as jnp
+    from flax import linen as nn
+
+    from bertjax.config import MeshConfig, ModelConfig, TaskConfig
+    from bertjax.data.tokenizer import load_tokenizer
+    from bertjax.parallel import sharding
+    from bertjax.tasks.tagging import TaggingTask
+    from bertjax.training import finetuning
+
+    rng = np.random.default_rng(0)
+    words = "the court said on monday that paris and london would meet again in march".split()
+    tags = ("O", "B-LOC", "I-LOC", "B-PER")
+    lines = []
+    for _ in range(14):
+        for _ in range(rng.integers(2, 15)):
+            lines.append(f"{rng.choice(words)} {rng.choice(tags)}")
+        lines.append("")
+    conll = tmp_path / "train.txt"
+    conll.write_text("\n".join(lines) + "\n")
+    task = TaggingTask(TaskConfig(name="ner", train_file=str(conll), dev_file=str(conll), test_file=""), 0)
+    split = task.load(load_tokenizer(str(vocab_file)), 48).train
+    config = ModelConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    )
+    model = task.model(config)
+    ids = jnp.ones((1, 48), jnp.int32)
+    params = nn.meta.unbox(model.init(jax.random.key(0), ids, ids, ids)["params"])
+    params["token_classifier"]["bias"] = jnp.arange(len(task.labels), dtype=jnp.float32) * 0.1
+
+    rows = rng.permutation(len(split))[:12]
+    padded = finetuning.batch_of(split, rows, len(rows))
+    packed = finetuning.packed_batch(split, rows, 48, 4, task.feature_padding)
+    assert len(packed["weights"]) % 4 == 0 and len(packed["weights"]) < len(rows)
+    assert sorted(packed["slots"][packed["slots"] >= 0].tolist()) == list(range(len(rows)))
+    assert packed["attention_mask"].max() > 1  # several sentences share a row
+    del packed["slots"]
+
+    objective = finetuning.objective(task, model)
+
+    def loss(p, batch):
+        return objective.loss(p, batch, None, objective.denominators(batch))[0]
+
+    (loss_padded, grads_padded), (loss_packed, grads_packed) = (
+        jax.value_and_grad(loss)(params, batch) for batch in (padded, packed)
+    )
+    np.testing.assert_allclose(loss_packed, loss_padded, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(grads_packed), jax.tree.leaves(grads_padded)):
+        np.testing.assert_allclose(a, b, atol=2e-6)
+
+    predict_fn = jax.jit(functools.partial(task.predict, model=model))
+    batch_sharding = sharding.batch_sharding(sharding.make_mesh(MeshConfig()))
+    keys = task.input_keys
+    plain = finetuning.predict(predict_fn, params, split, 4, batch_sharding, keys, per_token=True)
+    packed_out = finetuning.predict(predict_fn, params, split, 4, batch_sharding, keys, per_token=True, packing=48)
+    inside = split.features["attention_mask"] > 0
+    np.testing.assert_allclose(packed_out[inside], plain[inside], atol=2e-5)
+    assert not packed_out[~inside].any()
