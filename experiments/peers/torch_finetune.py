@@ -12,7 +12,8 @@ gradient clipping at 1.0, dropout, batches padded to their longest row, the loss
 model class. The learning rate, batch size, epochs, warmup share, weight decay and Adam
 settings are the config's; the batches are bertjax's (`epoch_order`: the same rows in the same
 order, grouped by length when `train.group_by_length` is set, as the Trainer's
-`group_by_length` does). The eval and test splits are scored with bertjax's task (the
+`group_by_length` does; `--group-by-length` sets it for the peer alone: a bertjax run that packs
+its batches (`task.packing`) trains in random order, while the peer is fastest grouped). The eval and test splits are scored with bertjax's task (the
 official metric definitions), after each epoch and at the end; the wall time covers the same
 span as bertjax's run (model load to the last prediction).
 
@@ -25,6 +26,7 @@ wall time.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -177,9 +179,17 @@ def main() -> None:
         default=True,
         help="start the fresh head from bertjax's draw for train.seed (default), not transformers' own",
     )
+    parser.add_argument(
+        "--group-by-length",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="batches of rows of similar length (default: the config's train.group_by_length)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     cfg = config_lib.finetune_config_from_dict(config_values(args.config))
+    if args.group_by_length is not None:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, group_by_length=args.group_by_length))
     train_cfg, optim_cfg = cfg.train, cfg.optim
     torch.manual_seed(train_cfg.seed)
     began = time.time()
@@ -228,6 +238,7 @@ def main() -> None:
     results = {
         "peer": f"transformers {transformers.__version__} / torch {torch.__version__}, {torch.get_num_threads()} threads",
         "config": args.config,
+        "group_by_length": train_cfg.group_by_length,
         "epochs": epochs,
         "test": test,
         "wall_seconds": round(time.time() - began, 1),
