@@ -105,7 +105,7 @@ def test_packed_tagging_batches_give_the_loss_gradients_and_outputs_of_padded_ro
     )
     model = task.model(config)
     ids = jnp.ones((1, 48), jnp.int32)
-    params = nn.meta.unbox(model.init(jax.random.key(0), ids, ids, ids)["params"])
+    params = nn.meta.unbox(jax.jit(model.init)(jax.random.key(0), ids, ids, ids)["params"])
     params["token_classifier"]["bias"] = jnp.arange(len(task.labels), dtype=jnp.float32) * 0.1
 
     rows = rng.permutation(len(split))[:12]
@@ -121,9 +121,8 @@ def test_packed_tagging_batches_give_the_loss_gradients_and_outputs_of_padded_ro
     def loss(p, batch):
         return objective.loss(p, batch, None, objective.denominators(batch))[0]
 
-    (loss_padded, grads_padded), (loss_packed, grads_packed) = (
-        jax.value_and_grad(loss)(params, batch) for batch in (padded, packed)
-    )
+    loss_and_grads = jax.jit(jax.value_and_grad(loss))
+    (loss_padded, grads_padded), (loss_packed, grads_packed) = (loss_and_grads(params, b) for b in (padded, packed))
     np.testing.assert_allclose(loss_packed, loss_padded, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(grads_packed), jax.tree.leaves(grads_padded)):
         np.testing.assert_allclose(a, b, atol=2e-6)
