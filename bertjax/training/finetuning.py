@@ -79,14 +79,15 @@ def batch_of(split: Split, rows: np.ndarray, pad_to: int, multiple: int = 0) -> 
 
 def packed_batch(
     split: Split, rows: np.ndarray, row_length: int, row_multiple: int, fill: dict[str, int]
-) -> dict[str, np.ndarray]:
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The examples `rows` packed one after another into rows of `row_length` tokens (best-fit
     decreasing, `pack`), with empty rows up to a multiple of `row_multiple`. Every array as long
     as the inputs is packed alike; `attention_mask` numbers each example's tokens 1, 2, ... along
     its row, so attention stays within an example and its positions restart (see BertModel): each
-    token's output is the one it has alone in a padded row. `slots` [rows, examples per row] names
-    the example (an index into `rows`) in each slot, -1 where empty; `weights` is 1 on rows
-    holding examples. Slots no example holds are 0, or `fill[key]` (an ignored label)."""
+    token's output is the one it has alone in a padded row; `weights` is 1 on rows holding
+    examples. Tokens no example holds are 0, or `fill[key]` (an ignored label). Returns the batch
+    and the plan [rows, examples per row]: the example (an index into `rows`) in each slot, -1
+    where empty."""
     features = split.features
     length = features["input_ids"].shape[1]
     packable = {k: v for k, v in features.items() if v.ndim > 1 and v.shape[1] == length}
@@ -106,16 +107,16 @@ def packed_batch(
                 batch[k][r, start : start + size] = v[source, :size]
             batch["attention_mask"][r, start : start + size] = s + 1
             start += size
-    batch["slots"] = np.pad(plan, ((0, count - len(plan)), (0, 0)), constant_values=-1)
-    batch["weights"] = (batch["slots"][:, 0] >= 0).astype(np.float32)
-    return batch
+    plan = np.pad(plan, ((0, count - len(plan)), (0, 0)), constant_values=-1)
+    batch["weights"] = (plan[:, 0] >= 0).astype(np.float32)
+    return batch, plan
 
 
-def unpacked(outputs: np.ndarray, slots: np.ndarray, lengths: np.ndarray, length: int) -> np.ndarray:
+def unpacked(outputs: np.ndarray, plan: np.ndarray, lengths: np.ndarray, length: int) -> np.ndarray:
     """Per-token `outputs` [rows, row_length, ...] of a packed batch back as one row per example
     [examples, length, ...] (zeros past each example's tokens); `lengths` are the examples'."""
     result = np.zeros((len(lengths), length, *outputs.shape[2:]), outputs.dtype)
-    for r, row in enumerate(slots):
+    for r, row in enumerate(plan):
         start = 0
         for item in row[row >= 0]:
             size = int(lengths[item])
@@ -169,13 +170,13 @@ def predict(
     predicted `batch_size` rows at a time (one shape), and unpacked."""
     length = split.features["input_ids"].shape[1]
     if packing:
-        packed = packed_batch(split, np.arange(len(split)), packing, batch_size, {})
+        packed, plan = packed_batch(split, np.arange(len(split)), packing, batch_size, {})
         outputs = []
         for start in range(0, len(packed["weights"]), batch_size):
             batch = local_batch({k: v[start : start + batch_size] for k, v in packed.items()})
             inputs = loop.to_global({k: batch[k] for k in input_keys}, batch_sharding)
             outputs.append(np.asarray(jax.device_get(predict_fn(params, inputs))))
-        return unpacked(np.concatenate(outputs), packed["slots"], split.features["attention_mask"].sum(1), length)
+        return unpacked(np.concatenate(outputs), plan, split.features["attention_mask"].sum(1), length)
     order = np.argsort(split.features["attention_mask"].sum(1), kind="stable") if pad_to_multiple_of else None
     outputs = []
     for start in range(0, len(split), batch_size):
@@ -466,8 +467,9 @@ def train(run: Run, state: TrainState, progress: Progress) -> int | None:
                 order = epoch_order(lengths, train_cfg.batch_size, train_cfg.seed, epoch, train_cfg.group_by_length)
             rows = order[row : row + train_cfg.batch_size]
             if task_cfg.packing:
-                batch = packed_batch(data.train, rows, task_cfg.max_seq_length, run.row_multiple, task.feature_padding)
-                del batch["slots"]
+                batch, _ = packed_batch(
+                    data.train, rows, task_cfg.max_seq_length, run.row_multiple, task.feature_padding
+                )
             else:
                 batch = batch_of(data.train, rows, len(rows), task_cfg.pad_to_multiple_of)
             state, metrics = run.train_step(

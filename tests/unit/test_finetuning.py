@@ -110,11 +110,10 @@ def test_packed_tagging_batches_give_the_loss_gradients_and_outputs_of_padded_ro
 
     rows = rng.permutation(len(split))[:12]
     padded = finetuning.batch_of(split, rows, len(rows))
-    packed = finetuning.packed_batch(split, rows, 48, 4, task.feature_padding)
+    packed, plan = finetuning.packed_batch(split, rows, 48, 4, task.feature_padding)
     assert len(packed["weights"]) % 4 == 0 and len(packed["weights"]) < len(rows)
-    assert sorted(packed["slots"][packed["slots"] >= 0].tolist()) == list(range(len(rows)))
+    assert sorted(plan[plan >= 0].tolist()) == list(range(len(rows)))
     assert packed["attention_mask"].max() > 1  # several sentences share a row
-    del packed["slots"]
 
     objective = finetuning.objective(task, model)
 
