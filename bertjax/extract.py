@@ -21,7 +21,7 @@ import jax
 import numpy as np
 import tqdm
 
-from bertjax import fileio
+from bertjax import cli, fileio
 from bertjax.data.labelled import encode_inputs
 from bertjax.data.tokenizer import load_tokenizer
 from bertjax.errors import BertjaxError, DataError
@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--vocab", default="", help="a vocab.txt, if the checkpoint has none")
     args = parser.parse_args(argv)
+    cli.use_compilation_cache()
     try:
         if args.max_seq_length < 8 or args.batch_size < 1:
             raise BertjaxError(

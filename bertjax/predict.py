@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from bertjax import fileio, inference
+from bertjax import cli, fileio, inference
 from bertjax.errors import BertjaxError, DataError
 
 
@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--text_a", default="text", help="TSV/CSV: the text column")
     parser.add_argument("--text_b", default="", help="TSV/CSV: the second text column of pairs")
     args = parser.parse_args(argv)
+    cli.use_compilation_cache()
     try:
         if args.batch_size < 1 or (args.max_seq_length and args.max_seq_length < 8):
             raise DataError(

@@ -1,5 +1,6 @@
 """The entry points' process setup: one re-execution with glibc asking for transparent huge pages, which
-turns XLA:CPU's per-step scratch mapping from one page fault per 4 KiB into one per 2 MiB."""
+turns XLA:CPU's per-step scratch mapping from one page fault per 4 KiB into one per 2 MiB, and JAX's
+persistent compilation cache, which lets a later run load the steps an earlier one compiled."""
 
 import os
 import subprocess
@@ -56,3 +57,45 @@ def test_no_reexecution_where_it_cannot_help(monkeypatch):
     monkeypatch.setattr(os, "execve", lambda *args: pytest.fail("re-executed"))
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     cli.use_huge_pages()
+
+
+# Compiles one small program after the entry points' setup and reports whether the compilation cache
+# served it.
+CACHE_CHILD = """
+import jax, jax.numpy as jnp
+from bertjax import cli
+hits = []
+jax.monitoring.register_event_listener(lambda event, **kw: hits.append(event))
+print(cli.use_compilation_cache())
+jax.jit(lambda x: jnp.tanh(x) @ x.T)(jnp.ones((64, 64))).block_until_ready()
+print("/jax/compilation_cache/cache_hits" in hits)
+"""
+
+
+def test_compilation_cache_serves_a_second_process(tmp_path):
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION_CACHE", "BERTJAX_COMPILATION"))}
+    env = {**base, "XDG_CACHE_HOME": str(tmp_path), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+
+    def run(**extra: str) -> list[str]:
+        command = [sys.executable, "-c", CACHE_CHILD]
+        return subprocess.run(
+            command, cwd=ROOT, capture_output=True, text=True, env={**env, **extra}, check=True
+        ).stdout.split()
+
+    directory = tmp_path / "bertjax" / "xla"
+    assert run() == [str(directory), "False"]
+    assert any(directory.iterdir())
+    assert run() == [str(directory), "True"]  # the second process loads what the first compiled
+    assert run(BERTJAX_COMPILATION_CACHE="0") == ["None", "False"]
+    assert run(JAX_COMPILATION_CACHE_DIR=str(tmp_path / "mine")) == ["None", "False"]  # JAX's own setting
+    assert any((tmp_path / "mine").iterdir())
+
+
+def test_compilation_cache_directory_follows_the_environment(tmp_path):
+    assert cli.compilation_cache_dir({"XDG_CACHE_HOME": "/c", "HOME": "/h"}) == Path("/c/bertjax/xla")
+    assert cli.compilation_cache_dir({"HOME": "/h"}) == Path("/h/.cache/bertjax/xla")
+    assert cli.compilation_cache_dir({"HOME": "/h", "BERTJAX_COMPILATION_CACHE": "0"}) is None
+    assert cli.compilation_cache_dir({"HOME": "/h", "JAX_COMPILATION_CACHE_DIR": "/x"}) is None
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    assert cli.use_compilation_cache({"XDG_CACHE_HOME": str(blocked)}) is None  # cannot be created: off
