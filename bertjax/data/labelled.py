@@ -206,6 +206,11 @@ def label_strings(path: str | Path, layout: Layout, file_format: str = "") -> se
     return set(examples.labels.tolist())
 
 
+def _text_feature(value: Any) -> str:
+    """A TFDS text feature as a str (TFDS gives bytes)."""
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
 def read_tfds(
     name: str, split: str, spec: TaskSpec, layout: Layout, data_dir: str = "", label_names: tuple[str, ...] = ()
 ) -> Examples:
@@ -233,14 +238,9 @@ def read_tfds(
         for key in filter(None, (layout.text_a, layout.text_b, layout.label)):
             if key not in record:
                 raise DataError(f"{where} has no feature {key!r} (it has {', '.join(sorted(record))})")
-
-        def text(key: str) -> str:
-            value = record[key]
-            return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-        text_a.append(text(layout.text_a))
+        text_a.append(_text_feature(record[layout.text_a]))
         if layout.text_b:
-            text_b.append(text(layout.text_b))
+            text_b.append(_text_feature(record[layout.text_b]))
         if layout.label:
             value = record[layout.label]
             if spec.kind == "regression":

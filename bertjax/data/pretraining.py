@@ -43,23 +43,21 @@ import itertools
 import json
 import multiprocessing
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from absl import flags, logging
-import grain
 import numpy as np
 import tokenizers
+from absl import flags, logging
 
 from bertjax import fileio
 from bertjax.config import DataConfig
 from bertjax.data import corpus
-from bertjax.errors import DataError
 from bertjax.data.tokenizer import special_ids, subword_flags
+from bertjax.errors import DataError
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "eval")
@@ -691,6 +689,8 @@ def batch_iterator(
     A batch is a pure function of its step, so the processes (spawned; grain hands worker k the
     steps k, k + n, ...) give the same batches in the same order as the threads.
     """
+    import grain  # here: fine-tuning, prediction and packing use this module without it (~0.5 s to import)
+
     make_batch = functools.partial(
         _batch_of_step,
         examples=examples,

@@ -31,7 +31,6 @@ import dataclasses
 import hashlib
 import io
 import os
-import shutil
 import subprocess
 import sys
 import zipfile

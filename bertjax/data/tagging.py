@@ -25,6 +25,7 @@ import tokenizers
 
 from bertjax import fileio
 from bertjax.errors import DataError
+
 IGNORE = -1  # the label of positions that are not a word's first sub-token
 
 
