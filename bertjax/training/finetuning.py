@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,17 @@ def batch_of(split: Split, rows: np.ndarray, pad_to: int, multiple: int = 0) -> 
     return batch
 
 
+def _slots(plan: np.ndarray, lengths: np.ndarray) -> Iterator[tuple[int, int, int, int, int]]:
+    """The layout of a packed batch, shared by `packed_batch` and `unpacked`: (row, slot, item,
+    first token, tokens) for each filled slot of `plan`, the items laid one after another."""
+    for r, row in enumerate(plan):
+        start = 0
+        for slot, item in enumerate(row[row >= 0].tolist()):
+            size = int(lengths[item])
+            yield r, slot, item, start, size
+            start += size
+
+
 def packed_batch(
     split: Split, rows: np.ndarray, row_length: int, row_multiple: int, fill: dict[str, int]
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -99,14 +111,10 @@ def packed_batch(
     plan = pack(lengths, row_length, len(rows))
     count = -(-len(plan) // row_multiple) * row_multiple
     batch = {k: np.full((count, row_length, *v.shape[2:]), fill.get(k, 0), v.dtype) for k, v in packable.items()}
-    for r, slots in enumerate(plan):
-        start = 0
-        for s, item in enumerate(slots[slots >= 0]):
-            size, source = int(lengths[item]), rows[item]
-            for k, v in packable.items():
-                batch[k][r, start : start + size] = v[source, :size]
-            batch["attention_mask"][r, start : start + size] = s + 1
-            start += size
+    for r, slot, item, start, size in _slots(plan, lengths):
+        for k, v in packable.items():
+            batch[k][r, start : start + size] = v[rows[item], :size]
+        batch["attention_mask"][r, start : start + size] = slot + 1
     plan = np.pad(plan, ((0, count - len(plan)), (0, 0)), constant_values=-1)
     batch["weights"] = (plan[:, 0] >= 0).astype(np.float32)
     return batch, plan
@@ -116,12 +124,8 @@ def unpacked(outputs: np.ndarray, plan: np.ndarray, lengths: np.ndarray, length:
     """Per-token `outputs` [rows, row_length, ...] of a packed batch back as one row per example
     [examples, length, ...] (zeros past each example's tokens); `lengths` are the examples'."""
     result = np.zeros((len(lengths), length, *outputs.shape[2:]), outputs.dtype)
-    for r, row in enumerate(plan):
-        start = 0
-        for item in row[row >= 0]:
-            size = int(lengths[item])
-            result[item, :size] = outputs[r, start : start + size]
-            start += size
+    for r, _, item, start, size in _slots(plan, lengths):
+        result[item, :size] = outputs[r, start : start + size]
     return result
 
 
