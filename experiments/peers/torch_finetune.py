@@ -185,11 +185,14 @@ def main() -> None:
         default=None,
         help="batches of rows of similar length (default: the config's train.group_by_length)",
     )
+    parser.add_argument("--seed", type=int, default=None, help="train.seed (default: the config's)")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     cfg = config_lib.finetune_config_from_dict(config_values(args.config))
     if args.group_by_length is not None:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, group_by_length=args.group_by_length))
+    if args.seed is not None:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=args.seed))
     train_cfg, optim_cfg = cfg.train, cfg.optim
     torch.manual_seed(train_cfg.seed)
     began = time.time()
@@ -238,6 +241,7 @@ def main() -> None:
     results = {
         "peer": f"transformers {transformers.__version__} / torch {torch.__version__}, {torch.get_num_threads()} threads",
         "config": args.config,
+        "seed": train_cfg.seed,
         "group_by_length": train_cfg.group_by_length,
         "epochs": epochs,
         "test": test,
