@@ -91,27 +91,64 @@ class ModelConfig:
     # last layer's output (pre-LN: stable at the high learning rates of Izsak et al. 2021). Hugging
     # Face's BertModel is post-LN only, so a pre-LN model does not export to it.
     layer_norm_position: str = "post"
+    # The architecture knobs below default to BERT; each modern encoder is a set of them
+    # (configs/modernbert.py). Names follow Hugging Face's configs where one has the knob.
+    # Positions: "absolute" (a learned table added to the embeddings, BERT), "rope" (rotary, applied
+    # to queries and keys in every layer; positions restart at each packed segment), "none".
+    position_embedding_type: str = "absolute"
+    global_rope_theta: float = 10000.0  # RoPE base of the global-attention layers (ModernBERT: 160000)
+    local_rope_theta: float = 10000.0  # RoPE base of the sliding-window layers (ModernBERT: 10000)
+    # Sliding-window attention: a layer sees the keys within local_attention / 2 tokens on either
+    # side (and of its own segment), except every global_attn_every_n_layers-th layer (0, N, 2N,
+    # ...), which sees them all. 0: every layer global. ModernBERT: 128 and 3.
+    local_attention: int = 0
+    global_attn_every_n_layers: int = 1
+    # Feed-forward: "mlp" (dense, activation, dense: BERT) or "glu" (activation(x W_in) * x W_gate,
+    # then dense: GeGLU with hidden_act gelu, SwiGLU with silu); intermediate_size is the width of
+    # one half, as Hugging Face's ModernBERT and LLaMA configs count it.
+    mlp_type: str = "mlp"
+    norm_type: str = "layernorm"  # or "rmsnorm" (no mean subtracted, no bias)
+    norm_bias: bool = True  # LayerNorm bias (ModernBERT: none)
+    attention_bias: bool = True  # biases of the query, key, value and output projections
+    mlp_bias: bool = True  # biases of the feed-forward projections
+    embedding_norm: bool = True  # a norm after the embeddings
+    # Pre-LN only: layer 0 normalises its attention input (False in ModernBERT, whose embeddings
+    # end with a norm).
+    first_attention_norm: bool = True
+    head_bias: bool = True  # the MLM head's transform bias (ModernBERT's classifier_bias)
+    decoder_bias: bool = True  # the MLM decoder's output bias
 
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
 
+    def is_global_layer(self, index: int) -> bool:
+        """Whether layer `index` attends globally (see local_attention)."""
+        return not self.local_attention or index % self.global_attn_every_n_layers == 0
+
     def num_params(self) -> int:
         """Parameters of the encoder + pooler + MLM/NSP heads (tied decoder counted once)."""
         h, i, v = self.hidden_size, self.intermediate_size, self.vocab_size
-        embeddings = (v + self.max_position_embeddings + self.type_vocab_size) * h + 2 * h
-        layer = 4 * (h * h + h) + (h * i + i) + (i * h + h) + 4 * h
+        norm = h * (2 if self.norm_bias and self.norm_type == "layernorm" else 1)
+        positions = self.max_position_embeddings if self.position_embedding_type == "absolute" else 0
+        embeddings = (v + positions + self.type_vocab_size) * h + (norm if self.embedding_norm else 0)
+        attention = 4 * (h * h + (h if self.attention_bias else 0))
+        halves = 2 if self.mlp_type == "glu" else 1
+        mlp = halves * h * i + i * h + ((halves * i + h) if self.mlp_bias else 0)
+        skipped = norm if self.layer_norm_position == "pre" and not self.first_attention_norm else 0
         pooler = h * h + h
-        heads = (h * h + h) + 2 * h + v + (2 * h + 2)
-        final_norm = 2 * h if self.layer_norm_position == "pre" else 0
-        return embeddings + self.num_hidden_layers * layer + final_norm + pooler + heads
+        heads = (h * h + (h if self.head_bias else 0)) + norm + (v if self.decoder_bias else 0) + (2 * h + 2)
+        final_norm = norm if self.layer_norm_position == "pre" else 0
+        layers = self.num_hidden_layers * (attention + mlp + 2 * norm) - skipped
+        return embeddings + layers + final_norm + pooler + heads
 
     def train_flops(self, length: int, predictions: int = 0) -> float:
         """Useful FLOPs of training on one sequence of `length` tokens: 3 x the forward pass
         (the backward pass is 2 x), counting the encoder's matmuls, attention's scores and values,
         the pooler, and the MLM head at `predictions` masked positions (0 for fine-tuning)."""
         h, i, v = self.hidden_size, self.intermediate_size, self.vocab_size
-        layer = length * (8 * h * h + 4 * h * i) + 4 * length * length * h
+        halves = 2 if self.mlp_type == "glu" else 1
+        layer = length * (8 * h * h + 2 * (halves + 1) * h * i) + 4 * length * length * h
         forward = self.num_hidden_layers * layer + predictions * (2 * h * h + 2 * h * v) + 2 * h * h
         return 3.0 * forward
 
@@ -439,7 +476,11 @@ RANGES: dict[type, dict[str, tuple[Callable[[Any], bool], str]]] = {
         "num_attention_heads": _POSITIVE,
         "intermediate_size": _POSITIVE,
         "max_position_embeddings": _POSITIVE,
-        "type_vocab_size": _POSITIVE,
+        "type_vocab_size": _NATURAL,  # 0: no token types (RoBERTa, ModernBERT)
+        "local_attention": _NATURAL,
+        "global_attn_every_n_layers": _POSITIVE,
+        "global_rope_theta": _above(0.0),
+        "local_rope_theta": _above(0.0),
         "hidden_dropout_prob": _between(0.0, 1.0, high_open=True),
         "attention_probs_dropout_prob": _between(0.0, 1.0, high_open=True),
         "initializer_range": _above(0.0),
@@ -557,7 +598,16 @@ def model_config_from_dict(cd: ml_collections.ConfigDict | dict, prefix: str = "
         )
     _check_choice(prefix + "dtype", model.dtype, ("float32", "bfloat16", "float16"))
     _check_choice(prefix + "param_dtype", model.param_dtype, ("float32", "bfloat16"))
-    _check_choice(prefix + "hidden_act", model.hidden_act, ("gelu", "gelu_new", "relu"))
+    _check_choice(prefix + "hidden_act", model.hidden_act, ("gelu", "gelu_new", "relu", "silu"))
+    _check_choice(prefix + "position_embedding_type", model.position_embedding_type, ("absolute", "rope", "none"))
+    _check_choice(prefix + "mlp_type", model.mlp_type, ("mlp", "glu"))
+    _check_choice(prefix + "norm_type", model.norm_type, ("layernorm", "rmsnorm"))
+    if model.scan_layers and model.layer_norm_position == "pre" and not model.first_attention_norm:
+        raise ConfigError(f"config key {prefix}first_attention_norm=False needs {prefix}scan_layers=False")
+    if model.position_embedding_type == "rope" and model.head_dim % 2:
+        raise ConfigError(
+            f"config key {prefix}position_embedding_type='rope' needs an even head size, not {model.head_dim}"
+        )
     _check_choice(prefix + "remat", model.remat, tuple(REMAT_POLICIES))
     _check_choice(prefix + "attention", model.attention, ATTENTION_IMPLEMENTATIONS)
     _check_choice(prefix + "layer_norm_position", model.layer_norm_position, ("post", "pre"))

@@ -43,6 +43,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # bf16) or "xla"; those two need attention_probs_dropout_prob = 0
     model.attention = "einsum"
     model.layer_norm_position = "post"  # BERT's; "pre": LayerNorm before each sublayer + one at the end
+    # Architecture knobs (BERT's values; configs/modernbert.py sets ModernBERT's):
+    model.position_embedding_type = "absolute"  # learned table; "rope" (rotary) or "none"
+    model.global_rope_theta = 10000.0  # RoPE base of the global-attention layers
+    model.local_rope_theta = 10000.0  # RoPE base of the sliding-window layers
+    model.local_attention = 0  # > 0: sliding windows of this many tokens, ...
+    model.global_attn_every_n_layers = 1  # ... except every N-th layer (0, N, 2N, ...), which is global
+    model.mlp_type = "mlp"  # "glu": gated (GeGLU with gelu, SwiGLU with silu; intermediate_size per half)
+    model.norm_type = "layernorm"  # or "rmsnorm"
+    model.norm_bias = True  # LayerNorm biases
+    model.attention_bias = True  # query/key/value/output projection biases
+    model.mlp_bias = True  # feed-forward biases
+    model.embedding_norm = True  # a norm after the embeddings
+    model.first_attention_norm = True  # pre-LN: layer 0 normalises its attention input
+    model.head_bias = True  # the MLM head's transform bias
+    model.decoder_bias = True  # the MLM decoder's output bias
 
     config.data = data = ml_collections.ConfigDict()
     data.train_files = "data/samples/news.txt"  # comma-separated glob patterns of text files

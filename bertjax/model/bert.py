@@ -44,16 +44,19 @@ def _ones(axes: tuple[str | None, ...]) -> Any:
     return nn.with_logical_partitioning(nn.initializers.ones_init(), axes)
 
 
-def layer_norm(config: ModelConfig, name: str | None = None) -> nn.LayerNorm:
-    """LayerNorm with logically partitioned scale and bias (statistics in float32)."""
-    return nn.LayerNorm(
+def layer_norm(config: ModelConfig, name: str | None = None) -> nn.Module:
+    """The model's norm (`norm_type`): LayerNorm, with a bias unless `norm_bias` is off, or RMSNorm;
+    logically partitioned scale and bias, statistics in float32."""
+    common = dict(
         epsilon=config.layer_norm_eps,
         dtype=_dtype(config.dtype),
         param_dtype=_dtype(config.param_dtype),
         scale_init=_ones(("embed",)),
-        bias_init=_zeros(("embed",)),
         name=name,
     )
+    if config.norm_type == "rmsnorm":
+        return nn.RMSNorm(**common)
+    return nn.LayerNorm(use_bias=config.norm_bias, bias_init=_zeros(("embed",)), **common)
 
 
 def mesh_axes_of(logical_axis: str) -> frozenset[str]:
@@ -76,15 +79,40 @@ def position_ids(segments: Array) -> Array:
     return index - jax.lax.cummax(jnp.where(starts, index, 0), axis=1)
 
 
-def attention_allowed(segments: Array) -> Array:
+def attention_allowed(segments: Array, window: int = 0) -> Array:
     """[batch, 1, query, key] True where the query may attend to the key: a key of the query's
-    own segment (padding keys never; padding queries, whose outputs are unused, see all keys)."""
+    own segment (padding keys never; padding queries, whose outputs are unused, see all keys),
+    and with `window` > 0 no more than window // 2 tokens away (sliding-window attention)."""
     query, key = segments[:, None, :, None], segments[:, None, None, :]
-    return (key > 0) & ((query == key) | (query == 0))
+    allowed = (key > 0) & ((query == key) | (query == 0))
+    if window:
+        index = jnp.arange(segments.shape[-1])
+        allowed = allowed & (jnp.abs(index[:, None] - index[None, :]) <= window // 2)
+    return allowed
+
+
+def rotary_tables(positions: Array, head_dim: int, theta: float) -> tuple[Array, Array]:
+    """RoPE's cos and sin, [batch, length, 1, head_dim // 2] in float32, for `positions` [batch,
+    length] (Su et al. 2021; the frequencies theta^(-2j / head_dim) of Hugging Face's RoPE)."""
+    exponents = jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim
+    angles = positions[..., None].astype(jnp.float32) / (theta**exponents)
+    return jnp.cos(angles)[:, :, None, :], jnp.sin(angles)[:, :, None, :]
+
+
+def rotate(x: Array, tables: tuple[Array, Array]) -> Array:
+    """Rotary embedding of queries or keys [batch, length, heads, head_dim], in float32: each pair
+    (i, i + head_dim / 2) turned by its position's angle (Hugging Face's `rotate_half` layout)."""
+    cos, sin = tables
+    half = x.shape[-1] // 2
+    first, second = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+    turned = jnp.concatenate([first * cos - second * sin, second * cos + first * sin], axis=-1)
+    return turned.astype(x.dtype)
 
 
 class Embeddings(nn.Module):
-    """Word + position + token-type embeddings, then LayerNorm and dropout."""
+    """Word + position + token-type embeddings, then LayerNorm and dropout: the position table only
+    for `position_embedding_type="absolute"`, token types only if `type_vocab_size` > 0, the norm
+    only with `embedding_norm`."""
 
     config: ModelConfig
 
@@ -94,25 +122,33 @@ class Embeddings(nn.Module):
         self.word_embeddings = embed(
             cfg.vocab_size, cfg.hidden_size, embedding_init=_kernel_init(cfg, ("vocab", "embed"))
         )
-        self.position_embeddings = embed(
-            cfg.max_position_embeddings, cfg.hidden_size, embedding_init=_kernel_init(cfg, ("position", "embed"))
-        )
-        self.token_type_embeddings = embed(
-            cfg.type_vocab_size, cfg.hidden_size, embedding_init=_kernel_init(cfg, ("token_type", "embed"))
-        )
-        self.layer_norm = layer_norm(cfg)
+        if cfg.position_embedding_type == "absolute":
+            self.position_embeddings = embed(
+                cfg.max_position_embeddings, cfg.hidden_size, embedding_init=_kernel_init(cfg, ("position", "embed"))
+            )
+        if cfg.type_vocab_size:
+            self.token_type_embeddings = embed(
+                cfg.type_vocab_size, cfg.hidden_size, embedding_init=_kernel_init(cfg, ("token_type", "embed"))
+            )
+        if cfg.embedding_norm:
+            self.layer_norm = layer_norm(cfg)
         self.dropout = Dropout(cfg.hidden_dropout_prob)
 
     def __call__(self, input_ids: Array, token_type_ids: Array, segments: Array, deterministic: bool) -> Array:
-        dtype = _dtype(self.config.dtype)
-        # The position table (512 x hidden) is always gathered whole before the lookup: moving
-        # its rows out of an embed split costs more than the table.
-        positions = nn.with_logical_constraint(self.position_embeddings.embedding, ("position", None))
+        cfg = self.config
+        dtype = _dtype(cfg.dtype)
         x = jnp.take(self.word_table().astype(dtype), input_ids, axis=0)
-        x = x + jnp.take(positions.astype(dtype), position_ids(segments), axis=0)
-        x = x + self.token_types(token_type_ids)
+        if cfg.position_embedding_type == "absolute":
+            # The position table (512 x hidden) is always gathered whole before the lookup: moving
+            # its rows out of an embed split costs more than the table.
+            positions = nn.with_logical_constraint(self.position_embeddings.embedding, ("position", None))
+            x = x + jnp.take(positions.astype(dtype), position_ids(segments), axis=0)
+        if cfg.type_vocab_size:
+            x = x + self.token_types(token_type_ids)
         x = nn.with_logical_constraint(x, BATCH_LENGTH_EMBED)
-        return self.dropout(self.layer_norm(x), deterministic=deterministic)
+        if cfg.embedding_norm:
+            x = self.layer_norm(x)
+        return self.dropout(x, deterministic=deterministic)
 
     def word_table(self) -> Array:
         """The word-embedding table for the lookup and the tied MLM decoder, gathered along its
@@ -175,17 +211,19 @@ class Projection(nn.Module):
     kernel_shape: tuple[int, ...]
     kernel_axes: tuple[str | None, ...]
     contracted: int = 1
+    use_bias: bool = True
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         cfg = self.config
         kernel = self.param("kernel", _kernel_init(cfg, self.kernel_axes), self.kernel_shape, _dtype(cfg.param_dtype))
         bias_shape, bias_axes = self.kernel_shape[self.contracted :], self.kernel_axes[self.contracted :]
-        bias = self.param("bias", _zeros(bias_axes), bias_shape, _dtype(cfg.param_dtype))
         lead = x.shape[: x.ndim - self.contracted]
         features_in = math.prod(self.kernel_shape[: self.contracted])
         flat = einsum("...i,io->...o", x.reshape(*lead, features_in), kernel.reshape(features_in, -1), cfg.dtype)
-        out = flat.reshape(*lead, *bias_shape) + bias.astype(flat.dtype)
+        out = flat.reshape(*lead, *bias_shape)
+        if self.use_bias:
+            out = out + self.param("bias", _zeros(bias_axes), bias_shape, _dtype(cfg.param_dtype)).astype(flat.dtype)
         return out.astype(_dtype(cfg.dtype))
 
 
@@ -195,18 +233,20 @@ def dense(
     features: int,
     axes: tuple[str | None, str | None],
     name: str | None = None,
+    use_bias: bool = True,
 ) -> Projection:
     """A Dense layer (kernel [in, out], bias [out]) as a Projection."""
-    return Projection(config, (features_in, features), axes, name=name)
+    return Projection(config, (features_in, features), axes, use_bias=use_bias, name=name)
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention under a [batch, 1, query, key] mask, output projection included."""
+    """Multi-head self-attention under a [batch, 1, query, key] mask, output projection included;
+    with RoPE tables (`rotary_tables`), queries and keys are rotated first."""
 
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x: Array, allowed: Array, deterministic: bool) -> Array:
+    def __call__(self, x: Array, allowed: Array, rope: tuple[Array, Array] | None, deterministic: bool) -> Array:
         cfg = self.config
         heads, head_dim = cfg.num_attention_heads, cfg.head_dim
         project = functools.partial(
@@ -214,10 +254,13 @@ class SelfAttention(nn.Module):
             cfg,
             (cfg.hidden_size, heads, head_dim),
             ("embed", "heads", "kv"),
+            use_bias=cfg.attention_bias,
         )
         query = project(name="query")(x)
         key = project(name="key")(x)
         value = project(name="value")(x)
+        if rope is not None:
+            query, key = rotate(query, rope), rotate(key, rope)
         heads_axes = ("activation_batch", "activation_length", "activation_heads", "activation_kv")
         query = nn.with_logical_constraint(query, heads_axes)
         key = nn.with_logical_constraint(key, heads_axes)
@@ -233,6 +276,7 @@ class SelfAttention(nn.Module):
             (heads, head_dim, cfg.hidden_size),
             ("heads", "kv", "embed"),
             contracted=2,
+            use_bias=cfg.attention_bias,
             name="output",
         )(context)
         return nn.with_logical_constraint(out, BATCH_LENGTH_EMBED)
@@ -256,41 +300,66 @@ class SelfAttention(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    """One transformer layer: attention, then a GELU feed-forward, each added to the residual
-    stream. Post-LN (BERT): add, then LayerNorm. Pre-LN (`layer_norm_position="pre"`): LayerNorm on
-    each sublayer's input; the same two LayerNorms (same names), placed before."""
+    """One transformer layer: attention, then a feed-forward, each added to the residual stream.
+    Post-LN (BERT): add, then LayerNorm. Pre-LN (`layer_norm_position="pre"`): the norm on each
+    sublayer's input; the same two norms (same names), placed before, except that layer 0 has no
+    attention norm without `first_attention_norm` (`first`: this is layer 0). The feed-forward is
+    BERT's dense-activation-dense or, with `mlp_type="glu"`, a gated linear unit whose input and
+    gate halves are one kernel [hidden, 2, intermediate] (split along an axis no mesh shards)."""
 
     config: ModelConfig
+    first: bool = False
 
     @nn.compact
-    def __call__(self, x: Array, allowed: Array, deterministic: bool) -> Array:
+    def __call__(self, x: Array, allowed: Array, rope: tuple[Array, Array] | None, deterministic: bool) -> Array:
         cfg = self.config
         dropout = Dropout(cfg.hidden_dropout_prob)
-        attention_norm = layer_norm(cfg, "attention_layer_norm")
-        output_norm = layer_norm(cfg, "output_layer_norm")
         pre = cfg.layer_norm_position == "pre"
+        skip_attention_norm = pre and self.first and not cfg.first_attention_norm
+        attention_norm = (lambda y: y) if skip_attention_norm else layer_norm(cfg, "attention_layer_norm")
+        output_norm = layer_norm(cfg, "output_layer_norm")
 
-        attended = SelfAttention(cfg, name="attention")(attention_norm(x) if pre else x, allowed, deterministic)
+        attended = SelfAttention(cfg, name="attention")(attention_norm(x) if pre else x, allowed, rope, deterministic)
         x = x + dropout(attended, deterministic=deterministic)
         x = x if pre else attention_norm(x)
 
-        h = dense(cfg, cfg.hidden_size, cfg.intermediate_size, ("embed", "mlp"), "intermediate")(
-            output_norm(x) if pre else x
-        )
-        h = activation(cfg.hidden_act)(h)
-        h = nn.with_logical_constraint(h, ("activation_batch", "activation_length", "activation_mlp"))
-        h = dense(cfg, cfg.intermediate_size, cfg.hidden_size, ("mlp", "embed"), "output")(h)
+        h = output_norm(x) if pre else x
+        mlp_axes = ("activation_batch", "activation_length", "activation_mlp")
+        if cfg.mlp_type == "glu":
+            both = Projection(
+                cfg,
+                (cfg.hidden_size, 2, cfg.intermediate_size),
+                ("embed", None, "mlp"),
+                use_bias=cfg.mlp_bias,
+                name="intermediate",
+            )(h)
+            h = activation(cfg.hidden_act)(both[..., 0, :]) * both[..., 1, :]
+        else:
+            h = dense(cfg, cfg.hidden_size, cfg.intermediate_size, ("embed", "mlp"), "intermediate", cfg.mlp_bias)(h)
+            h = activation(cfg.hidden_act)(h)
+        h = nn.with_logical_constraint(h, mlp_axes)
+        h = dense(cfg, cfg.intermediate_size, cfg.hidden_size, ("mlp", "embed"), "output", cfg.mlp_bias)(h)
         x = x + dropout(h, deterministic=deterministic)
         x = x if pre else output_norm(x)
         return nn.with_logical_constraint(x, BATCH_LENGTH_EMBED)
 
 
 class ScannedEncoderLayer(EncoderLayer):
-    """An EncoderLayer as the body of `nn.scan`: the residual stream is the carry."""
+    """An EncoderLayer as the body of `nn.scan`: the residual stream is the carry; `is_global`
+    (scanned, one per layer) picks the global or the sliding-window mask and RoPE tables."""
 
     @nn.compact
-    def __call__(self, x: Array, allowed: Array, deterministic: bool) -> tuple[Array, None]:
-        return super().__call__(x, allowed, deterministic), None
+    def __call__(
+        self,
+        x: Array,
+        is_global: Array,
+        allowed: tuple[Array, Array],
+        rope: tuple[tuple[Array, Array], tuple[Array, Array]] | None,
+        deterministic: bool,
+    ) -> tuple[Array, None]:
+        mask = jnp.where(is_global, allowed[0], allowed[1])
+        tables = None if rope is None else jax.tree.map(lambda g, loc: jnp.where(is_global, g, loc), *rope)
+        return super().__call__(x, mask, tables, deterministic), None
 
 
 class BertModel(nn.Module):
@@ -315,19 +384,20 @@ class BertModel(nn.Module):
                 "full": jax.checkpoint_policies.nothing_saveable,
                 "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
             }[cfg.remat]
-            # (self, x, allowed, deterministic); inside a scan, nothing to keep apart from CSE
-            layer = nn.remat(layer, policy=policy, static_argnums=(3,), prevent_cse=not cfg.scan_layers)
+            # (self, x, [is_global,] allowed, rope, deterministic); inside a scan, nothing to keep apart from CSE
+            static = (5,) if cfg.scan_layers else (4,)
+            layer = nn.remat(layer, policy=policy, static_argnums=static, prevent_cse=not cfg.scan_layers)
         if cfg.scan_layers:  # one layer's program, run num_hidden_layers times over stacked parameters
             self.layers = nn.scan(
                 layer,
                 variable_axes={"params": 0},
                 split_rngs={"params": True, "dropout": True},
-                in_axes=(nn.broadcast, nn.broadcast),
+                in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
                 length=cfg.num_hidden_layers,
                 metadata_params={nn.PARTITION_NAME: "layers"},
             )(cfg, name="layers")
         else:
-            self.layers = [layer(cfg, name=f"layer_{i}") for i in range(cfg.num_hidden_layers)]
+            self.layers = [layer(cfg, first=i == 0, name=f"layer_{i}") for i in range(cfg.num_hidden_layers)]
         if cfg.layer_norm_position == "pre":  # pre-LN: the residual stream is normalised once at the end
             self.final_layer_norm = layer_norm(cfg)
         if self.add_pooling_layer:
@@ -341,14 +411,24 @@ class BertModel(nn.Module):
         deterministic: bool = True,
         pooled_positions: Array | None = None,
     ) -> tuple[Array, Array | None]:
+        cfg = self.config
         segments = attention_mask.astype(jnp.int32)
         x = self.embeddings(input_ids, token_type_ids, segments, deterministic)
-        allowed = attention_allowed(segments)
-        if self.config.scan_layers:
-            x, _ = self.layers(x, allowed, deterministic)
+        # Global and sliding-window layers differ in their mask and their RoPE base.
+        allowed = (attention_allowed(segments), attention_allowed(segments, cfg.local_attention))
+        rope = None
+        if cfg.position_embedding_type == "rope":
+            positions = position_ids(segments)
+            rope = tuple(
+                rotary_tables(positions, cfg.head_dim, t) for t in (cfg.global_rope_theta, cfg.local_rope_theta)
+            )
+        if cfg.scan_layers:
+            is_global = jnp.array([cfg.is_global_layer(i) for i in range(cfg.num_hidden_layers)])
+            x, _ = self.layers(x, is_global, allowed, rope, deterministic)
         else:
-            for layer in self.layers:
-                x = layer(x, allowed, deterministic)
+            for i, layer in enumerate(self.layers):
+                kind = 0 if cfg.is_global_layer(i) else 1
+                x = layer(x, allowed[kind], None if rope is None else rope[kind], deterministic)
         if self.config.layer_norm_position == "pre":
             x = nn.with_logical_constraint(self.final_layer_norm(x), BATCH_LENGTH_EMBED)
         if not self.add_pooling_layer:
@@ -365,19 +445,21 @@ class BertModel(nn.Module):
 
 
 class MaskedLMHead(nn.Module):
-    """Dense + GELU + LayerNorm transform, decoder tied to the word embeddings, output bias."""
+    """Dense + activation + norm transform, decoder tied to the word embeddings, output bias (BERT;
+    ModernBERT's head is the same with `head_bias` off and no norm bias)."""
 
     config: ModelConfig
 
     @nn.compact
     def __call__(self, hidden: Array, decode: Any) -> Array:
         cfg = self.config
-        h = dense(cfg, cfg.hidden_size, cfg.hidden_size, ("embed", "embed_out"), "transform")(hidden)
+        h = dense(cfg, cfg.hidden_size, cfg.hidden_size, ("embed", "embed_out"), "transform", cfg.head_bias)(hidden)
         h = activation(cfg.hidden_act)(h)
         h = layer_norm(cfg, "transform_layer_norm")(h)
-        logits = decode(h)
-        bias = self.param("bias", _zeros(("vocab",)), (cfg.vocab_size,), _dtype(cfg.param_dtype))
-        logits = logits.astype(jnp.float32) + bias.astype(jnp.float32)
+        logits = decode(h).astype(jnp.float32)
+        if cfg.decoder_bias:
+            bias = self.param("bias", _zeros(("vocab",)), (cfg.vocab_size,), _dtype(cfg.param_dtype))
+            logits = logits + bias.astype(jnp.float32)
         return nn.with_logical_constraint(logits, ("activation_batch", "activation_length", "activation_vocab"))
 
 

@@ -33,6 +33,7 @@ def activation(name: str) -> Any:
         "gelu": gelu,
         "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
         "relu": jax.nn.relu,
+        "silu": jax.nn.silu,
     }[name]
 
 

@@ -1,4 +1,4 @@
-"""The mapping between bertjax parameters and Hugging Face BERT state dicts (torch layout).
+"""The mapping between bertjax parameters and Hugging Face BERT and ModernBERT state dicts (torch layout).
 
 Our parameters are addressed by flat paths (`bert/layer_0/attention/query/kernel`); HF's by
 tensor names (`bert.encoder.layer.0.attention.self.query.weight`). `flat_to_hf` and
@@ -8,6 +8,11 @@ head (ours `token_classifier`, HF's `classifier` of `BertForTokenClassification`
 (`qa_outputs`). Names with or without
 the `bert.` prefix are read (BertModel saves without it). A wrong shape or an unknown tensor name
 raises `CheckpointError`; nothing is skipped silently.
+
+Which Hugging Face model holds a bertjax model follows from its architecture knobs
+(`hf_model_type`): BERT's (learned positions, post-LN, GELU MLP, biases everywhere) map to
+`bert`, ModernBERT's (RoPE, pre-LN without layer 0's attention norm, GLU, no token types) to
+`modernbert`, whose fused tensors (`Wqkv`, the GLU's `Wi`) are split into ours and joined back.
 """
 
 from __future__ import annotations
@@ -29,15 +34,81 @@ DERIVED_HF_TENSORS = (
     "cls.predictions.decoder.bias",
 )
 _ENCODER_PREFIXES = ("embeddings.", "encoder.", "pooler.")
+_MODERNBERT_ENCODER_PREFIXES = ("embeddings.", "layers.", "final_norm.")
 
 
-def _layer_norm(prefix: str, hf: str) -> list[tuple[str, str, str]]:
-    return [(f"{prefix}/scale", f"{hf}.weight", "copy"), (f"{prefix}/bias", f"{hf}.bias", "copy")]
+def _layer_norm(prefix: str, hf: str, bias: bool = True) -> list[tuple[str, str, str]]:
+    return [(f"{prefix}/scale", f"{hf}.weight", "copy")] + ([(f"{prefix}/bias", f"{hf}.bias", "copy")] if bias else [])
 
 
-def _dense(prefix: str, hf: str, kind: str) -> list[tuple[str, str, str]]:
-    bias_kind = "flatten" if kind == "qkv" else "copy"
-    return [(f"{prefix}/kernel", f"{hf}.weight", kind), (f"{prefix}/bias", f"{hf}.bias", bias_kind)]
+def _dense(prefix: str, hf: str, kind: str, bias: bool = True) -> list[tuple[str, str, str]]:
+    bias_kind = "flatten" if kind in ("qkv", "glu_in") else "copy"
+    return [(f"{prefix}/kernel", f"{hf}.weight", kind)] + (
+        [(f"{prefix}/bias", f"{hf}.bias", bias_kind)] if bias else []
+    )
+
+
+# Where a Hugging Face tensor is several of ours joined along its first axis, its name carries
+# the part: "model.layers.0.attn.Wqkv.weight@1/3" is the second third (the keys).
+PART = "@"
+
+
+def hf_model_type(config: ModelConfig) -> str | None:
+    """The Hugging Face `model_type` whose layout holds a model of `config`, or None."""
+    c = config
+    if (
+        c.position_embedding_type == "absolute"
+        and c.layer_norm_position == "post"
+        and c.mlp_type == "mlp"
+        and c.norm_type == "layernorm"
+        and c.type_vocab_size > 0
+        and c.embedding_norm
+        and c.norm_bias
+        and c.attention_bias
+        and c.mlp_bias
+        and c.head_bias
+        and c.decoder_bias
+        and not c.local_attention
+    ):
+        return "bert"
+    if (
+        c.position_embedding_type == "rope"
+        and c.layer_norm_position == "pre"
+        and not c.first_attention_norm
+        and c.mlp_type == "glu"
+        and c.norm_type == "layernorm"
+        and c.type_vocab_size == 0
+        and c.embedding_norm
+    ):
+        return "modernbert"
+    return None
+
+
+def modernbert_name_map(config: ModelConfig) -> list[tuple[str, str, str]]:
+    """(bertjax path, HF name, transform) for transformers' ModernBertForMaskedLM (no fine-tuning
+    heads yet: those of ModernBERT pool differently from BERT's)."""
+    norm_bias = config.norm_bias
+    rows = [("bert/embeddings/word_embeddings/embedding", "model.embeddings.tok_embeddings.weight", "copy")]
+    rows += _layer_norm("bert/embeddings/layer_norm", "model.embeddings.norm", norm_bias)
+    for i in range(config.num_hidden_layers):
+        ours, hf = f"bert/layer_{i}", f"model.layers.{i}"
+        if i:  # layer 0 takes the embeddings' norm as its attention norm
+            rows += _layer_norm(f"{ours}/attention_layer_norm", f"{hf}.attn_norm", norm_bias)
+        for j, proj in enumerate(("query", "key", "value")):
+            for ours_part, hf_part, kind in _dense(
+                f"{ours}/attention/{proj}", f"{hf}.attn.Wqkv", "qkv", config.attention_bias
+            ):
+                rows.append((ours_part, f"{hf_part}{PART}{j}/3", kind))
+        rows += _dense(f"{ours}/attention/output", f"{hf}.attn.Wo", "attn_out", config.attention_bias)
+        rows += _layer_norm(f"{ours}/output_layer_norm", f"{hf}.mlp_norm", norm_bias)
+        rows += _dense(f"{ours}/intermediate", f"{hf}.mlp.Wi", "glu_in", config.mlp_bias)
+        rows += _dense(f"{ours}/output", f"{hf}.mlp.Wo", "dense", config.mlp_bias)
+    rows += _layer_norm("bert/final_layer_norm", "model.final_norm", norm_bias)
+    rows += _dense("mlm_head/transform", "head.dense", "dense", config.head_bias)
+    rows += _layer_norm("mlm_head/transform_layer_norm", "head.norm", norm_bias)
+    if config.decoder_bias:
+        rows += [("mlm_head/bias", "decoder.bias", "copy")]
+    return rows
 
 
 TOKEN_CLASSIFICATION = "BertForTokenClassification"
@@ -45,7 +116,10 @@ TOKEN_CLASSIFICATION = "BertForTokenClassification"
 
 def name_map(config: ModelConfig, architecture: str = "") -> list[tuple[str, str, str]]:
     """(bertjax path, HF name, transform) for every tensor of BertForPreTraining + the fine-tuning
-    heads. HF's `classifier` is our token classifier in a `BertForTokenClassification`."""
+    heads (or of ModernBertForMaskedLM, for a ModernBERT-shaped config: `hf_model_type`). HF's
+    `classifier` is our token classifier in a `BertForTokenClassification`."""
+    if hf_model_type(config) == "modernbert":
+        return modernbert_name_map(config)
     rows = [
         ("bert/embeddings/word_embeddings/embedding", "bert.embeddings.word_embeddings.weight", "copy"),
         ("bert/embeddings/position_embeddings/embedding", "bert.embeddings.position_embeddings.weight", "copy"),
@@ -81,6 +155,8 @@ def _to_hf(value: np.ndarray, kind: str) -> np.ndarray:
         return value.reshape(value.shape[0], -1).T
     if kind == "attn_out":  # [heads, head_dim, hidden] -> [hidden, heads*head_dim]
         return value.reshape(-1, value.shape[-1]).T
+    if kind == "glu_in":  # [hidden, 2, intermediate] -> [2*intermediate, hidden]: input rows, then gate rows
+        return value.reshape(value.shape[0], -1).T
     return value.T  # dense: [in, out] -> [out, in]
 
 
@@ -94,6 +170,8 @@ def _hf_shape(shape: tuple[int, ...], kind: str) -> tuple[int, ...]:
         return (shape[1] * shape[2], shape[0])
     if kind == "attn_out":
         return (shape[2], shape[0] * shape[1])
+    if kind == "glu_in":
+        return (shape[1] * shape[2], shape[0])
     return tuple(reversed(shape))
 
 
@@ -102,8 +180,8 @@ def _our_shape(path: str, kind: str, hf_shape: tuple[int, ...], config: ModelCon
     h, heads, head_dim = config.hidden_size, config.num_attention_heads, config.head_dim
     if kind == "qkv":
         return (h, heads, head_dim)
-    if kind == "flatten":
-        return (heads, head_dim)
+    if kind == "flatten":  # the query/key/value biases, or a GLU's input and gate biases
+        return (2, config.intermediate_size) if path.endswith("intermediate/bias") else (heads, head_dim)
     if kind == "attn_out":
         return (heads, head_dim, h)
     if path.startswith(("classifier", "token_classifier")):
@@ -120,6 +198,8 @@ def _our_shape(path: str, kind: str, hf_shape: tuple[int, ...], config: ModelCon
     }
     if path in known:
         return known[path]
+    if kind == "glu_in":
+        return (h, 2, config.intermediate_size)
     if path.endswith("intermediate/kernel"):
         return (h, config.intermediate_size)
     if path.endswith("intermediate/bias"):
@@ -138,6 +218,28 @@ def flat_to_hf(flat: Mapping[str, Any], config: ModelConfig) -> dict[str, np.nda
     for ours, hf, kind in name_map(config, architecture):
         if ours in flat:
             out[hf] = np.ascontiguousarray(_to_hf(np.asarray(flat[ours]), kind))
+    joined: dict[str, list[tuple[str, np.ndarray]]] = {}
+    for name in [n for n in out if PART in n]:
+        whole, part = name.split(PART)
+        joined.setdefault(whole, []).append((part, out.pop(name)))
+    for whole, parts in joined.items():
+        out[whole] = np.concatenate([value for _, value in sorted(parts)], axis=0)
+    return out
+
+
+def _split_parts(tensors: Mapping[str, np.ndarray], parts: dict[str, int], where: str) -> dict[str, np.ndarray]:
+    """`tensors` with each joined tensor (`parts`: name -> count) cut into its parts."""
+    out = {}
+    for name, value in tensors.items():
+        count = parts.get(name)
+        if count is None:
+            out[name] = value
+            continue
+        value = np.asarray(value)
+        if value.shape[0] % count:
+            raise CheckpointError(f"{where}: tensor {name} has shape {tuple(value.shape)}, not {count} equal parts")
+        for j, piece in enumerate(np.split(value, count, axis=0)):
+            out[f"{name}{PART}{j}/{count}"] = piece
     return out
 
 
@@ -149,15 +251,23 @@ def hf_to_flat(
 
     Checks every shape against `config`; an unknown tensor name is a `CheckpointError`.
     """
-    by_hf = {hf: (ours, kind) for ours, hf, kind in name_map(config, architecture)}
+    rows = name_map(config, architecture)
+    by_hf = {hf: (ours, kind) for ours, hf, kind in rows}
+    if hf_model_type(config) == "modernbert":
+        prefix, encoder, derived = "model.", _MODERNBERT_ENCODER_PREFIXES, ("decoder.weight",)
+    else:
+        prefix, encoder, derived = "bert.", _ENCODER_PREFIXES, DERIVED_HF_TENSORS
+    parts = {hf.split(PART)[0]: int(hf.rsplit("/", 1)[1]) for _, hf, _ in rows if PART in hf}
+    tensors = _split_parts(
+        {f"{prefix}{k}" if k.startswith(encoder) else k: v for k, v in tensors.items()}, parts, where
+    )
     flat = {}
     for name, value in tensors.items():
-        full = f"bert.{name}" if name.startswith(_ENCODER_PREFIXES) else name
-        if full in DERIVED_HF_TENSORS:
+        if name in derived:
             continue
-        if full not in by_hf:
+        if name not in by_hf:
             raise CheckpointError(f"{where}: unknown tensor {name}")
-        ours, kind = by_hf[full]
+        ours, kind = by_hf[name]
         value = np.asarray(value)
         shape = _our_shape(ours, kind, value.shape, config)
         if tuple(value.shape) != _hf_shape(shape, kind):

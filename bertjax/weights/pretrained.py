@@ -20,6 +20,7 @@ import dataclasses
 import json
 import os
 import shutil
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -87,10 +88,65 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a readable JSON file: {e}") from None
 
 
+def _rope_theta(hf_config: Mapping[str, Any], kind: str, default: float) -> float:
+    """ModernBERT's RoPE base for "full_attention" or "sliding_attention" layers, from either of the
+    layouts transformers has written (`rope_parameters` per layer type, or `global_rope_theta` /
+    `local_rope_theta`)."""
+    per_type = (hf_config.get("rope_parameters") or {}).get(kind) or {}
+    flat = hf_config.get("global_rope_theta" if kind == "full_attention" else "local_rope_theta")
+    return float(per_type.get("rope_theta", flat if flat is not None else default))
+
+
+def modernbert_config_from_hf(hf_config: Mapping[str, Any], where: str) -> ModelConfig:
+    """Our ModelConfig from an HF ModernBertConfig dict (ModernBERT's knobs: RoPE with a base per
+    attention kind, GeGLU, pre-LN without layer 0's attention norm, sliding-window layers)."""
+    layer_types = hf_config.get("layer_types")
+    every = int(hf_config.get("global_attn_every_n_layers", 3))
+    if layer_types:
+        expected = ["sliding_attention" if i % every else "full_attention" for i in range(len(layer_types))]
+        if list(layer_types) != expected:
+            raise CheckpointError(f"{where}: layer_types other than a global layer every {every} are not supported")
+    for key in ("hidden_activation", "classifier_activation"):
+        if hf_config.get(key, "gelu") not in ("gelu", "gelu_new", "relu", "silu"):
+            raise CheckpointError(f"{where}: {key} {hf_config[key]!r} is not supported")
+    if hf_config.get("hidden_activation", "gelu") != hf_config.get("classifier_activation", "gelu"):
+        raise CheckpointError(f"{where}: hidden_activation and classifier_activation differ")
+    fields = {
+        **{k: hf_config[k] for k in HF_FIELDS[:5] if k in hf_config},
+        "max_position_embeddings": hf_config.get("max_position_embeddings", 8192),
+        "hidden_act": hf_config.get("hidden_activation", "gelu"),
+        "type_vocab_size": 0,
+        "hidden_dropout_prob": float(hf_config.get("mlp_dropout", 0.0)),
+        "attention_probs_dropout_prob": float(hf_config.get("attention_dropout", 0.0)),
+        "initializer_range": hf_config.get("initializer_range", 0.02),
+        "layer_norm_eps": hf_config.get("norm_eps", 1e-5),
+        "layer_norm_position": "pre",
+        "position_embedding_type": "rope",
+        "global_rope_theta": _rope_theta(hf_config, "full_attention", 160000.0),
+        "local_rope_theta": _rope_theta(hf_config, "sliding_attention", 10000.0),
+        "local_attention": int(hf_config.get("local_attention", 128)),
+        "global_attn_every_n_layers": every,
+        "mlp_type": "glu",
+        "norm_bias": bool(hf_config.get("norm_bias", False)),
+        "attention_bias": bool(hf_config.get("attention_bias", False)),
+        "mlp_bias": bool(hf_config.get("mlp_bias", False)),
+        "head_bias": bool(hf_config.get("classifier_bias", False)),
+        "decoder_bias": bool(hf_config.get("decoder_bias", True)),
+        "first_attention_norm": False,
+    }
+    try:
+        return model_config_from_dict(fields, prefix=f"{where}: ")
+    except BertjaxError as e:
+        raise CheckpointError(str(e)) from None
+
+
 def model_config_from_hf(hf_config: Mapping[str, Any], where: str) -> ModelConfig:
-    """Our ModelConfig from an HF BertConfig dict; unsupported variants are a CheckpointError."""
+    """Our ModelConfig from an HF BertConfig (or ModernBertConfig) dict; unsupported variants are a
+    CheckpointError."""
+    if hf_config.get("model_type") == "modernbert":
+        return modernbert_config_from_hf(hf_config, where)
     if hf_config.get("model_type", "bert") != "bert":
-        raise CheckpointError(f"{where}: model_type {hf_config.get('model_type')!r} is not bert")
+        raise CheckpointError(f"{where}: model_type {hf_config.get('model_type')!r} is not bert or modernbert")
     if hf_config.get("position_embedding_type", "absolute") != "absolute":
         raise CheckpointError(
             f"{where}: position_embedding_type {hf_config['position_embedding_type']!r} is not supported"
@@ -316,10 +372,18 @@ def write_hf(pretrained: Pretrained, destination: str | Path) -> Path:
     """
     from safetensors.numpy import save_file
 
-    if pretrained.config.layer_norm_position != "post":
+    model_type = hf_mapping.hf_model_type(pretrained.config)
+    if model_type == "modernbert":
+        return _write_modernbert(pretrained, Path(destination))
+    if model_type is None and pretrained.config.layer_norm_position != "post":
         raise CheckpointError(
             f"{pretrained.path} is a pre-LN model (model.layer_norm_position=pre), which Hugging Face's BERT "
             "(post-LN) cannot hold: keep it as a bertjax model checkpoint"
+        )
+    if model_type is None:
+        raise CheckpointError(
+            f"{pretrained.path}: its architecture (model.* knobs) is neither BERT's nor ModernBERT's, so no "
+            "Hugging Face model holds it: keep it as a bertjax model checkpoint"
         )
     groups = pretrained.groups()
     architecture = hf_architecture(groups)
@@ -349,6 +413,75 @@ def write_hf(pretrained: Pretrained, destination: str | Path) -> Path:
         _copy_tokenizer_files(pretrained, folder)
 
     return _write_folder(Path(destination), write)
+
+
+def _special_token_ids(pretrained: Pretrained) -> dict[str, int | None]:
+    """The [PAD], [CLS], [SEP] and [MASK] ids of the checkpoint's own tokenizer (tokenizer.json
+    or vocab.txt), for the HF config; None where it has none (or no tokenizer is known)."""
+    import tokenizers
+
+    names = {"pad_token_id": "[PAD]", "cls_token_id": "[CLS]", "sep_token_id": "[SEP]", "mask_token_id": "[MASK]"}
+    tokenizer_json = pretrained.path / "tokenizer.json"
+    lookup: Any = None
+    if pretrained.kind != "run" and tokenizer_json.is_file():
+        lookup = tokenizers.Tokenizer.from_file(str(tokenizer_json)).token_to_id
+    elif pretrained.vocab_file is not None:
+        index = {token: i for i, token in enumerate(pretrained.vocab_file.read_text(encoding="utf-8").splitlines())}
+        lookup = index.get
+    ids = {key: (lookup(token) if lookup else None) for key, token in names.items()}
+    return {**ids, "bos_token_id": ids["cls_token_id"], "eos_token_id": ids["sep_token_id"]}
+
+
+def _write_modernbert(pretrained: Pretrained, destination: Path) -> Path:
+    """A Hugging Face ModernBERT folder: ModernBertForMaskedLM with the MLM head, else ModernBertModel."""
+    from safetensors.numpy import save_file
+
+    config, groups = pretrained.config, pretrained.groups()
+    heads = [g for g in groups if g not in ("encoder", "mlm_head", "pooler", "nsp_head")]
+    if heads:
+        raise CheckpointError(
+            f"{pretrained.path}: a ModernBERT with {', '.join(heads)} has no Hugging Face form here (the encoder "
+            "and the MLM head have): keep it as a bertjax model checkpoint"
+        )
+    left_out = [g for g in groups if g in ("pooler", "nsp_head")]
+    if left_out:  # a pretraining run's (ModernBERT has neither)
+        print(f"left out of the ModernBERT folder: {', '.join(left_out)}", file=sys.stderr)
+    params = {p: v for p, v in pretrained.params.items() if component(p) not in left_out}
+    tensors = hf_mapping.flat_to_hf(params, config)
+    architecture = "ModernBertForMaskedLM" if "mlm_head" in groups else "ModernBertModel"
+    if architecture == "ModernBertModel":
+        tensors = {k.removeprefix("model."): v for k, v in tensors.items()}
+    hf_config: dict[str, Any] = {
+        "architectures": [architecture],
+        "model_type": "modernbert",
+        **{k: getattr(config, k) for k in HF_FIELDS[:5]},
+        "max_position_embeddings": config.max_position_embeddings,
+        "hidden_activation": config.hidden_act,
+        "classifier_activation": config.hidden_act,
+        "initializer_range": config.initializer_range,
+        "norm_eps": config.layer_norm_eps,
+        "norm_bias": config.norm_bias,
+        "attention_bias": config.attention_bias,
+        "mlp_bias": config.mlp_bias,
+        "classifier_bias": config.head_bias,
+        "decoder_bias": config.decoder_bias,
+        "local_attention": config.local_attention,
+        "global_attn_every_n_layers": config.global_attn_every_n_layers if config.local_attention else 1,
+        "global_rope_theta": config.global_rope_theta,
+        "local_rope_theta": config.local_rope_theta,
+        "mlp_dropout": config.hidden_dropout_prob,
+        "attention_dropout": config.attention_probs_dropout_prob,
+        "tie_word_embeddings": True,
+        **_special_token_ids(pretrained),
+        "torch_dtype": str(next(iter(tensors.values())).dtype),
+    }
+
+    def write(folder: Path) -> None:
+        save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        (folder / "config.json").write_text(json.dumps(hf_config, indent=2))
+        _copy_tokenizer_files(pretrained, folder)
+
+    return _write_folder(destination, write)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,60 @@
+"""ModernBERT's architecture (Warner et al. 2024), pretrained with masked LM only at 30% masking.
+
+    python -m bertjax.pretrain --config=configs/modernbert.py:size=base --workdir=runs/modernbert
+    python -m bertjax.pretrain --config=configs/modernbert.py:runlocal --workdir=/tmp/modernbert
+
+The model is transformers' ModernBertConfig at base (22 layers, hidden 768, 12 heads, GeGLU of
+1152) or large (28 layers, hidden 1024, 16 heads, GeGLU of 2624): rotary positions with base
+160,000 on the global layers and 10,000 on the sliding-window ones, a window of 128 tokens on
+every layer but each third, pre-LN without biases and without layer 0's attention norm, no token
+types, the decoder tied to the embeddings with a bias. `python -m bertjax.convert to-hf` writes
+it as a Hugging Face ModernBertForMaskedLM; `--config.init=` reads a ModernBERT folder's weights.
+
+What differs from the paper's recipe: the tokenizer is the WordPiece vocab of `data.vocab_file`
+(ModernBERT's own is a 50,368-token BPE), dropout sits where BERT has it (ModernBERT's defaults
+are 0, as here), and the optimizer, schedule and sequence packing are this project's AdamW,
+linear schedule and `data.pack_examples`, not StableAdamW, warmup-stable-decay and batch-size
+warmup. Arguments: `size=base|large` (default base), `runlocal` (a tiny model, seconds).
+"""
+
+import ml_collections
+
+from bertjax.config import parse_config_arg, sibling_config
+
+SHAPES = {  # layers, hidden, heads, GeGLU intermediate (one half)
+    "base": (22, 768, 12, 1152),
+    "large": (28, 1024, 16, 2624),
+}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    args = parse_config_arg(arg, known=("size", "runlocal"))
+    config = sibling_config(__file__, "pretrain.py", "runlocal" if "runlocal" in args else None)
+    model = config.model
+    size = args.get("size", "base")
+    if size not in SHAPES:
+        raise ValueError(f"configs/modernbert.py: size={size!r}, expected one of {', '.join(SHAPES)}")
+    model.size = ""
+    model.num_hidden_layers, model.hidden_size, model.num_attention_heads, model.intermediate_size = SHAPES[size]
+    model.max_position_embeddings = 8192  # RoPE has no table: the longest row the config accepts
+    model.type_vocab_size = 0
+    model.hidden_dropout_prob = 0.0
+    model.attention_probs_dropout_prob = 0.0
+    model.layer_norm_eps = 1e-5
+    model.layer_norm_position = "pre"
+    model.first_attention_norm = False  # the embeddings' norm is layer 0's
+    model.position_embedding_type = "rope"
+    model.global_rope_theta = 160000.0
+    model.local_rope_theta = 10000.0
+    model.local_attention = 128
+    model.global_attn_every_n_layers = 3
+    model.mlp_type = "glu"
+    model.norm_bias = model.attention_bias = model.mlp_bias = model.head_bias = False
+    model.decoder_bias = True
+    config.data.masked_lm_prob = 0.3
+    config.data.random_next_prob = 0.0  # masked LM only: no next-sentence task
+    config.train.nsp_weight = 0.0
+    if "runlocal" in args:
+        model.num_hidden_layers, model.hidden_size, model.num_attention_heads, model.intermediate_size = 4, 64, 4, 96
+        model.local_attention = 16
+    return config

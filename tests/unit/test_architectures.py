@@ -1,0 +1,249 @@
+"""Modern encoder architectures (the ModelConfig knobs) against transformers' torch models."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+from flax import traverse_util
+
+from bertjax.config import ModelConfig
+from bertjax.model.bert import BertForPreTraining, BertModel, attention_allowed, rotary_tables, rotate
+from bertjax.weights import hf_mapping
+from bertjax.weights.pretrained import model_config_from_hf
+
+# A small ModernBERT: 4 layers (0 and 3 global, 1 and 2 sliding-window), a window of 8 tokens
+# (4 either side) against rows of 24, and distinct RoPE bases per attention kind.
+MODERNBERT = dict(
+    vocab_size=211,
+    hidden_size=64,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    intermediate_size=48,
+    max_position_embeddings=64,
+    local_attention=8,
+    global_attn_every_n_layers=3,
+    global_rope_theta=160000.0,
+    local_rope_theta=10000.0,
+    norm_eps=1e-5,
+    pad_token_id=0,
+    attn_implementation="eager",
+)
+
+
+def _modernbert(**overrides):
+    """transformers' ModernBertForMaskedLM with random weights everywhere, norms and biases
+    included, so that no mapping error hides."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    hf_config = transformers.ModernBertConfig(**{**MODERNBERT, **overrides})
+    model = transformers.ModernBertForMaskedLM(hf_config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.randn_like(p) * 0.2 + (1.0 if name.endswith("norm.weight") else 0.0))
+    return model, hf_config
+
+
+def _params(config: ModelConfig, tensors: dict[str, np.ndarray]) -> dict:
+    """Our BertForPreTraining parameters: the mapped ones, and the pooler and NSP head (which
+    ModernBERT has not) as initialised."""
+    ids = jnp.ones((1, 8), jnp.int32)
+    fresh = jax.jit(lambda k: BertForPreTraining(config).init(k, ids, ids * 0, ids, ids[:, :2]))(jax.random.key(0))
+    flat = {"/".join(k): v for k, v in traverse_util.flatten_dict(nn.meta.unbox(fresh["params"])).items()}
+    mapped = hf_mapping.hf_to_flat(tensors, config, "test")
+    assert set(mapped) == {p for p in flat if not p.startswith(("bert/pooler", "nsp_head"))}
+    for path, value in mapped.items():
+        assert value.shape == flat[path].shape, path
+    flat.update(mapped)
+    return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
+
+
+def _assert_close(ours: np.ndarray, theirs: np.ndarray, tolerance: float = 1e-5) -> None:
+    """Equal to `tolerance`, relative to the largest value where values exceed 1 (float32 sums over
+    a few layers of random weights)."""
+    scale = max(1.0, float(np.abs(theirs).max()))
+    assert np.abs(ours - theirs).max() <= tolerance * scale, (np.abs(ours - theirs).max(), scale)
+
+
+def _batch(rng: np.random.Generator, batch: int, length: int, vocab: int, padded: bool):
+    lengths = rng.integers(length // 2, length + 1, size=batch) if padded else np.full(batch, length)
+    mask = (np.arange(length)[None, :] < lengths[:, None]).astype(np.int32)
+    ids = (rng.integers(5, vocab, size=(batch, length)) * mask).astype(np.int32)
+    return ids, mask
+
+
+@pytest.mark.parametrize("biases", [False, True], ids=["modernbert-no-biases", "with-biases"])
+@pytest.mark.parametrize("padded", [False, True], ids=["full-rows", "padded"])
+def test_modernbert_equals_torch_modernbert_for_masked_lm(biases, padded):
+    torch = pytest.importorskip("torch")
+    bias_keys = ("norm_bias", "attention_bias", "mlp_bias", "classifier_bias", "decoder_bias")
+    hf_model, hf_config = _modernbert(**{k: biases for k in bias_keys[:-1]}, decoder_bias=True)
+    config = model_config_from_hf(hf_config.to_dict(), "test")
+    assert hf_mapping.hf_model_type(config) == "modernbert"
+    assert [config.is_global_layer(i) for i in range(4)] == [True, False, False, True]
+    tensors = {k: v.detach().numpy() for k, v in hf_model.state_dict().items()}
+    params = _params(config, tensors)
+
+    ids, mask = _batch(np.random.default_rng(1), 3, 24, config.vocab_size, padded)
+    positions = np.stack([np.arange(0, 24, 3)] * 3).astype(np.int32)  # spread over the row: every window
+    mlm, _ = BertForPreTraining(config).apply({"params": params}, ids, ids * 0, mask, positions)
+    hidden, _ = BertModel(config, add_pooling_layer=False).apply({"params": params["bert"]}, ids, ids * 0, mask)
+    with torch.no_grad():
+        out = hf_model(
+            input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask), output_hidden_states=True
+        )
+    theirs_hidden = out.hidden_states[-1].numpy()
+    theirs_logits = np.take_along_axis(out.logits.numpy(), positions[..., None], axis=1)
+    real = mask.astype(bool)
+    _assert_close(np.asarray(hidden)[real], theirs_hidden[real])
+    keep = np.take_along_axis(mask, positions, axis=1).astype(bool)
+    _assert_close(np.asarray(mlm)[keep], theirs_logits[keep])
+
+
+def test_modernbert_export_then_import_is_identical_and_loads_in_transformers():
+    torch = pytest.importorskip("torch")
+    hf_model, hf_config = _modernbert()
+    config = model_config_from_hf(hf_config.to_dict(), "test")
+    tensors = {k: v.detach().numpy() for k, v in hf_model.state_dict().items()}
+    flat = hf_mapping.hf_to_flat(tensors, config, "test")
+    exported = hf_mapping.flat_to_hf(flat, config)
+    assert set(exported) == set(tensors) - {"decoder.weight"}
+    for name, value in exported.items():
+        np.testing.assert_array_equal(value, tensors[name], err_msg=name)
+    again = hf_mapping.hf_to_flat(exported, config, "test")
+    assert set(again) == set(flat)
+    for path in flat:
+        np.testing.assert_array_equal(again[path], flat[path], err_msg=path)
+    reloaded = type(hf_model)(hf_config)
+    missing, unexpected = reloaded.load_state_dict({k: torch.from_numpy(v) for k, v in exported.items()}, strict=False)
+    assert unexpected == [] and missing == ["decoder.weight"]  # the decoder is the tied embedding table
+
+
+def test_modernbert_base_model_names_without_the_model_prefix_are_read():
+    hf_model, hf_config = _modernbert()
+    config = model_config_from_hf(hf_config.to_dict(), "test")
+    tensors = {k.removeprefix("model."): v.detach().numpy() for k, v in hf_model.model.state_dict().items()}
+    flat = hf_mapping.hf_to_flat({k: v for k, v in tensors.items()}, config, "test")
+    assert "bert/layer_1/attention/value/kernel" in flat and "mlm_head/bias" not in flat
+
+
+def test_rope_rotates_pairs_by_position_times_frequency():
+    """Against the paper's formula written out: pair (i, i + d/2) turned by position * theta^(-2i/d)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1, 5, 2, 8)).astype(np.float32)
+    positions = np.array([[0, 1, 2, 7, 11]])
+    out = np.asarray(rotate(jnp.asarray(x), rotary_tables(jnp.asarray(positions), 8, 100.0)))
+    for t, p in enumerate(positions[0]):
+        for i in range(4):
+            angle = p * 100.0 ** (-2 * i / 8)
+            a, b = x[0, t, :, i], x[0, t, :, i + 4]
+            np.testing.assert_allclose(out[0, t, :, i], a * np.cos(angle) - b * np.sin(angle), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(out[0, t, :, i + 4], b * np.cos(angle) + a * np.sin(angle), rtol=1e-5, atol=1e-6)
+
+
+def test_sliding_window_keeps_segments_apart_and_reaches_half_the_window():
+    segments = jnp.array([[1, 1, 1, 1, 1, 1, 2, 2, 2, 0]])
+    allowed = np.asarray(attention_allowed(segments, window=4))[0, 0]
+    assert allowed[0].tolist() == [True, True, True, False, False, False, False, False, False, False]
+    assert allowed[5].tolist() == [False, False, False, True, True, True, False, False, False, False]
+    assert allowed[6].tolist() == [False] * 6 + [True, True, True, False]
+
+
+def _param_count(config: ModelConfig) -> int:
+    """Parameters of BertForPreTraining of `config`, from its abstract initialisation."""
+    ids = jnp.ones((1, 8), jnp.int32)
+    init = lambda k: BertForPreTraining(config).init(k, ids, ids * 0, ids, ids[:, :2])  # noqa: E731
+    shapes = jax.eval_shape(init, jax.random.key(0))
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nn.meta.unbox(shapes["params"])))
+
+
+def test_param_count_formula_holds_for_every_knob():
+    for knobs in (
+        {},
+        dict(position_embedding_type="rope", mlp_type="glu", layer_norm_position="pre", first_attention_norm=False),
+        dict(norm_bias=False, attention_bias=False, mlp_bias=False, head_bias=False, decoder_bias=False),
+        dict(norm_type="rmsnorm", type_vocab_size=0, embedding_norm=False, position_embedding_type="none"),
+    ):
+        config = ModelConfig(
+            vocab_size=101, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=40, **knobs
+        )
+        assert _param_count(config) == config.num_params(), knobs
+
+
+@pytest.mark.parametrize(
+    "knobs", [dict(local_attention=6, global_attn_every_n_layers=2, position_embedding_type="rope")]
+)
+def test_scanned_layers_alternate_attention_as_the_unrolled_layers(knobs):
+    from bertjax.weights.param_tree import flatten, stack_layers, unflatten
+
+    config = ModelConfig(
+        vocab_size=101,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=40,
+        max_position_embeddings=32,
+        **knobs,
+    )
+    scanned = ModelConfig(**{**config.__dict__, "scan_layers": True})
+    ids, mask = _batch(np.random.default_rng(2), 2, 20, 101, padded=True)
+    params = jax.jit(lambda k: BertModel(config).init(k, ids, ids * 0, mask))(jax.random.key(0))["params"]
+    params = nn.meta.unbox(params)
+    unrolled, _ = BertModel(config).apply({"params": params}, ids, ids * 0, mask)
+    layers = unflatten(stack_layers(flatten({"bert": params}), config.num_hidden_layers))["bert"]
+    stacked, _ = BertModel(scanned).apply({"params": layers}, ids, ids * 0, mask)
+    np.testing.assert_allclose(np.asarray(stacked), np.asarray(unrolled), rtol=1e-5, atol=1e-5)
+
+
+def test_modernbert_folder_written_by_write_hf_loads_in_transformers_and_reads_back(tmp_path):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from bertjax.weights.pretrained import Pretrained, read_hf, write_hf
+
+    hf_model, hf_config = _modernbert(norm_bias=True)
+    config = model_config_from_hf(hf_config.to_dict(), "test")
+    flat = hf_mapping.hf_to_flat({k: v.detach().numpy() for k, v in hf_model.state_dict().items()}, config, "test")
+    folder = write_hf(Pretrained(config, flat, None, True, "bertjax", tmp_path / "ours"), tmp_path / "hf")
+    loaded, info = transformers.AutoModelForMaskedLM.from_pretrained(
+        folder, output_loading_info=True, attn_implementation="eager"
+    )
+    assert type(loaded).__name__ == "ModernBertForMaskedLM"
+    assert info["missing_keys"] == set() or not info["missing_keys"], info
+    assert not info["unexpected_keys"], info
+    ids = torch.tensor(_batch(np.random.default_rng(3), 2, 20, config.vocab_size, padded=False)[0], dtype=torch.long)
+    with torch.no_grad():
+        np.testing.assert_allclose(
+            loaded.eval()(input_ids=ids).logits.numpy(), hf_model(input_ids=ids).logits.numpy(), atol=1e-6
+        )
+    back = read_hf(folder)
+    assert back.config == config
+    assert set(back.params) == set(flat)
+    for path, value in flat.items():
+        np.testing.assert_array_equal(back.params[path], value, err_msg=path)
+
+
+@pytest.mark.parametrize("size", ["base", "large"])
+def test_modernbert_config_has_the_published_models_parameter_count(size):
+    """configs/modernbert.py at the published sizes: as many parameters as transformers'
+    ModernBertForMaskedLM of that size (149M and 395M with ModernBERT's 50,368-token vocab)."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from bertjax.config import load_config_module, model_config_from_dict
+
+    cd = load_config_module("configs/modernbert.py").get_config(f"size={size}")
+    cd.model.vocab_size = 50368
+    config = model_config_from_dict(cd.model)
+    shape = dict(
+        hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads,
+        intermediate_size=config.intermediate_size,
+    )
+    with torch.device("meta"):
+        hf_model = transformers.ModernBertForMaskedLM(transformers.ModernBertConfig(**shape))
+    theirs = sum(p.numel() for p in hf_model.parameters())
+    h = config.hidden_size
+    pooler_and_nsp = (h * h + h) + (2 * h + 2)  # our pretraining model's, which ModernBERT has not
+    assert config.num_params() - pooler_and_nsp == theirs
+    assert theirs // 10**6 == {"base": 149, "large": 395}[size]
