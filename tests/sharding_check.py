@@ -35,6 +35,19 @@ MODEL = ModelConfig(
     hidden_dropout_prob=0.1,
     attention_probs_dropout_prob=0.1,
 )
+MODERNBERT_KNOBS = dict(
+    position_embedding_type="rope",
+    local_attention=8,
+    global_attn_every_n_layers=2,
+    mlp_type="glu",
+    layer_norm_position="pre",
+    first_attention_norm=False,
+    type_vocab_size=0,
+    norm_bias=False,
+    attention_bias=False,
+    mlp_bias=False,
+    head_bias=False,
+)
 STEPS, BATCH, LENGTH, PREDICTIONS = 4, 16, 32, 5
 MESHES = {
     # (devices, mesh, state initialised sharded on the mesh): one sharded init checks that the
@@ -203,11 +216,19 @@ def main() -> None:
     variant = dataclasses.replace(MODEL, attention="xla", attention_probs_dropout_prob=0.0, scan_layers=True)
     results["single_xla_lamb"] = run([0], MeshConfig(data=1), variant, optimizer="lamb", born_sharded=True)
     results["fsdp2_tensor4_xla_lamb"] = run(None, MeshConfig(data=1, fsdp=2, tensor=4), variant, optimizer="lamb")
+    # ModernBERT's knobs: rotary positions, sliding windows of 8 of the 32 tokens on all but every
+    # other layer, a GeGLU whose kernel [embed, 2, mlp] splits over the tensor axis, pre-LN without
+    # biases or token types.
+    modern = dataclasses.replace(MODEL, **MODERNBERT_KNOBS)
+    results["single_modernbert"] = run([0], MeshConfig(data=1), modern)
+    results["data2_fsdp2_tensor2_modernbert"] = run(None, MeshConfig(data=2, fsdp=2, tensor=2), modern)
     report = {}
     for name, result in results.items():
         reference = results["single"]["params"]
         if name.endswith("xla_lamb"):
             reference = results["single_xla_lamb"]["params"]
+        if name.endswith("modernbert"):
+            reference = results["single_modernbert"]["params"]
         diffs = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()), result["params"], reference))
         report[name] = {**{k: v for k, v in result.items() if k != "params"}, "max_param_diff": max(diffs)}
     with tempfile.TemporaryDirectory() as directory:
