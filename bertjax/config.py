@@ -96,6 +96,8 @@ class ModelConfig:
     # Positions: "absolute" (a learned table added to the embeddings, BERT), "rope" (rotary, applied
     # to queries and keys in every layer; positions restart at each packed segment), "none".
     position_embedding_type: str = "absolute"
+    # Learned positions start at this row of the table (RoBERTa: its padding id + 1 = 2).
+    position_offset: int = 0
     global_rope_theta: float = 10000.0  # RoPE base of the global-attention layers (ModernBERT: 160000)
     local_rope_theta: float = 10000.0  # RoPE base of the sliding-window layers (ModernBERT: 10000)
     # Sliding-window attention: a layer sees the keys within local_attention / 2 tokens on either
@@ -478,6 +480,7 @@ RANGES: dict[type, dict[str, tuple[Callable[[Any], bool], str]]] = {
         "max_position_embeddings": _POSITIVE,
         "type_vocab_size": _NATURAL,  # 0: no token types (RoBERTa, ModernBERT)
         "local_attention": _NATURAL,
+        "position_offset": _NATURAL,
         "global_attn_every_n_layers": _POSITIVE,
         "global_rope_theta": _above(0.0),
         "local_rope_theta": _above(0.0),

@@ -142,7 +142,7 @@ class Embeddings(nn.Module):
             # The position table (512 x hidden) is always gathered whole before the lookup: moving
             # its rows out of an embed split costs more than the table.
             positions = nn.with_logical_constraint(self.position_embeddings.embedding, ("position", None))
-            x = x + jnp.take(positions.astype(dtype), position_ids(segments), axis=0)
+            x = x + jnp.take(positions.astype(dtype), position_ids(segments) + cfg.position_offset, axis=0)
         if cfg.type_vocab_size:
             x = x + self.token_types(token_type_ids)
         x = nn.with_logical_constraint(x, BATCH_LENGTH_EMBED)

@@ -11,12 +11,14 @@ raises `CheckpointError`; nothing is skipped silently.
 
 Which Hugging Face model holds a bertjax model follows from its architecture knobs
 (`hf_model_type`): BERT's (learned positions, post-LN, GELU MLP, biases everywhere) map to
-`bert`, ModernBERT's (RoPE, pre-LN without layer 0's attention norm, GLU, no token types) to
+`bert` (or `roberta`, with positions offset as RoBERTa's: BERT's tensors under other names),
+ModernBERT's (RoPE, pre-LN without layer 0's attention norm, GLU, no token types) to
 `modernbert`, whose fused tensors (`Wqkv`, the GLU's `Wi`) are split into ours and joined back.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -70,7 +72,7 @@ def hf_model_type(config: ModelConfig) -> str | None:
         and c.decoder_bias
         and not c.local_attention
     ):
-        return "bert"
+        return "roberta" if c.position_offset else "bert"
     if (
         c.position_embedding_type == "rope"
         and c.layer_norm_position == "pre"
@@ -118,8 +120,11 @@ def name_map(config: ModelConfig, architecture: str = "") -> list[tuple[str, str
     """(bertjax path, HF name, transform) for every tensor of BertForPreTraining + the fine-tuning
     heads (or of ModernBertForMaskedLM, for a ModernBERT-shaped config: `hf_model_type`). HF's
     `classifier` is our token classifier in a `BertForTokenClassification`."""
-    if hf_model_type(config) == "modernbert":
+    model_type = hf_model_type(config)
+    if model_type == "modernbert":
         return modernbert_name_map(config)
+    if model_type == "roberta":
+        return roberta_name_map(config)
     rows = [
         ("bert/embeddings/word_embeddings/embedding", "bert.embeddings.word_embeddings.weight", "copy"),
         ("bert/embeddings/position_embeddings/embedding", "bert.embeddings.position_embeddings.weight", "copy"),
@@ -143,6 +148,31 @@ def name_map(config: ModelConfig, architecture: str = "") -> list[tuple[str, str
     classifier = "token_classifier" if architecture == TOKEN_CLASSIFICATION else "classifier"
     rows += _dense(classifier, "classifier", "dense")
     rows += _dense("qa_outputs", "qa_outputs", "dense")
+    return rows
+
+
+# RoBERTa's names for BERT's tensors (RobertaForMaskedLM; RobertaModel's without `roberta.`).
+_ROBERTA_NAMES = (
+    ("bert.", "roberta."),
+    ("cls.predictions.transform.dense", "lm_head.dense"),
+    ("cls.predictions.transform.LayerNorm", "lm_head.layer_norm"),
+    ("cls.predictions.bias", "lm_head.bias"),
+)
+ROBERTA_DERIVED_TENSORS = ("lm_head.decoder.weight", "lm_head.decoder.bias", "roberta.embeddings.position_ids")
+
+
+def roberta_name_map(config: ModelConfig) -> list[tuple[str, str, str]]:
+    """(bertjax path, HF name, transform) for transformers' RobertaForMaskedLM (and RobertaModel's
+    pooler): BERT's tensors under RoBERTa's names (no NSP head; its classification head, on the
+    first token without the pooler, is not BERT's)."""
+    rows = []
+    for ours, hf, kind in name_map(dataclasses.replace(config, position_offset=0)):
+        if ours.startswith(("nsp_head", "classifier", "token_classifier", "qa_outputs")):
+            continue
+        for old, new in _ROBERTA_NAMES:
+            if hf.startswith(old):
+                hf = new + hf[len(old) :]
+        rows.append((ours, hf, kind))
     return rows
 
 
@@ -253,8 +283,11 @@ def hf_to_flat(
     """
     rows = name_map(config, architecture)
     by_hf = {hf: (ours, kind) for ours, hf, kind in rows}
-    if hf_model_type(config) == "modernbert":
+    model_type = hf_model_type(config)
+    if model_type == "modernbert":
         prefix, encoder, derived = "model.", _MODERNBERT_ENCODER_PREFIXES, ("decoder.weight",)
+    elif model_type == "roberta":
+        prefix, encoder, derived = "roberta.", _ENCODER_PREFIXES, ROBERTA_DERIVED_TENSORS
     else:
         prefix, encoder, derived = "bert.", _ENCODER_PREFIXES, DERIVED_HF_TENSORS
     parts = {hf.split(PART)[0]: int(hf.rsplit("/", 1)[1]) for _, hf, _ in rows if PART in hf}

@@ -143,10 +143,11 @@ def modernbert_config_from_hf(hf_config: Mapping[str, Any], where: str) -> Model
 def model_config_from_hf(hf_config: Mapping[str, Any], where: str) -> ModelConfig:
     """Our ModelConfig from an HF BertConfig (or ModernBertConfig) dict; unsupported variants are a
     CheckpointError."""
-    if hf_config.get("model_type") == "modernbert":
+    model_type = hf_config.get("model_type", "bert")
+    if model_type == "modernbert":
         return modernbert_config_from_hf(hf_config, where)
-    if hf_config.get("model_type", "bert") != "bert":
-        raise CheckpointError(f"{where}: model_type {hf_config.get('model_type')!r} is not bert or modernbert")
+    if model_type not in ("bert", "roberta"):
+        raise CheckpointError(f"{where}: model_type {model_type!r} is not bert, roberta or modernbert")
     if hf_config.get("position_embedding_type", "absolute") != "absolute":
         raise CheckpointError(
             f"{where}: position_embedding_type {hf_config['position_embedding_type']!r} is not supported"
@@ -154,6 +155,8 @@ def model_config_from_hf(hf_config: Mapping[str, Any], where: str) -> ModelConfi
     if hf_config.get("hidden_act", "gelu") not in ("gelu", "gelu_new", "relu"):
         raise CheckpointError(f"{where}: hidden_act {hf_config['hidden_act']!r} is not supported")
     fields = {k: hf_config[k] for k in HF_FIELDS if k in hf_config}
+    if model_type == "roberta":  # positions counted from the padding id + 1, as fairseq's
+        fields["position_offset"] = int(hf_config.get("pad_token_id", 1)) + 1
     try:
         return model_config_from_dict(fields, prefix=f"{where}: ")
     except BertjaxError as e:
@@ -373,8 +376,8 @@ def write_hf(pretrained: Pretrained, destination: str | Path) -> Path:
     from safetensors.numpy import save_file
 
     model_type = hf_mapping.hf_model_type(pretrained.config)
-    if model_type == "modernbert":
-        return _write_modernbert(pretrained, Path(destination))
+    if model_type in ("modernbert", "roberta"):
+        return _write_mlm_encoder(pretrained, Path(destination), model_type)
     if model_type is None and pretrained.config.layer_norm_position != "post":
         raise CheckpointError(
             f"{pretrained.path} is a pre-LN model (model.layer_norm_position=pre), which Hugging Face's BERT "
@@ -432,28 +435,54 @@ def _special_token_ids(pretrained: Pretrained) -> dict[str, int | None]:
     return {**ids, "bos_token_id": ids["cls_token_id"], "eos_token_id": ids["sep_token_id"]}
 
 
-def _write_modernbert(pretrained: Pretrained, destination: Path) -> Path:
-    """A Hugging Face ModernBERT folder: ModernBertForMaskedLM with the MLM head, else ModernBertModel."""
+def _write_mlm_encoder(pretrained: Pretrained, destination: Path, model_type: str) -> Path:
+    """A Hugging Face ModernBERT or RoBERTa folder: <Model>ForMaskedLM with the MLM head, else
+    <Model>Model. A pretraining run's NSP head (and, for ModernBERT, pooler) is left out, as those
+    models have none; other heads are refused."""
     from safetensors.numpy import save_file
 
     config, groups = pretrained.config, pretrained.groups()
-    heads = [g for g in groups if g not in ("encoder", "mlm_head", "pooler", "nsp_head")]
+    name = {"modernbert": "ModernBert", "roberta": "Roberta"}[model_type]
+    droppable = ("nsp_head",) if model_type == "roberta" else ("pooler", "nsp_head")
+    heads = [g for g in groups if g not in ("encoder", "mlm_head", "pooler", *droppable)]
     if heads:
         raise CheckpointError(
-            f"{pretrained.path}: a ModernBERT with {', '.join(heads)} has no Hugging Face form here (the encoder "
+            f"{pretrained.path}: a {name} model with {', '.join(heads)} has no Hugging Face form here (the encoder "
             "and the MLM head have): keep it as a bertjax model checkpoint"
         )
-    left_out = [g for g in groups if g in ("pooler", "nsp_head")]
-    if left_out:  # a pretraining run's (ModernBERT has neither)
-        print(f"left out of the ModernBERT folder: {', '.join(left_out)}", file=sys.stderr)
+    left_out = [g for g in groups if g in droppable]
+    if left_out:
+        print(f"left out of the {name} folder: {', '.join(left_out)}", file=sys.stderr)
     params = {p: v for p, v in pretrained.params.items() if component(p) not in left_out}
     tensors = hf_mapping.flat_to_hf(params, config)
-    architecture = "ModernBertForMaskedLM" if "mlm_head" in groups else "ModernBertModel"
-    if architecture == "ModernBertModel":
-        tensors = {k.removeprefix("model."): v for k, v in tensors.items()}
-    hf_config: dict[str, Any] = {
-        "architectures": [architecture],
-        "model_type": "modernbert",
+    architecture = f"{name}ForMaskedLM" if "mlm_head" in groups else f"{name}Model"
+    if architecture.endswith("Model"):
+        tensors = {k.removeprefix("model.").removeprefix("roberta."): v for k, v in tensors.items()}
+    fields = _modernbert_fields(pretrained) if model_type == "modernbert" else _roberta_fields(config)
+    hf_config = {"architectures": [architecture], "model_type": model_type, **fields}
+    hf_config["torch_dtype"] = str(next(iter(tensors.values())).dtype)
+
+    def write(folder: Path) -> None:
+        save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        (folder / "config.json").write_text(json.dumps(hf_config, indent=2))
+        _copy_tokenizer_files(pretrained, folder)
+
+    return _write_folder(destination, write)
+
+
+def _roberta_fields(config: ModelConfig) -> dict[str, Any]:
+    """RobertaConfig fields: BERT's, with the padding id that gives the position offset."""
+    return {
+        **{k: v for k, v in dataclasses.asdict(config).items() if k in HF_FIELDS},
+        "pad_token_id": config.position_offset - 1,
+        "position_embedding_type": "absolute",
+    }
+
+
+def _modernbert_fields(pretrained: Pretrained) -> dict[str, Any]:
+    """ModernBertConfig fields of the model, with the tokenizer's special token ids."""
+    config = pretrained.config
+    return {
         **{k: getattr(config, k) for k in HF_FIELDS[:5]},
         "max_position_embeddings": config.max_position_embeddings,
         "hidden_activation": config.hidden_act,
@@ -473,15 +502,7 @@ def _write_modernbert(pretrained: Pretrained, destination: Path) -> Path:
         "attention_dropout": config.attention_probs_dropout_prob,
         "tie_word_embeddings": True,
         **_special_token_ids(pretrained),
-        "torch_dtype": str(next(iter(tensors.values())).dtype),
     }
-
-    def write(folder: Path) -> None:
-        save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
-        (folder / "config.json").write_text(json.dumps(hf_config, indent=2))
-        _copy_tokenizer_files(pretrained, folder)
-
-    return _write_folder(destination, write)
 
 
 # --------------------------------------------------------------------------------------------

@@ -247,3 +247,70 @@ def test_modernbert_config_has_the_published_models_parameter_count(size):
     pooler_and_nsp = (h * h + h) + (2 * h + 2)  # our pretraining model's, which ModernBERT has not
     assert config.num_params() - pooler_and_nsp == theirs
     assert theirs // 10**6 == {"base": 149, "large": 395}[size]
+
+
+def _roberta():
+    """transformers' RobertaForMaskedLM (RoBERTa-base's layout: one token type, padding id 1, so
+    positions from 2) with random weights everywhere."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    shape = {k: MODERNBERT[k] for k in ("vocab_size", "hidden_size", "num_attention_heads", "max_position_embeddings")}
+    hf_config = transformers.RobertaConfig(
+        **shape, num_hidden_layers=2, intermediate_size=96, type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5
+    )
+    model = transformers.RobertaForMaskedLM(hf_config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(
+                torch.randn_like(p) * 0.2 + (1.0 if "LayerNorm.weight" in name or "layer_norm.weight" in name else 0.0)
+            )
+    return model, hf_config
+
+
+@pytest.mark.parametrize("padded", [False, True], ids=["full-rows", "padded"])
+def test_roberta_equals_torch_roberta_for_masked_lm(padded):
+    """Positions offset by the padding id + 1 (fairseq's), BERT's layers under RoBERTa's names."""
+    torch = pytest.importorskip("torch")
+    hf_model, hf_config = _roberta()
+    config = model_config_from_hf(hf_config.to_dict() | {"model_type": "roberta"}, "test")
+    assert hf_mapping.hf_model_type(config) == "roberta" and config.position_offset == 2
+    params = _params(config, {k: v.detach().numpy() for k, v in hf_model.state_dict().items()})
+    ids, mask = _batch(np.random.default_rng(4), 3, 24, config.vocab_size, padded)
+    ids = np.where(mask > 0, ids, 1)  # RoBERTa's padding id: its positions come from the ids
+    positions = np.stack([np.arange(0, 24, 3)] * 3).astype(np.int32)
+    mlm, _ = BertForPreTraining(config).apply({"params": params}, ids, ids * 0, mask, positions)
+    hidden, _ = BertModel(config, add_pooling_layer=False).apply({"params": params["bert"]}, ids, ids * 0, mask)
+    with torch.no_grad():
+        out = hf_model(
+            input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask), output_hidden_states=True
+        )
+    real = mask.astype(bool)
+    _assert_close(np.asarray(hidden)[real], out.hidden_states[-1].numpy()[real])
+    keep = np.take_along_axis(mask, positions, axis=1).astype(bool)
+    _assert_close(np.asarray(mlm)[keep], np.take_along_axis(out.logits.numpy(), positions[..., None], axis=1)[keep])
+
+
+def test_roberta_folder_written_by_write_hf_loads_in_transformers_and_reads_back(tmp_path):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from bertjax.weights.pretrained import Pretrained, read_hf, write_hf
+
+    hf_model, hf_config = _roberta()
+    config = model_config_from_hf(hf_config.to_dict() | {"model_type": "roberta"}, "test")
+    tensors = {k: v.detach().numpy() for k, v in hf_model.state_dict().items()}
+    flat = hf_mapping.hf_to_flat(tensors, config, "test")
+    assert set(hf_mapping.flat_to_hf(flat, config)) == set(tensors) - set(hf_mapping.ROBERTA_DERIVED_TENSORS)
+    folder = write_hf(Pretrained(config, flat, None, True, "bertjax", tmp_path / "ours"), tmp_path / "hf")
+    loaded, info = transformers.AutoModelForMaskedLM.from_pretrained(folder, output_loading_info=True)
+    assert type(loaded).__name__ == "RobertaForMaskedLM"
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    ids = torch.tensor(_batch(np.random.default_rng(5), 2, 20, config.vocab_size, padded=False)[0], dtype=torch.long)
+    with torch.no_grad():
+        np.testing.assert_allclose(
+            loaded.eval()(input_ids=ids).logits.numpy(), hf_model(input_ids=ids).logits.numpy(), atol=1e-6
+        )
+    back = read_hf(folder)
+    assert back.config == config and set(back.params) == set(flat)
+    for path, value in flat.items():
+        np.testing.assert_array_equal(back.params[path], value, err_msg=path)
