@@ -98,6 +98,12 @@ class ModelConfig:
     position_embedding_type: str = "absolute"
     # Learned positions start at this row of the table (RoBERTa: its padding id + 1 = 2).
     position_offset: int = 0
+    # Factorised embeddings (ELECTRA, ALBERT): tables of this width, projected to hidden_size after
+    # their norm; the MLM head maps back to it for the tied decoder. 0: hidden_size.
+    embedding_size: int = 0
+    # The Hugging Face model_type whose layout `to-hf` writes: "" infers it from the knobs (bert,
+    # roberta, modernbert); "electra" (a BERT encoder under ELECTRA's names) is kept from an import.
+    hf_model_type: str = ""
     global_rope_theta: float = 10000.0  # RoPE base of the global-attention layers (ModernBERT: 160000)
     local_rope_theta: float = 10000.0  # RoPE base of the sliding-window layers (ModernBERT: 10000)
     # Sliding-window attention: a layer sees the keys within local_attention / 2 tokens on either
@@ -124,6 +130,11 @@ class ModelConfig:
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
 
+    @property
+    def embedding_width(self) -> int:
+        """The width of the embedding tables (`embedding_size`, else hidden_size)."""
+        return self.embedding_size or self.hidden_size
+
     def is_global_layer(self, index: int) -> bool:
         """Whether layer `index` attends globally (see local_attention)."""
         return not self.local_attention or index % self.global_attn_every_n_layers == 0
@@ -133,13 +144,16 @@ class ModelConfig:
         h, i, v = self.hidden_size, self.intermediate_size, self.vocab_size
         norm = h * (2 if self.norm_bias and self.norm_type == "layernorm" else 1)
         positions = self.max_position_embeddings if self.position_embedding_type == "absolute" else 0
-        embeddings = (v + positions + self.type_vocab_size) * h + (norm if self.embedding_norm else 0)
+        e = self.embedding_width
+        embed_norm = e * (2 if self.norm_bias and self.norm_type == "layernorm" else 1)
+        embeddings = (v + positions + self.type_vocab_size) * e + (embed_norm if self.embedding_norm else 0)
+        embeddings += (e * h + h) if e != h else 0
         attention = 4 * (h * h + (h if self.attention_bias else 0))
         halves = 2 if self.mlp_type == "glu" else 1
         mlp = halves * h * i + i * h + ((halves * i + h) if self.mlp_bias else 0)
         skipped = norm if self.layer_norm_position == "pre" and not self.first_attention_norm else 0
         pooler = h * h + h
-        heads = (h * h + (h if self.head_bias else 0)) + norm + (v if self.decoder_bias else 0) + (2 * h + 2)
+        heads = (h * e + (e if self.head_bias else 0)) + embed_norm + (v if self.decoder_bias else 0) + (2 * h + 2)
         final_norm = norm if self.layer_norm_position == "pre" else 0
         layers = self.num_hidden_layers * (attention + mlp + 2 * norm) - skipped
         return embeddings + layers + final_norm + pooler + heads
@@ -481,6 +495,7 @@ RANGES: dict[type, dict[str, tuple[Callable[[Any], bool], str]]] = {
         "type_vocab_size": _NATURAL,  # 0: no token types (RoBERTa, ModernBERT)
         "local_attention": _NATURAL,
         "position_offset": _NATURAL,
+        "embedding_size": _NATURAL,
         "global_attn_every_n_layers": _POSITIVE,
         "global_rope_theta": _above(0.0),
         "local_rope_theta": _above(0.0),
@@ -605,6 +620,7 @@ def model_config_from_dict(cd: ml_collections.ConfigDict | dict, prefix: str = "
     _check_choice(prefix + "position_embedding_type", model.position_embedding_type, ("absolute", "rope", "none"))
     _check_choice(prefix + "mlp_type", model.mlp_type, ("mlp", "glu"))
     _check_choice(prefix + "norm_type", model.norm_type, ("layernorm", "rmsnorm"))
+    _check_choice(prefix + "hf_model_type", model.hf_model_type, ("", "bert", "roberta", "modernbert", "electra"))
     if model.scan_layers and model.layer_norm_position == "pre" and not model.first_attention_norm:
         raise ConfigError(f"config key {prefix}first_attention_norm=False needs {prefix}scan_layers=False")
     if model.position_embedding_type == "rope" and model.head_dim % 2:

@@ -112,27 +112,28 @@ def rotate(x: Array, tables: tuple[Array, Array]) -> Array:
 class Embeddings(nn.Module):
     """Word + position + token-type embeddings, then LayerNorm and dropout: the position table only
     for `position_embedding_type="absolute"`, token types only if `type_vocab_size` > 0, the norm
-    only with `embedding_norm`."""
+    only with `embedding_norm`; tables of `embedding_size` are projected to hidden_size last."""
 
     config: ModelConfig
 
     def setup(self) -> None:
         cfg = self.config
         embed = functools.partial(nn.Embed, dtype=_dtype(cfg.dtype), param_dtype=_dtype(cfg.param_dtype))
-        self.word_embeddings = embed(
-            cfg.vocab_size, cfg.hidden_size, embedding_init=_kernel_init(cfg, ("vocab", "embed"))
-        )
+        width = cfg.embedding_width
+        self.word_embeddings = embed(cfg.vocab_size, width, embedding_init=_kernel_init(cfg, ("vocab", "embed")))
         if cfg.position_embedding_type == "absolute":
             self.position_embeddings = embed(
-                cfg.max_position_embeddings, cfg.hidden_size, embedding_init=_kernel_init(cfg, ("position", "embed"))
+                cfg.max_position_embeddings, width, embedding_init=_kernel_init(cfg, ("position", "embed"))
             )
         if cfg.type_vocab_size:
             self.token_type_embeddings = embed(
-                cfg.type_vocab_size, cfg.hidden_size, embedding_init=_kernel_init(cfg, ("token_type", "embed"))
+                cfg.type_vocab_size, width, embedding_init=_kernel_init(cfg, ("token_type", "embed"))
             )
         if cfg.embedding_norm:
             self.layer_norm = layer_norm(cfg)
         self.dropout = Dropout(cfg.hidden_dropout_prob)
+        if width != cfg.hidden_size:  # factorised embeddings: up to the encoder's width
+            self.embeddings_project = dense(cfg, width, cfg.hidden_size, (None, "embed"))
 
     def __call__(self, input_ids: Array, token_type_ids: Array, segments: Array, deterministic: bool) -> Array:
         cfg = self.config
@@ -148,7 +149,10 @@ class Embeddings(nn.Module):
         x = nn.with_logical_constraint(x, BATCH_LENGTH_EMBED)
         if cfg.embedding_norm:
             x = self.layer_norm(x)
-        return self.dropout(x, deterministic=deterministic)
+        x = self.dropout(x, deterministic=deterministic)
+        if cfg.embedding_width != cfg.hidden_size:
+            x = nn.with_logical_constraint(self.embeddings_project(x), BATCH_LENGTH_EMBED)
+        return x
 
     def word_table(self) -> Array:
         """The word-embedding table for the lookup and the tied MLM decoder, gathered along its
@@ -453,7 +457,8 @@ class MaskedLMHead(nn.Module):
     @nn.compact
     def __call__(self, hidden: Array, decode: Any) -> Array:
         cfg = self.config
-        h = dense(cfg, cfg.hidden_size, cfg.hidden_size, ("embed", "embed_out"), "transform", cfg.head_bias)(hidden)
+        width = cfg.embedding_width  # back to the tied table's width
+        h = dense(cfg, cfg.hidden_size, width, ("embed", "embed_out"), "transform", cfg.head_bias)(hidden)
         h = activation(cfg.hidden_act)(h)
         h = layer_norm(cfg, "transform_layer_norm")(h)
         logits = decode(h).astype(jnp.float32)

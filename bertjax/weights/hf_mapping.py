@@ -11,7 +11,8 @@ raises `CheckpointError`; nothing is skipped silently.
 
 Which Hugging Face model holds a bertjax model follows from its architecture knobs
 (`hf_model_type`): BERT's (learned positions, post-LN, GELU MLP, biases everywhere) map to
-`bert` (or `roberta`, with positions offset as RoBERTa's: BERT's tensors under other names),
+`bert` (or `roberta`, with positions offset as RoBERTa's, or `electra`, with factorised
+embeddings or kept from an ELECTRA import: BERT's tensors under other names),
 ModernBERT's (RoPE, pre-LN without layer 0's attention norm, GLU, no token types) to
 `modernbert`, whose fused tensors (`Wqkv`, the GLU's `Wi`) are split into ours and joined back.
 """
@@ -58,7 +59,7 @@ PART = "@"
 def hf_model_type(config: ModelConfig) -> str | None:
     """The Hugging Face `model_type` whose layout holds a model of `config`, or None."""
     c = config
-    if (
+    bert_like = (
         c.position_embedding_type == "absolute"
         and c.layer_norm_position == "post"
         and c.mlp_type == "mlp"
@@ -71,7 +72,10 @@ def hf_model_type(config: ModelConfig) -> str | None:
         and c.head_bias
         and c.decoder_bias
         and not c.local_attention
-    ):
+    )
+    if bert_like and not c.position_offset and (c.hf_model_type == "electra" or c.embedding_width != c.hidden_size):
+        return "electra"  # BERT's encoder under ELECTRA's names (factorised embeddings if any)
+    if bert_like:
         return "roberta" if c.position_offset else "bert"
     if (
         c.position_embedding_type == "rope"
@@ -125,6 +129,8 @@ def name_map(config: ModelConfig, architecture: str = "") -> list[tuple[str, str
         return modernbert_name_map(config)
     if model_type == "roberta":
         return roberta_name_map(config)
+    if model_type == "electra":
+        return electra_name_map(config)
     rows = [
         ("bert/embeddings/word_embeddings/embedding", "bert.embeddings.word_embeddings.weight", "copy"),
         ("bert/embeddings/position_embeddings/embedding", "bert.embeddings.position_embeddings.weight", "copy"),
@@ -148,6 +154,36 @@ def name_map(config: ModelConfig, architecture: str = "") -> list[tuple[str, str
     classifier = "token_classifier" if architecture == TOKEN_CLASSIFICATION else "classifier"
     rows += _dense(classifier, "classifier", "dense")
     rows += _dense("qa_outputs", "qa_outputs", "dense")
+    return rows
+
+
+# ELECTRA's names for BERT's tensors (ElectraForMaskedLM, the generator, and ElectraForPreTraining,
+# the discriminator, whose head is ours `discriminator_head`; ElectraModel's without `electra.`).
+_ELECTRA_NAMES = (
+    ("bert.", "electra."),
+    ("cls.predictions.transform.dense", "generator_predictions.dense"),
+    ("cls.predictions.transform.LayerNorm", "generator_predictions.LayerNorm"),
+    ("cls.predictions.bias", "generator_lm_head.bias"),
+)
+ELECTRA_DERIVED_TENSORS = ("generator_lm_head.weight", "electra.embeddings.position_ids")
+
+
+def electra_name_map(config: ModelConfig) -> list[tuple[str, str, str]]:
+    """(bertjax path, HF name, transform) for transformers' ElectraForMaskedLM and
+    ElectraForPreTraining: BERT's tensors under ELECTRA's names (no pooler, no NSP head), the
+    projection of factorised embeddings, and the discriminator's head."""
+    rows = []
+    for ours, hf, kind in name_map(dataclasses.replace(config, hf_model_type="bert", embedding_size=0)):
+        if ours.startswith(("nsp_head", "classifier", "token_classifier", "qa_outputs", "bert/pooler")):
+            continue
+        for old, new in _ELECTRA_NAMES:
+            if hf.startswith(old):
+                hf = new + hf[len(old) :]
+        rows.append((ours, hf, kind))
+    if config.embedding_width != config.hidden_size:
+        rows += _dense("bert/embeddings/embeddings_project", "electra.embeddings_project", "dense")
+    rows += _dense("discriminator_head/dense", "discriminator_predictions.dense", "dense")
+    rows += _dense("discriminator_head/prediction", "discriminator_predictions.dense_prediction", "dense")
     return rows
 
 
@@ -218,16 +254,24 @@ def _our_shape(path: str, kind: str, hf_shape: tuple[int, ...], config: ModelCon
         return tuple(reversed(hf_shape))  # the number of labels comes from the checkpoint
     if path.startswith("qa_outputs"):
         return (h, 2) if path.endswith("kernel") else (2,)
+    e = config.embedding_width
     known = {
-        "bert/embeddings/word_embeddings/embedding": (config.vocab_size, h),
-        "bert/embeddings/position_embeddings/embedding": (config.max_position_embeddings, h),
-        "bert/embeddings/token_type_embeddings/embedding": (config.type_vocab_size, h),
+        "bert/embeddings/word_embeddings/embedding": (config.vocab_size, e),
+        "bert/embeddings/position_embeddings/embedding": (config.max_position_embeddings, e),
+        "bert/embeddings/token_type_embeddings/embedding": (config.type_vocab_size, e),
+        "bert/embeddings/embeddings_project/kernel": (e, h),
+        "mlm_head/transform/kernel": (h, e),
+        "mlm_head/transform/bias": (e,),
         "mlm_head/bias": (config.vocab_size,),
         "nsp_head/kernel": (h, 2),
         "nsp_head/bias": (2,),
+        "discriminator_head/prediction/kernel": (h, 1),
+        "discriminator_head/prediction/bias": (1,),
     }
     if path in known:
         return known[path]
+    if path.startswith(("bert/embeddings/layer_norm", "mlm_head/transform_layer_norm")):
+        return (e,)
     if kind == "glu_in":
         return (h, 2, config.intermediate_size)
     if path.endswith("intermediate/kernel"):
@@ -288,6 +332,12 @@ def hf_to_flat(
         prefix, encoder, derived = "model.", _MODERNBERT_ENCODER_PREFIXES, ("decoder.weight",)
     elif model_type == "roberta":
         prefix, encoder, derived = "roberta.", _ENCODER_PREFIXES, ROBERTA_DERIVED_TENSORS
+    elif model_type == "electra":
+        prefix, encoder, derived = (
+            "electra.",
+            ("embeddings.", "encoder.", "embeddings_project."),
+            ELECTRA_DERIVED_TENSORS,
+        )
     else:
         prefix, encoder, derived = "bert.", _ENCODER_PREFIXES, DERIVED_HF_TENSORS
     parts = {hf.split(PART)[0]: int(hf.rsplit("/", 1)[1]) for _, hf, _ in rows if PART in hf}

@@ -146,8 +146,8 @@ def model_config_from_hf(hf_config: Mapping[str, Any], where: str) -> ModelConfi
     model_type = hf_config.get("model_type", "bert")
     if model_type == "modernbert":
         return modernbert_config_from_hf(hf_config, where)
-    if model_type not in ("bert", "roberta"):
-        raise CheckpointError(f"{where}: model_type {model_type!r} is not bert, roberta or modernbert")
+    if model_type not in ("bert", "roberta", "electra"):
+        raise CheckpointError(f"{where}: model_type {model_type!r} is not bert, roberta, electra or modernbert")
     if hf_config.get("position_embedding_type", "absolute") != "absolute":
         raise CheckpointError(
             f"{where}: position_embedding_type {hf_config['position_embedding_type']!r} is not supported"
@@ -157,6 +157,9 @@ def model_config_from_hf(hf_config: Mapping[str, Any], where: str) -> ModelConfi
     fields = {k: hf_config[k] for k in HF_FIELDS if k in hf_config}
     if model_type == "roberta":  # positions counted from the padding id + 1, as fairseq's
         fields["position_offset"] = int(hf_config.get("pad_token_id", 1)) + 1
+    if model_type == "electra":
+        fields["hf_model_type"] = "electra"
+        fields["embedding_size"] = int(hf_config.get("embedding_size", hf_config.get("hidden_size", 768)))
     try:
         return model_config_from_dict(fields, prefix=f"{where}: ")
     except BertjaxError as e:
@@ -376,7 +379,7 @@ def write_hf(pretrained: Pretrained, destination: str | Path) -> Path:
     from safetensors.numpy import save_file
 
     model_type = hf_mapping.hf_model_type(pretrained.config)
-    if model_type in ("modernbert", "roberta"):
+    if model_type in ("modernbert", "roberta", "electra"):
         return _write_mlm_encoder(pretrained, Path(destination), model_type)
     if model_type is None and pretrained.config.layer_norm_position != "post":
         raise CheckpointError(
@@ -436,15 +439,25 @@ def _special_token_ids(pretrained: Pretrained) -> dict[str, int | None]:
 
 
 def _write_mlm_encoder(pretrained: Pretrained, destination: Path, model_type: str) -> Path:
-    """A Hugging Face ModernBERT or RoBERTa folder: <Model>ForMaskedLM with the MLM head, else
-    <Model>Model. A pretraining run's NSP head (and, for ModernBERT, pooler) is left out, as those
-    models have none; other heads are refused."""
+    """A Hugging Face ModernBERT, RoBERTa or ELECTRA folder: <Model>ForMaskedLM with the MLM head
+    (ELECTRA's generator), ElectraForPreTraining with the discriminator's head, else <Model>Model.
+    A pretraining run's NSP head (and pooler, but for RoBERTa) is left out, as those models have
+    none; other heads are refused."""
     from safetensors.numpy import save_file
 
     config, groups = pretrained.config, pretrained.groups()
-    name = {"modernbert": "ModernBert", "roberta": "Roberta"}[model_type]
+    name = {"modernbert": "ModernBert", "roberta": "Roberta", "electra": "Electra"}[model_type]
     droppable = ("nsp_head",) if model_type == "roberta" else ("pooler", "nsp_head")
-    heads = [g for g in groups if g not in ("encoder", "mlm_head", "pooler", *droppable)]
+    allowed = (
+        "encoder",
+        "mlm_head",
+        "pooler",
+        *droppable,
+        *(("discriminator_head",) if model_type == "electra" else ()),
+    )
+    heads = [g for g in groups if g not in allowed]
+    if "mlm_head" in groups and "discriminator_head" in groups:
+        heads = ["mlm_head", "discriminator_head"]  # a generator or a discriminator, not both
     if heads:
         raise CheckpointError(
             f"{pretrained.path}: a {name} model with {', '.join(heads)} has no Hugging Face form here (the encoder "
@@ -456,9 +469,13 @@ def _write_mlm_encoder(pretrained: Pretrained, destination: Path, model_type: st
     params = {p: v for p, v in pretrained.params.items() if component(p) not in left_out}
     tensors = hf_mapping.flat_to_hf(params, config)
     architecture = f"{name}ForMaskedLM" if "mlm_head" in groups else f"{name}Model"
+    if "discriminator_head" in groups:
+        architecture = "ElectraForPreTraining"
     if architecture.endswith("Model"):
-        tensors = {k.removeprefix("model.").removeprefix("roberta."): v for k, v in tensors.items()}
-    fields = _modernbert_fields(pretrained) if model_type == "modernbert" else _roberta_fields(config)
+        tensors = {
+            k.split(".", 1)[1] if k.startswith(("model.", "roberta.", "electra.")) else k: v for k, v in tensors.items()
+        }
+    fields = _modernbert_fields(pretrained) if model_type == "modernbert" else _bert_like_fields(config, model_type)
     hf_config = {"architectures": [architecture], "model_type": model_type, **fields}
     hf_config["torch_dtype"] = str(next(iter(tensors.values())).dtype)
 
@@ -470,13 +487,17 @@ def _write_mlm_encoder(pretrained: Pretrained, destination: Path, model_type: st
     return _write_folder(destination, write)
 
 
-def _roberta_fields(config: ModelConfig) -> dict[str, Any]:
-    """RobertaConfig fields: BERT's, with the padding id that gives the position offset."""
-    return {
-        **{k: v for k, v in dataclasses.asdict(config).items() if k in HF_FIELDS},
-        "pad_token_id": config.position_offset - 1,
-        "position_embedding_type": "absolute",
-    }
+def _bert_like_fields(config: ModelConfig, model_type: str) -> dict[str, Any]:
+    """RobertaConfig fields (BERT's, with the padding id that gives the position offset) or
+    ElectraConfig fields (BERT's, with the embedding size)."""
+    fields = {k: v for k, v in dataclasses.asdict(config).items() if k in HF_FIELDS}
+    fields["position_embedding_type"] = "absolute"
+    if model_type == "roberta":
+        fields["pad_token_id"] = config.position_offset - 1
+    else:
+        fields["embedding_size"] = config.embedding_width
+        fields["pad_token_id"] = 0
+    return fields
 
 
 def _modernbert_fields(pretrained: Pretrained) -> dict[str, Any]:

@@ -164,6 +164,7 @@ def test_param_count_formula_holds_for_every_knob():
         dict(position_embedding_type="rope", mlp_type="glu", layer_norm_position="pre", first_attention_norm=False),
         dict(norm_bias=False, attention_bias=False, mlp_bias=False, head_bias=False, decoder_bias=False),
         dict(norm_type="rmsnorm", type_vocab_size=0, embedding_norm=False, position_embedding_type="none"),
+        dict(embedding_size=16),
     ):
         config = ModelConfig(
             vocab_size=101, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=40, **knobs
@@ -310,6 +311,75 @@ def test_roberta_folder_written_by_write_hf_loads_in_transformers_and_reads_back
         np.testing.assert_allclose(
             loaded.eval()(input_ids=ids).logits.numpy(), hf_model(input_ids=ids).logits.numpy(), atol=1e-6
         )
+    back = read_hf(folder)
+    assert back.config == config and set(back.params) == set(flat)
+    for path, value in flat.items():
+        np.testing.assert_array_equal(back.params[path], value, err_msg=path)
+
+
+def _electra(kind: str):
+    """transformers' ElectraForMaskedLM (`generator`) or ElectraForPreTraining (`discriminator`)
+    with factorised embeddings (32 wide under a hidden size of 64), random weights everywhere."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    shape = {k: MODERNBERT[k] for k in ("vocab_size", "hidden_size", "num_attention_heads", "max_position_embeddings")}
+    hf_config = transformers.ElectraConfig(**shape, embedding_size=32, num_hidden_layers=2, intermediate_size=96)
+    cls = transformers.ElectraForMaskedLM if kind == "generator" else transformers.ElectraForPreTraining
+    model = cls(hf_config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.randn_like(p) * 0.2 + (1.0 if "LayerNorm.weight" in name else 0.0))
+    return model, hf_config
+
+
+@pytest.mark.parametrize("kind", ["generator", "discriminator"])
+def test_electra_equals_torch_electra(kind, tmp_path):
+    """Factorised embeddings projected to the hidden size; the generator's MLM logits, the
+    discriminator's replaced-token logits (its head applied to our encoder's output by hand), and
+    the folder `to-hf` writes loading in transformers with no missing or unexpected keys."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from bertjax.weights.pretrained import Pretrained, read_hf, write_hf
+
+    hf_model, hf_config = _electra(kind)
+    config = model_config_from_hf(hf_config.to_dict() | {"model_type": "electra"}, "test")
+    assert hf_mapping.hf_model_type(config) == "electra" and config.embedding_width == 32
+    tensors = {k: v.detach().numpy() for k, v in hf_model.state_dict().items()}
+    flat = hf_mapping.hf_to_flat(tensors, config, "test")
+    ids, mask = _batch(np.random.default_rng(6), 3, 24, config.vocab_size, padded=True)
+    types = (np.arange(24)[None] >= 12).astype(np.int32) * mask
+    with torch.no_grad():
+        out = hf_model(
+            input_ids=torch.tensor(ids, dtype=torch.long),
+            token_type_ids=torch.tensor(types, dtype=torch.long),
+            attention_mask=torch.tensor(mask),
+            output_hidden_states=True,
+        )
+    real = mask.astype(bool)
+    encoder = {p: v for p, v in flat.items() if p.startswith("bert/")}
+    params = traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in encoder.items()})["bert"]
+    hidden, _ = BertModel(config, add_pooling_layer=False).apply({"params": params}, ids, types, mask)
+    hidden = np.asarray(hidden)
+    _assert_close(hidden[real], out.hidden_states[-1].numpy()[real])
+    if kind == "generator":
+        positions = np.stack([np.arange(0, 24, 3)] * 3).astype(np.int32)
+        mlm, _ = BertForPreTraining(config).apply({"params": _params(config, tensors)}, ids, types, mask, positions)
+        keep = np.take_along_axis(mask, positions, axis=1).astype(bool)
+        _assert_close(np.asarray(mlm)[keep], np.take_along_axis(out.logits.numpy(), positions[..., None], axis=1)[keep])
+    else:
+        from bertjax.model.ops import gelu
+
+        h = np.asarray(
+            gelu(jnp.asarray(hidden @ flat["discriminator_head/dense/kernel"] + flat["discriminator_head/dense/bias"]))
+        )
+        logits = (h @ flat["discriminator_head/prediction/kernel"] + flat["discriminator_head/prediction/bias"])[..., 0]
+        _assert_close(logits[real], out.logits.numpy()[real])
+
+    folder = write_hf(Pretrained(config, flat, None, True, "bertjax", tmp_path / "ours"), tmp_path / "hf")
+    assert transformers.AutoConfig.from_pretrained(folder).architectures == [type(hf_model).__name__]
+    _, info = type(hf_model).from_pretrained(folder, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
     back = read_hf(folder)
     assert back.config == config and set(back.params) == set(flat)
     for path, value in flat.items():
