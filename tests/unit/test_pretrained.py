@@ -114,8 +114,8 @@ def test_wrong_shapes_and_unknown_tensors_are_errors(tmp_path):
     config_ok = pretrained.model_config_from_hf(HF_CONFIG, "x")
     with pytest.raises(CheckpointError, match="unknown tensor bert.encoder.layer.0.attention.self.rotary.weight"):
         hf_mapping.hf_to_flat({"bert.encoder.layer.0.attention.self.rotary.weight": np.zeros(3)}, config_ok)
-    with pytest.raises(CheckpointError, match="model_type 'roberta' is not bert"):
-        pretrained.model_config_from_hf({**HF_CONFIG, "model_type": "roberta"}, "x")
+    with pytest.raises(CheckpointError, match="model_type 'deberta-v2' is not bert, roberta, electra or modernbert"):
+        pretrained.model_config_from_hf({**HF_CONFIG, "model_type": "deberta-v2"}, "x")
     # A model of another shape than the checkpoint: one-line error naming the parameter.
     _, good = _random_hf(transformers.BertForPreTraining, tmp_path, "good")
     other = ModelConfig(**{**HF_CONFIG, "hidden_size": 64})
