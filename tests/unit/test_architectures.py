@@ -191,9 +191,9 @@ def test_scanned_layers_alternate_attention_as_the_unrolled_layers(knobs):
     ids, mask = _batch(np.random.default_rng(2), 2, 20, 101, padded=True)
     params = jax.jit(lambda k: BertModel(config).init(k, ids, ids * 0, mask))(jax.random.key(0))["params"]
     params = nn.meta.unbox(params)
-    unrolled, _ = BertModel(config).apply({"params": params}, ids, ids * 0, mask)
+    unrolled, _ = jax.jit(BertModel(config).apply)({"params": params}, ids, ids * 0, mask)
     layers = unflatten(stack_layers(flatten({"bert": params}), config.num_hidden_layers))["bert"]
-    stacked, _ = BertModel(scanned).apply({"params": layers}, ids, ids * 0, mask)
+    stacked, _ = jax.jit(BertModel(scanned).apply)({"params": layers}, ids, ids * 0, mask)
     np.testing.assert_allclose(np.asarray(stacked), np.asarray(unrolled), rtol=1e-5, atol=1e-5)
 
 
