@@ -94,7 +94,9 @@ class ModelConfig:
     # The architecture knobs below default to BERT; each modern encoder is a set of them
     # (configs/modernbert.py). Names follow Hugging Face's configs where one has the knob.
     # Positions: "absolute" (a learned table added to the embeddings, BERT), "rope" (rotary, applied
-    # to queries and keys in every layer; positions restart at each packed segment), "none".
+    # to queries and keys in every layer; positions restart at each packed segment), "alibi" (a
+    # per-head bias -slope * |query - key| on the attention scores: MosaicBERT's symmetric ALiBi),
+    # "none".
     position_embedding_type: str = "absolute"
     # Learned positions start at this row of the table (RoBERTa: its padding id + 1 = 2).
     position_offset: int = 0
@@ -617,7 +619,9 @@ def model_config_from_dict(cd: ml_collections.ConfigDict | dict, prefix: str = "
     _check_choice(prefix + "dtype", model.dtype, ("float32", "bfloat16", "float16"))
     _check_choice(prefix + "param_dtype", model.param_dtype, ("float32", "bfloat16"))
     _check_choice(prefix + "hidden_act", model.hidden_act, ("gelu", "gelu_new", "relu", "silu"))
-    _check_choice(prefix + "position_embedding_type", model.position_embedding_type, ("absolute", "rope", "none"))
+    _check_choice(
+        prefix + "position_embedding_type", model.position_embedding_type, ("absolute", "rope", "alibi", "none")
+    )
     _check_choice(prefix + "mlp_type", model.mlp_type, ("mlp", "glu"))
     _check_choice(prefix + "norm_type", model.norm_type, ("layernorm", "rmsnorm"))
     _check_choice(prefix + "hf_model_type", model.hf_model_type, ("", "bert", "roberta", "modernbert", "electra"))

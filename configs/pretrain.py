@@ -44,7 +44,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     model.attention = "einsum"
     model.layer_norm_position = "post"  # BERT's; "pre": LayerNorm before each sublayer + one at the end
     # Architecture knobs (BERT's values; configs/modernbert.py sets ModernBERT's):
-    model.position_embedding_type = "absolute"  # learned table; "rope" (rotary) or "none"
+    model.position_embedding_type = "absolute"  # learned table; "rope" (rotary), "alibi" (MosaicBERT's) or "none"
     model.global_rope_theta = 10000.0  # RoPE base of the global-attention layers
     model.local_rope_theta = 10000.0  # RoPE base of the sliding-window layers
     model.local_attention = 0  # > 0: sliding windows of this many tokens, ...

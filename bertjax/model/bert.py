@@ -91,6 +91,25 @@ def attention_allowed(segments: Array, window: int = 0) -> Array:
     return allowed
 
 
+def alibi_slopes(heads: int) -> list[float]:
+    """ALiBi's head slopes (Press et al. 2022): 2^(-8i/n) for i = 1..n when n is a power of two;
+    otherwise those of the power of two below, then every other slope of the one above."""
+
+    def powers(n: int) -> list[float]:
+        return [2.0 ** (-8.0 * i / n) for i in range(1, n + 1)]
+
+    below = 2 ** math.floor(math.log2(heads))
+    return powers(below) + powers(2 * below)[0::2][: heads - below]
+
+
+def alibi_bias(heads: int, length: int) -> Array:
+    """[1, heads, query, key] float32: -slope * |query - key|, the symmetric (bidirectional) ALiBi
+    of MosaicBERT. Keys of other segments are masked anyway, so row distance is segment distance."""
+    index = jnp.arange(length)
+    distance = jnp.abs(index[:, None] - index[None, :]).astype(jnp.float32)
+    return -jnp.asarray(alibi_slopes(heads), jnp.float32)[None, :, None, None] * distance[None, None]
+
+
 def rotary_tables(positions: Array, head_dim: int, theta: float) -> tuple[Array, Array]:
     """RoPE's cos and sin, [batch, length, 1, head_dim // 2] in float32, for `positions` [batch,
     length] (Su et al. 2021; the frequencies theta^(-2j / head_dim) of Hugging Face's RoPE)."""
@@ -270,10 +289,13 @@ class SelfAttention(nn.Module):
         key = nn.with_logical_constraint(key, heads_axes)
         value = nn.with_logical_constraint(value, heads_axes)
 
+        bias = alibi_bias(heads, x.shape[1]) if cfg.position_embedding_type == "alibi" else None
         if cfg.attention == "einsum":
-            context = self.einsum_attention(query, key, value, allowed, deterministic)
+            context = self.einsum_attention(query, key, value, allowed, bias, deterministic)
         else:  # jax's fused attention ("cudnn") or its XLA reference ("xla"); no dropout (see ModelConfig)
-            context = jax.nn.dot_product_attention(query, key, value, mask=allowed, implementation=cfg.attention)
+            context = jax.nn.dot_product_attention(
+                query, key, value, bias=bias, mask=allowed, implementation=cfg.attention
+            )
         context = nn.with_logical_constraint(context.astype(_dtype(cfg.dtype)), heads_axes)
         out = Projection(
             cfg,
@@ -285,19 +307,22 @@ class SelfAttention(nn.Module):
         )(context)
         return nn.with_logical_constraint(out, BATCH_LENGTH_EMBED)
 
-    def einsum_attention(self, query: Array, key: Array, value: Array, allowed: Array, deterministic: bool) -> Array:
+    def einsum_attention(
+        self, query: Array, key: Array, value: Array, allowed: Array, bias: Array | None, deterministic: bool
+    ) -> Array:
         """Softmax attention over [batch, length, heads, head_dim] operands, dropout on the probabilities.
 
         Scores and softmax in float32 (as flax's dot_product_attention with force_fp32_for_softmax),
-        masked keys at float32's minimum. The batched matmuls run head-major ([batch, heads, length,
-        head_dim] operands), which XLA's CPU runs faster than [batch, length, heads, head_dim] ones,
-        for one transpose of q, k, v and the context each.
+        plus ALiBi's `bias` if any, masked keys at float32's minimum. The batched matmuls run
+        head-major ([batch, heads, length, head_dim] operands), which XLA's CPU runs faster than
+        [batch, length, heads, head_dim] ones, for one transpose of q, k, v and the context each.
         """
         cfg = self.config
         dtype = _dtype(cfg.dtype)
         query, key, value = (t.transpose(0, 2, 1, 3) for t in (query, key, value))
         scores = einsum("bhqd,bhkd->bhqk", query / jnp.sqrt(cfg.head_dim).astype(dtype), key, dtype)
-        scores = jnp.where(allowed, scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
+        scores = scores.astype(jnp.float32) if bias is None else scores.astype(jnp.float32) + bias
+        scores = jnp.where(allowed, scores, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
         probs = Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic)
         return einsum("bhqk,bhkd->bhqd", probs, value, dtype).transpose(0, 2, 1, 3)

@@ -384,3 +384,49 @@ def test_electra_equals_torch_electra(kind, tmp_path):
     assert back.config == config and set(back.params) == set(flat)
     for path, value in flat.items():
         np.testing.assert_array_equal(back.params[path], value, err_msg=path)
+
+
+def test_alibi_slopes_follow_the_paper():
+    from bertjax.model.bert import alibi_slopes
+
+    assert alibi_slopes(8) == [2.0**-i for i in range(1, 9)]
+    # 12 heads: the 8 slopes of 8 heads, then every other one of 16 heads' (2^-0.5, 2^-1.5, 2^-2.5, 2^-3.5).
+    assert np.allclose(alibi_slopes(12), [2.0**-i for i in range(1, 9)] + [2.0 ** -(i + 0.5) for i in range(4)])
+
+
+@pytest.mark.parametrize("attention", ["einsum", "xla"])
+def test_alibi_encoder_equals_torch_bert_with_the_papers_bias(attention):
+    """position_embedding_type="alibi" against transformers' BertModel without positions (its
+    table zeroed) given the paper's bias, -slope_h * |i - j| with the slopes written out here
+    (4 heads: 1/4, 1/16, 1/64, 1/256), added to its attention scores as a 4-D float mask."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    shape = dict(vocab_size=211, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96)
+    hf_config = transformers.BertConfig(**shape, max_position_embeddings=40, attn_implementation="eager")
+    hf_model = transformers.BertModel(hf_config, add_pooling_layer=False).eval()
+    with torch.no_grad():
+        for name, p in hf_model.named_parameters():
+            p.copy_(torch.randn_like(p) * 0.2 + (1.0 if "LayerNorm.weight" in name else 0.0))
+        hf_model.embeddings.position_embeddings.weight.zero_()
+    config = ModelConfig(
+        **shape,
+        position_embedding_type="alibi",
+        attention=attention,
+        attention_probs_dropout_prob=0.0 if attention == "xla" else 0.1,
+    )
+    tensors = {k: v.numpy() for k, v in hf_model.state_dict().items() if "position" not in k}
+    params = hf_mapping.params_from_hf(tensors, config)["bert"]
+    ids, mask = _batch(np.random.default_rng(7), 3, 24, 211, padded=True)
+    types = np.zeros_like(ids)
+    ours, _ = BertModel(config, add_pooling_layer=False).apply({"params": params}, ids, types, mask)
+
+    slopes = np.array([1 / 4, 1 / 16, 1 / 64, 1 / 256])
+    distance = np.abs(np.arange(24)[:, None] - np.arange(24)[None, :])
+    bias = -slopes[:, None, None] * distance  # [heads, query, key]
+    masked = np.where(mask[:, None, None, :] > 0, 0.0, np.finfo(np.float32).min)
+    additive = torch.tensor((bias[None] + masked).astype(np.float32))
+    with torch.no_grad():
+        theirs = hf_model(input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=additive).last_hidden_state
+    real = mask.astype(bool)
+    _assert_close(np.asarray(ours)[real], theirs.numpy()[real])
