@@ -172,14 +172,10 @@ def electra_name_map(config: ModelConfig) -> list[tuple[str, str, str]]:
     """(bertjax path, HF name, transform) for transformers' ElectraForMaskedLM and
     ElectraForPreTraining: BERT's tensors under ELECTRA's names (no pooler, no NSP head), the
     projection of factorised embeddings, and the discriminator's head."""
-    rows = []
-    for ours, hf, kind in name_map(dataclasses.replace(config, hf_model_type="bert", embedding_size=0)):
-        if ours.startswith(("nsp_head", "classifier", "token_classifier", "qa_outputs", "bert/pooler")):
-            continue
-        for old, new in _ELECTRA_NAMES:
-            if hf.startswith(old):
-                hf = new + hf[len(old) :]
-        rows.append((ours, hf, kind))
+    heads = ("nsp_head", "classifier", "token_classifier", "qa_outputs", "bert/pooler")
+    rows = _renamed_bert_rows(
+        dataclasses.replace(config, hf_model_type="bert", embedding_size=0), _ELECTRA_NAMES, heads
+    )
     if config.embedding_width != config.hidden_size:
         rows += _dense("bert/embeddings/embeddings_project", "electra.embeddings_project", "dense")
     rows += _dense("discriminator_head/dense", "discriminator_predictions.dense", "dense")
@@ -201,11 +197,20 @@ def roberta_name_map(config: ModelConfig) -> list[tuple[str, str, str]]:
     """(bertjax path, HF name, transform) for transformers' RobertaForMaskedLM (and RobertaModel's
     pooler): BERT's tensors under RoBERTa's names (no NSP head; its classification head, on the
     first token without the pooler, is not BERT's)."""
+    heads = ("nsp_head", "classifier", "token_classifier", "qa_outputs")
+    return _renamed_bert_rows(dataclasses.replace(config, position_offset=0), _ROBERTA_NAMES, heads)
+
+
+def _renamed_bert_rows(
+    config: ModelConfig, names: tuple[tuple[str, str], ...], left_out: tuple[str, ...]
+) -> list[tuple[str, str, str]]:
+    """BERT's rows for `config` under another model's names (`names`: HF prefix -> prefix), less
+    our parameters under `left_out`."""
     rows = []
-    for ours, hf, kind in name_map(dataclasses.replace(config, position_offset=0)):
-        if ours.startswith(("nsp_head", "classifier", "token_classifier", "qa_outputs")):
+    for ours, hf, kind in name_map(config):
+        if ours.startswith(left_out):
             continue
-        for old, new in _ROBERTA_NAMES:
+        for old, new in names:
             if hf.startswith(old):
                 hf = new + hf[len(old) :]
         rows.append((ours, hf, kind))
