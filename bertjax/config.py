@@ -56,7 +56,7 @@ DEFAULT_LOGICAL_AXIS_RULES: tuple[tuple[str, str | None], ...] = (
 
 # Activation memory for compute: what each encoder layer keeps for the backward pass.
 REMAT_POLICIES = ("none", "full", "dots")
-ATTENTION_IMPLEMENTATIONS = ("einsum", "xla", "cudnn")
+ATTENTION_IMPLEMENTATIONS = ("einsum", "xla", "cudnn", "splash")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +85,8 @@ class ModelConfig:
     # "einsum": bertjax's own attention (float32 softmax, dropout on the probabilities). "xla" or
     # "cudnn": jax.nn.dot_product_attention with that implementation ("cudnn": fused attention on an
     # NVIDIA GPU in bfloat16/float16). jax's function has no dropout, so both need
-    # attention_probs_dropout_prob=0.
+    # attention_probs_dropout_prob=0. "splash": the TPU kernel that skips masked blocks of packed
+    # rows and sliding windows (bertjax/model/splash.py; interpreted off TPUs), no dropout, no ALiBi.
     attention: str = "einsum"
     # "post": BERT's LayerNorm after each residual add. "pre": before each sublayer, plus one on the
     # last layer's output (pre-LN: stable at the high learning rates of Izsak et al. 2021). Hugging
@@ -96,7 +97,8 @@ class ModelConfig:
     # Positions: "absolute" (a learned table added to the embeddings, BERT), "rope" (rotary, applied
     # to queries and keys in every layer; positions restart at each packed segment), "alibi" (a
     # per-head bias -slope * |query - key| on the attention scores: MosaicBERT's symmetric ALiBi),
-    # "none".
+    # "scaled_sinusoidal" (Vaswani et al.'s fixed sines and cosines times one learned scale that
+    # starts at 1 / sqrt(width): Cramming's), "none".
     position_embedding_type: str = "absolute"
     # Learned positions start at this row of the table (RoBERTa: its padding id + 1 = 2).
     position_offset: int = 0
@@ -137,6 +139,11 @@ class ModelConfig:
         """The width of the embedding tables (`embedding_size`, else hidden_size)."""
         return self.embedding_size or self.hidden_size
 
+    @property
+    def max_length(self) -> int:
+        """The longest row the positions allow (RoBERTa's table keeps its first rows for padding)."""
+        return self.max_position_embeddings - self.position_offset
+
     def is_global_layer(self, index: int) -> bool:
         """Whether layer `index` attends globally (see local_attention)."""
         return not self.local_attention or index % self.global_attn_every_n_layers == 0
@@ -150,6 +157,7 @@ class ModelConfig:
         embed_norm = e * (2 if self.norm_bias and self.norm_type == "layernorm" else 1)
         embeddings = (v + positions + self.type_vocab_size) * e + (embed_norm if self.embedding_norm else 0)
         embeddings += (e * h + h) if e != h else 0
+        embeddings += 1 if self.position_embedding_type == "scaled_sinusoidal" else 0  # its scale
         attention = 4 * (h * h + (h if self.attention_bias else 0))
         halves = 2 if self.mlp_type == "glu" else 1
         mlp = halves * h * i + i * h + ((halves * i + h) if self.mlp_bias else 0)
@@ -185,10 +193,15 @@ class DataConfig:
     tfds_eval_split: str = ""  # empty: hold out eval_fraction of tfds_split
     tfds_text_feature: str = "text"
     tfds_data_dir: str = ""
-    vocab_file: str = ""
-    lowercase: bool = True
+    vocab_file: str = ""  # a WordPiece vocab.txt or a Hugging Face tokenizer.json
+    lowercase: bool = True  # vocab.txt only: a tokenizer.json has its own normaliser
     cache_dir: str = ""  # prepared (tokenized) data; empty = <workdir>/data
     max_seq_length: int = 128
+    # "pairs": `[CLS] A [SEP] B [SEP]` with next-sentence labels (BERT). "documents": `[CLS] text
+    # [SEP]`, whole sentences of one document filling the row, for masked LM alone (RoBERTa's
+    # DOC-SENTENCES; with pack_examples > 1, ModernBERT's packed documents); short_seq_prob and
+    # random_next_prob are then unused.
+    example_format: str = "pairs"
     short_seq_prob: float = 0.1
     random_next_prob: float = 0.5
     masked_lm_prob: float = 0.15
@@ -333,7 +346,7 @@ class TaskConfig:
     # max_seq_length tokens (attention and positions stay within an example: the same outputs as
     # one padded row each), and the eval splits packed whole into full rows.
     packing: bool = False
-    vocab_file: str = ""  # empty = the checkpoint's own vocab
+    vocab_file: str = ""  # vocab.txt or tokenizer.json; empty = the checkpoint's own tokenizer
     lowercase: bool = True  # used with vocab_file; a checkpoint's vocab keeps its own casing
     # A custom task ("custom"): files (TSV, CSV, JSONL) or a TFDS builder, and their columns.
     kind: str = "classification"  # or "regression"
@@ -620,13 +633,20 @@ def model_config_from_dict(cd: ml_collections.ConfigDict | dict, prefix: str = "
     _check_choice(prefix + "param_dtype", model.param_dtype, ("float32", "bfloat16"))
     _check_choice(prefix + "hidden_act", model.hidden_act, ("gelu", "gelu_new", "relu", "silu"))
     _check_choice(
-        prefix + "position_embedding_type", model.position_embedding_type, ("absolute", "rope", "alibi", "none")
+        prefix + "position_embedding_type",
+        model.position_embedding_type,
+        ("absolute", "rope", "alibi", "scaled_sinusoidal", "none"),
     )
     _check_choice(prefix + "mlp_type", model.mlp_type, ("mlp", "glu"))
     _check_choice(prefix + "norm_type", model.norm_type, ("layernorm", "rmsnorm"))
     _check_choice(prefix + "hf_model_type", model.hf_model_type, ("", "bert", "roberta", "modernbert", "electra"))
     if model.scan_layers and model.layer_norm_position == "pre" and not model.first_attention_norm:
         raise ConfigError(f"config key {prefix}first_attention_norm=False needs {prefix}scan_layers=False")
+    if model.position_embedding_type == "scaled_sinusoidal" and model.embedding_width % 2:
+        raise ConfigError(
+            f"config key {prefix}position_embedding_type='scaled_sinusoidal' needs an even embedding width, "
+            f"not {model.embedding_width}"
+        )
     if model.position_embedding_type == "rope" and model.head_dim % 2:
         raise ConfigError(
             f"config key {prefix}position_embedding_type='rope' needs an even head size, not {model.head_dim}"
@@ -634,6 +654,10 @@ def model_config_from_dict(cd: ml_collections.ConfigDict | dict, prefix: str = "
     _check_choice(prefix + "remat", model.remat, tuple(REMAT_POLICIES))
     _check_choice(prefix + "attention", model.attention, ATTENTION_IMPLEMENTATIONS)
     _check_choice(prefix + "layer_norm_position", model.layer_norm_position, ("post", "pre"))
+    if model.attention == "splash" and model.position_embedding_type == "alibi":
+        raise ConfigError(
+            f"config key {prefix}attention='splash' takes no score bias: ALiBi needs attention 'einsum' or 'xla'"
+        )
     if model.attention != "einsum" and model.attention_probs_dropout_prob:
         raise ConfigError(
             f"config key {prefix}attention={model.attention!r} has no attention dropout: "
@@ -694,6 +718,11 @@ def from_config_dict(cd: ml_collections.ConfigDict) -> PretrainConfig:
     optim, train, distributed = _optim_and_loop(cd, TrainConfig)
     mesh = mesh_config_from_dict(cd.get("mesh", {}))
     validate_data(data, model)
+    if data.example_format == "documents" and train.nsp_weight:
+        raise ConfigError(
+            f"config key data.example_format='documents' has no next-sentence task: set train.nsp_weight=0 "
+            f"(it is {train.nsp_weight})"
+        )
     _check_schedule(optim, train.num_train_steps)
     init = cd.get("init", "")
     if not isinstance(init, str):
@@ -757,14 +786,16 @@ def validate_data(data: DataConfig, model: ModelConfig) -> None:
     """Checks the example-building settings: their ranges, and against each other and the model."""
     if data.max_seq_length < 8:
         raise ConfigError(f"config key data.max_seq_length={data.max_seq_length} is below the minimum of 8")
-    if data.max_seq_length > model.max_position_embeddings:
+    if data.max_seq_length > model.max_length:
         raise ConfigError(
             f"config key data.max_seq_length={data.max_seq_length} exceeds "
             f"model.max_position_embeddings={model.max_position_embeddings}"
+            + (f" less model.position_offset={model.position_offset}" if model.position_offset else "")
         )
     check_ranges(data, "data.")  # also for a DataConfig made in code, not from a ConfigDict
     _check_choice("data.corpus_format", data.corpus_format, ("sentences", "paragraphs"))
     _check_choice("data.masking", data.masking, ("static", "dynamic"))
+    _check_choice("data.example_format", data.example_format, ("pairs", "documents"))
     if not data.train_files and not data.tfds_name:
         raise ConfigError("config: set data.train_files or data.tfds_name")
     if not data.vocab_file:

@@ -40,11 +40,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     model.remat = "none"  # "full" or "dots": recompute layer activations in the backward pass (less memory)
     model.scan_layers = False  # True: the layers as one scan (compiled once; same checkpoints)
     # "einsum" (with attention dropout), or jax.nn.dot_product_attention: "cudnn" (fused, NVIDIA GPU,
-    # bf16) or "xla"; those two need attention_probs_dropout_prob = 0
+    # bf16) or "xla"; or "splash" (TPU kernel skipping masked blocks); those need attention_probs_dropout_prob = 0
     model.attention = "einsum"
     model.layer_norm_position = "post"  # BERT's; "pre": LayerNorm before each sublayer + one at the end
     # Architecture knobs (BERT's values; configs/modernbert.py sets ModernBERT's):
-    model.position_embedding_type = "absolute"  # learned table; "rope" (rotary), "alibi" (MosaicBERT's) or "none"
+    model.position_embedding_type = (
+        "absolute"  # learned table; "rope", "alibi" (MosaicBERT), "scaled_sinusoidal" (Cramming), "none"
+    )
+    model.position_offset = 0  # learned positions start at this row (RoBERTa: 2)
+    model.embedding_size = 0  # > 0: narrower embedding tables projected to hidden_size (ELECTRA, ALBERT)
     model.global_rope_theta = 10000.0  # RoPE base of the global-attention layers
     model.local_rope_theta = 10000.0  # RoPE base of the sliding-window layers
     model.local_attention = 0  # > 0: sliding windows of this many tokens, ...
@@ -70,10 +74,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     data.tfds_eval_split = ""  # empty = hold out eval_fraction of tfds_split
     data.tfds_text_feature = "text"
     data.tfds_data_dir = ""  # where TFDS keeps prepared data ("" = its default)
-    data.vocab_file = "data/samples/vocab.txt"  # WordPiece vocab (bert-base-uncased by default)
+    data.vocab_file = "data/samples/vocab.txt"  # WordPiece vocab.txt, or any HF tokenizer.json
     data.lowercase = True
     data.cache_dir = ""  # tokenized, paired data is stored here; "" = <workdir>/data
     data.max_seq_length = 128
+    # "pairs" ([CLS] A [SEP] B [SEP], next-sentence labels) or "documents" ([CLS] text [SEP], whole
+    # sentences of one document filling the row: masked LM only, with train.nsp_weight = 0)
+    data.example_format = "pairs"
     data.short_seq_prob = 0.1  # share of pairs with a shorter random target length
     data.random_next_prob = 0.5  # share of pairs whose segment B is from another document
     data.masked_lm_prob = 0.15

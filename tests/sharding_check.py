@@ -47,6 +47,7 @@ MODERNBERT_KNOBS = dict(
     attention_bias=False,
     mlp_bias=False,
     head_bias=False,
+    attention_probs_dropout_prob=0.0,  # as ModernBERT's, and as splash attention needs
 )
 STEPS, BATCH, LENGTH, PREDICTIONS = 4, 16, 32, 5
 MESHES = {
@@ -212,16 +213,21 @@ def main() -> None:
     # LAMB, whose trust ratios take norms of whole parameters (split here up to 8 ways; per layer of
     # the stacked parameters of a scanned encoder), with jax.nn.dot_product_attention
     # (model.attention="xla", no attention dropout), its heads split 4 ways over the tensor axis,
-    # which does not divide the vocabulary.
-    variant = dataclasses.replace(MODEL, attention="xla", attention_probs_dropout_prob=0.0, scan_layers=True)
+    # which does not divide the vocabulary, and ALiBi's per-head bias split with them.
+    variant = dataclasses.replace(
+        MODEL, attention="xla", attention_probs_dropout_prob=0.0, scan_layers=True, position_embedding_type="alibi"
+    )
     results["single_xla_lamb"] = run([0], MeshConfig(data=1), variant, optimizer="lamb", born_sharded=True)
     results["fsdp2_tensor4_xla_lamb"] = run(None, MeshConfig(data=1, fsdp=2, tensor=4), variant, optimizer="lamb")
     # ModernBERT's knobs: rotary positions, sliding windows of 8 of the 32 tokens on all but every
     # other layer, a GeGLU whose kernel [embed, 2, mlp] splits over the tensor axis, pre-LN without
-    # biases or token types.
+    # biases or token types; on the mesh with splash attention (interpreted here; per device
+    # through shard_map, the batch over data x fsdp and the heads over tensor), against bertjax's
+    # own attention on one device.
     modern = dataclasses.replace(MODEL, **MODERNBERT_KNOBS)
     results["single_modernbert"] = run([0], MeshConfig(data=1), modern)
-    results["data2_fsdp2_tensor2_modernbert"] = run(None, MeshConfig(data=2, fsdp=2, tensor=2), modern)
+    splash = dataclasses.replace(modern, attention="splash")
+    results["data2_fsdp2_tensor2_modernbert"] = run(None, MeshConfig(data=2, fsdp=2, tensor=2), splash)
     report = {}
     for name, result in results.items():
         reference = results["single"]["params"]

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from bertjax.config import ModelConfig
 from bertjax.model.ops import Dropout, activation, einsum
+from bertjax.model.splash import splash_attention
 
 Array = jax.Array
 
@@ -128,10 +129,19 @@ def rotate(x: Array, tables: tuple[Array, Array]) -> Array:
     return turned.astype(x.dtype)
 
 
+def sinusoidal_positions(positions: Array, width: int) -> Array:
+    """[..., width] float32: sin(p * f_k) in column 2k and cos(p * f_k) in column 2k + 1, with
+    f_k = 10000^(-2k / width) (Vaswani et al. 2017, in Cramming's interleaved layout)."""
+    frequencies = jnp.exp(jnp.arange(0, width, 2, dtype=jnp.float32) * (-math.log(10000.0) / width))
+    angles = positions[..., None].astype(jnp.float32) * frequencies
+    return jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1).reshape(*positions.shape, width)
+
+
 class Embeddings(nn.Module):
     """Word + position + token-type embeddings, then LayerNorm and dropout: the position table only
-    for `position_embedding_type="absolute"`, token types only if `type_vocab_size` > 0, the norm
-    only with `embedding_norm`; tables of `embedding_size` are projected to hidden_size last."""
+    for `position_embedding_type="absolute"` (fixed sines times a learned scale for
+    "scaled_sinusoidal"), token types only if `type_vocab_size` > 0, the norm only with
+    `embedding_norm`; tables of `embedding_size` are projected to hidden_size last."""
 
     config: ModelConfig
 
@@ -143,6 +153,11 @@ class Embeddings(nn.Module):
         if cfg.position_embedding_type == "absolute":
             self.position_embeddings = embed(
                 cfg.max_position_embeddings, width, embedding_init=_kernel_init(cfg, ("position", "embed"))
+            )
+        if cfg.position_embedding_type == "scaled_sinusoidal":
+            init = nn.initializers.constant(width**-0.5)
+            self.position_scale = self.param(
+                "position_scale", nn.with_logical_partitioning(init, ()), (), _dtype(cfg.param_dtype)
             )
         if cfg.type_vocab_size:
             self.token_type_embeddings = embed(
@@ -163,6 +178,10 @@ class Embeddings(nn.Module):
             # its rows out of an embed split costs more than the table.
             positions = nn.with_logical_constraint(self.position_embeddings.embedding, ("position", None))
             x = x + jnp.take(positions.astype(dtype), position_ids(segments) + cfg.position_offset, axis=0)
+        elif cfg.position_embedding_type == "scaled_sinusoidal":  # positions restart in each segment
+            x = x + (sinusoidal_positions(position_ids(segments), cfg.embedding_width) * self.position_scale).astype(
+                dtype
+            )
         if cfg.type_vocab_size:
             x = x + self.token_types(token_type_ids)
         x = nn.with_logical_constraint(x, BATCH_LENGTH_EMBED)
@@ -201,9 +220,12 @@ class Embeddings(nn.Module):
         same 1,536 numbers (docs/performance.md). The matmul's gradient is
         a [2, tokens] x [tokens, hidden] product. Exact, as the gather: each output is one table
         row in the compute dtype (at the highest precision, so that float32 runs on GPUs and TPUs do
-        not round the table to TF32 or bf16).
+        not round the table to TF32 or bf16). A one-row table (RoBERTa) reads every token as type 0,
+        as RoBERTa's tokenizer gives them, so a sentence pair's B half is not left without one.
         """
         dtype = _dtype(self.config.dtype)
+        if self.config.type_vocab_size == 1:
+            token_type_ids = jnp.zeros_like(token_type_ids)
         one_hot = jax.nn.one_hot(token_type_ids, self.config.type_vocab_size, dtype=dtype)
         table = self.token_type_embeddings.embedding.astype(dtype)
         return jnp.einsum("...t,td->...d", one_hot, table, precision=jax.lax.Precision.HIGHEST)
@@ -292,6 +314,9 @@ class SelfAttention(nn.Module):
         bias = alibi_bias(heads, x.shape[1]) if cfg.position_embedding_type == "alibi" else None
         if cfg.attention == "einsum":
             context = self.einsum_attention(query, key, value, allowed, bias, deterministic)
+        elif cfg.attention == "splash":  # segment ids and the layer's kind, not a mask (BertModel)
+            segments, local = allowed
+            context = splash_attention(query, key, value, segments, local, cfg.local_attention)
         else:  # jax's fused attention ("cudnn") or its XLA reference ("xla"); no dropout (see ModelConfig)
             context = jax.nn.dot_product_attention(
                 query, key, value, bias=bias, mask=allowed, implementation=cfg.attention
@@ -386,7 +411,7 @@ class ScannedEncoderLayer(EncoderLayer):
         rope: tuple[tuple[Array, Array], tuple[Array, Array]] | None,
         deterministic: bool,
     ) -> tuple[Array, None]:
-        mask = jnp.where(is_global, allowed[0], allowed[1])
+        mask = jax.tree.map(lambda g, loc: jnp.where(is_global, g, loc), *allowed)
         tables = None if rope is None else jax.tree.map(lambda g, loc: jnp.where(is_global, g, loc), *rope)
         return super().__call__(x, mask, tables, deterministic), None
 
@@ -443,8 +468,12 @@ class BertModel(nn.Module):
         cfg = self.config
         segments = attention_mask.astype(jnp.int32)
         x = self.embeddings(input_ids, token_type_ids, segments, deterministic)
-        # Global and sliding-window layers differ in their mask and their RoPE base.
-        allowed = (attention_allowed(segments), attention_allowed(segments, cfg.local_attention))
+        # Global and sliding-window layers differ in their mask and their RoPE base. Splash
+        # attention takes the segment ids and whether the layer is a sliding-window one instead.
+        if cfg.attention == "splash":
+            allowed: Any = ((segments, jnp.asarray(False)), (segments, jnp.asarray(True)))
+        else:
+            allowed = (attention_allowed(segments), attention_allowed(segments, cfg.local_attention))
         rope = None
         if cfg.position_embedding_type == "rope":
             positions = position_ids(segments)

@@ -27,7 +27,8 @@ def measured():
 
 def test_meshes_give_the_same_training_as_one_device(measured):
     """4 AdamW steps with dropout: losses and parameters equal the single-device run (BERT on every
-    mesh; ModernBERT's knobs on data x fsdp x tensor).
+    mesh; ModernBERT's knobs on data x fsdp x tensor with splash attention, per device through
+    shard_map, against bertjax's own attention on one device).
 
     Tolerance: sharded matmuls and all-reduces add in another order, so float32 results differ
     in the last bits (a few 1e-7 relative per op); over 4 steps of lr 1e-3 on parameters of size
@@ -55,11 +56,12 @@ def test_embedding_lookups_keep_the_batch_split(measured):
         assert measured[name]["global_batch_gathers"] == 0, name
 
 
-def test_lamb_and_dot_product_attention_on_a_tensor_axis_of_4(measured):
+def test_lamb_alibi_and_dot_product_attention_on_a_tensor_axis_of_4(measured):
     """LAMB's per-parameter trust ratios (norms over parameters split up to 8 ways), a scanned
     encoder (model.scan_layers: parameters stacked along an unsplit layer axis) and
-    model.attention="xla" (jax.nn.dot_product_attention, heads split 4 ways), on a tensor axis that
-    does not divide the vocabulary, train as on one device (same tolerance as above)."""
+    model.attention="xla" (jax.nn.dot_product_attention, heads split 4 ways) with ALiBi positions
+    (the per-head bias split with the heads), on a tensor axis that does not divide the
+    vocabulary, train as on one device (same tolerance as above)."""
     single, sharded = measured["single_xla_lamb"], measured["fsdp2_tensor4_xla_lamb"]
     assert sharded["mesh_shape"] == {"data": 1, "fsdp": 2, "tensor": 4}
     for a, b in zip(sharded["losses"], single["losses"]):
