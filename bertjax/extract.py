@@ -65,7 +65,7 @@ def extract(
     loaded = pretrained.load(checkpoint)
     vocab = vocab_file or loaded.vocab_file
     if not vocab:
-        raise DataError(f"checkpoint {checkpoint} has no vocab.txt: pass --vocab")
+        raise DataError(f"checkpoint {checkpoint} has no vocab.txt or tokenizer.json: pass --vocab")
     tokenizer = load_tokenizer(vocab, loaded.lowercase if not vocab_file else True)
     pretrained.check_vocab(loaded, tokenizer.get_vocab_size(), vocab)
     if max_seq_length > loaded.config.max_position_embeddings:
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", required=True, help="the .npz to write")
     parser.add_argument("--max_seq_length", type=int, default=128)
     parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--vocab", default="", help="a vocab.txt, if the checkpoint has none")
+    parser.add_argument("--vocab", default="", help="a vocab.txt or tokenizer.json, if the checkpoint has none")
     args = parser.parse_args(argv)
     cli.use_compilation_cache()
     try:

@@ -116,7 +116,7 @@ def load_predictor(checkpoint: str | Path, max_seq_length: int = 0, **task_setti
             f"max_seq_length={task.max_seq_length} exceeds the model's {loaded.config.max_position_embeddings}"
         )
     if loaded.vocab_file is None:
-        raise CheckpointError(f"checkpoint {checkpoint} has no vocab.txt")
+        raise CheckpointError(f"checkpoint {checkpoint} has no vocab.txt or tokenizer.json")
     tokenizer = load_tokenizer(loaded.vocab_file, loaded.lowercase)
     pretrained.check_vocab(loaded, tokenizer.get_vocab_size(), loaded.vocab_file)
     config = dataclasses.replace(loaded.config, scan_layers=False, hidden_dropout_prob=0.0)  # params: one per layer

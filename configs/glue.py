@@ -39,7 +39,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     task.max_seq_length = 128
     task.pad_to_multiple_of = 32  # cut each batch to its longest row, rounded up to this; 0 = no cut
     task.packing = False  # token classification (ner): a batch's examples packed into shared rows
-    task.vocab_file = ""  # empty = the checkpoint's vocab.txt
+    task.vocab_file = ""  # empty = the checkpoint's vocab.txt or tokenizer.json
     task.lowercase = True  # with vocab_file only; a checkpoint's vocab keeps its own casing
 
     config.optim = optim = ml_collections.ConfigDict()

@@ -11,10 +11,14 @@ types, the decoder tied to the embeddings with a bias. `python -m bertjax.conver
 it as a Hugging Face ModernBertForMaskedLM; `--config.init=` reads a ModernBERT folder's weights.
 
 What differs from the paper's recipe: the tokenizer is the WordPiece vocab of `data.vocab_file`
-(ModernBERT's own is a 50,368-token BPE), dropout sits where BERT has it (ModernBERT's defaults
-are 0, as here), and the optimizer, schedule and sequence packing are this project's AdamW,
-linear schedule and `data.pack_examples`, not StableAdamW, warmup-stable-decay and batch-size
-warmup. Arguments: `size=base|large` (default base), `runlocal` (a tiny model, seconds).
+unless it names ModernBERT's own byte-level BPE tokenizer.json
+(`--config.data.vocab_file=<folder>/tokenizer.json`; the embedding table has ModernBERT's 50,368
+rows either way); dropout sits where BERT has it (ModernBERT's defaults are 0, as here); the
+optimizer and schedule are this project's AdamW and linear schedule, not StableAdamW,
+warmup-stable-decay and batch-size warmup. Rows are whole sentences of one document
+(`data.example_format="documents"`), up to 4 documents' ends packed in a row with attention and
+positions kept within each, where ModernBERT packs unpadded documents without a row structure.
+Arguments: `size=base|large` (default base), `runlocal` (a tiny model, seconds).
 """
 
 import ml_collections
@@ -36,6 +40,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         raise ValueError(f"configs/modernbert.py: size={size!r}, expected one of {', '.join(SHAPES)}")
     model.size = ""
     model.num_hidden_layers, model.hidden_size, model.num_attention_heads, model.intermediate_size = SHAPES[size]
+    model.vocab_size = 50368  # ModernBERT's table (a smaller vocab file leaves rows unused)
     model.max_position_embeddings = 8192  # RoPE has no table: the longest row the config accepts
     model.type_vocab_size = 0
     model.hidden_dropout_prob = 0.0
@@ -52,9 +57,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     model.norm_bias = model.attention_bias = model.mlp_bias = model.head_bias = False
     model.decoder_bias = True
     config.data.masked_lm_prob = 0.3
-    config.data.random_next_prob = 0.0  # masked LM only: no next-sentence task
+    config.data.example_format = "documents"  # [CLS] text [SEP]: masked LM only
+    config.data.pack_examples = 4  # documents' short ends share rows (attention kept within each)
     config.train.nsp_weight = 0.0
     if "runlocal" in args:
         model.num_hidden_layers, model.hidden_size, model.num_attention_heads, model.intermediate_size = 4, 64, 4, 96
         model.local_attention = 16
+        model.vocab_size = 0  # the vocab file's size
     return config

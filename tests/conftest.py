@@ -66,3 +66,28 @@ def sample_files() -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def vocab_file(sample_files) -> Path:
     return sample_files["vocab"]
+
+
+ROBERTA_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")  # ids 0-4, as RoBERTa numbers them
+
+
+@pytest.fixture(scope="session")
+def bpe_folder(sample_files, tmp_path_factory) -> Path:
+    """A RoBERTa-style byte-level BPE tokenizer trained on the sample news (2,000 pieces):
+    `tokenizer.json` with RoBERTa's post-processor, and `reference/` holding the same model as
+    vocab.json + merges.txt, which transformers' RobertaTokenizer builds its own tokenizer from."""
+    from tokenizers import ByteLevelBPETokenizer
+    from tokenizers.processors import RobertaProcessing
+
+    folder = tmp_path_factory.mktemp("bpe")
+    (folder / "reference").mkdir()
+    texts = sample_files["news"].read_text(encoding="utf-8").splitlines()[:3000]
+    trainer = ByteLevelBPETokenizer()
+    trainer.train_from_iterator(
+        texts, vocab_size=2000, min_frequency=2, special_tokens=list(ROBERTA_SPECIALS), show_progress=False
+    )
+    trainer.save_model(str(folder / "reference"))
+    tokenizer = trainer._tokenizer
+    tokenizer.post_processor = RobertaProcessing(("</s>", 2), ("<s>", 0), trim_offsets=True, add_prefix_space=False)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    return folder

@@ -1,8 +1,10 @@
 """Run by tests/e2e/test_recipes.py with 8 simulated CPU devices: every paper recipe's config builds,
 and the train steps of the recipes named on the command line (all when none is) lower and compile
 on the 8-device mesh (FSDP, as the launch scripts run it) for a reduced batch of 8 sequences, from
-abstract shapes only (no parameter is materialised). Prints one JSON line: per recipe, its
-parameter count, sequence length and compile seconds (None when not compiled)."""
+abstract shapes only (no parameter is materialised); so do the modern architectures at full size
+(ARCHITECTURES: ModernBERT-base, RoBERTa-base, ELECTRA-base's generator) with their masked-LM
+steps. Prints one JSON line: per recipe or architecture, its parameter count, sequence length and
+compile seconds (None when not compiled)."""
 
 import os
 
@@ -37,13 +39,24 @@ RECIPES = [
     "recipe=academic",
     "recipe=mosaic",
 ]
+# Modern encoder architectures at full size, compiled with their masked-LM step: config file,
+# argument, and fields set on top (ELECTRA-base's generator: 256 wide under 768-wide embeddings).
+ARCHITECTURES = {
+    "modernbert-base": ("configs/modernbert.py", "size=base", {}),
+    "roberta-base": ("configs/roberta.py", "size=base", {}),
+    "electra-base-generator": (
+        "configs/pretrain.py",
+        "size=base",
+        dict(hidden_size=256, num_attention_heads=4, intermediate_size=1024, embedding_size=768),
+    ),
+}
 BATCH = 8
 
 
 def compile_step(config: config_lib.PretrainConfig, layers: int) -> float:
     """Seconds to lower and compile the sharded train step for BATCH sequences, with the recipe's
     encoder cut to `layers` layers (0: all of them)."""
-    model_config = dataclasses.replace(config.model, vocab_size=30522)
+    model_config = dataclasses.replace(config.model, vocab_size=config.model.vocab_size or 30522)
     if layers:
         model_config = dataclasses.replace(model_config, num_hidden_layers=layers)
     mesh_config = dataclasses.replace(config.mesh, **config_lib.MESH_PRESETS["fsdp"])
@@ -82,7 +95,7 @@ def main() -> None:
     report = {}
     # Which recipes' steps to compile (every recipe is built), and at how many layers (0: all).
     layers = int(os.environ.get("BERTJAX_RECIPE_LAYERS", "0"))
-    to_compile = sys.argv[1:] or RECIPES
+    to_compile = sys.argv[1:] or [*RECIPES, *ARCHITECTURES]
     compiled: dict[tuple, float] = {}
     for arg in RECIPES:
         config_dict = module.get_config(arg)
@@ -110,6 +123,19 @@ def main() -> None:
             "optimizer": config.optim.optimizer,
             "layer_norm": config.model.layer_norm_position,
             "compile_seconds": round(compiled[key], 1) if key in compiled else None,
+        }
+    for name, (path, arg, fields) in ARCHITECTURES.items():
+        config_dict = config_lib.load_config_module(ROOT / path).get_config(arg)
+        config_dict.model.update(fields)
+        config = config_lib.from_config_dict(config_dict)
+        model = dataclasses.replace(config.model, vocab_size=config.model.vocab_size or 30522)
+        seconds = compile_step(config, layers) if name in to_compile else None
+        report[name] = {
+            "params": model.num_params(),
+            "layers": model.num_hidden_layers,
+            "hidden": model.hidden_size,
+            "seq_len": config.data.max_seq_length,
+            "compile_seconds": round(seconds, 1) if seconds is not None else None,
         }
     print(json.dumps(report))
 

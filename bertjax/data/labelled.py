@@ -25,6 +25,7 @@ import numpy as np
 import tokenizers
 
 from bertjax import fileio
+from bertjax.data import tokenizer as tokenizer_lib
 from bertjax.errors import DataError
 
 csv.field_size_limit(sys.maxsize)  # some GLUE/QQP fields are long
@@ -305,7 +306,7 @@ def encode_inputs(
     """(input_ids, token_type_ids, attention_mask, truncated count) of texts and pairs, padded to
     max_seq_length with the BERT template, the longer text of a pair truncated first."""
     tokenizer.enable_truncation(max_seq_length, strategy="longest_first")
-    tokenizer.enable_padding(length=max_seq_length, pad_id=tokenizer.token_to_id("[PAD]"), pad_token="[PAD]")
+    tokenizer_lib.pad_to(tokenizer, max_seq_length)
     try:
         encodings = tokenizer.encode_batch(inputs)
     finally:

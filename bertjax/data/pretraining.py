@@ -2,7 +2,7 @@
 
 Two stages, so that training never re-tokenizes:
 
-1. `prepare` reads the corpus once (text files or TFDS), tokenizes every sentence with WordPiece,
+1. `prepare` reads the corpus once (text files or TFDS), tokenizes every sentence (WordPiece or BPE),
    holds out documents for evaluation, and pairs segments as `create_pretraining_data.py` does:
    a chunk of whole sentences filling `max_seq_length - 3` tokens (`short_seq_prob` of the
    chunks aim at a shorter random length), split into A and B; B is the true continuation, or
@@ -22,7 +22,11 @@ Two stages, so that training never re-tokenizes:
    fingerprint covers everything that decides its content (files, vocab, pairing settings,
    seed), so a change of any of them prepares anew.
 
-2. `PretrainingExamples.example(index, epoch)` builds `[CLS] A [SEP] B [SEP]` with token types and
+   With `example_format="documents"` (masked LM alone: RoBERTa, ModernBERT) an instance is instead
+   a run of whole sentences of one document filling `max_seq_length - 2` tokens, in order, with
+   an empty B: every token of the split is in exactly one instance per copy.
+
+2. `PretrainingExamples.example(index, epoch)` builds `[CLS] A [SEP] B [SEP]` (or `[CLS] A [SEP]`) with token types and
    masks it at read time with a key made of (seed, epoch, index): `masked_lm_prob` of the tokens
    (at most `max_predictions_per_seq`, never [CLS]/[SEP]/[PAD]), 80% replaced by [MASK], 10% by a
    random token, 10% kept; optionally whole words. Static masking uses epoch 0 for every epoch
@@ -235,12 +239,36 @@ def _instances_of_document(
     return instances
 
 
+def _runs_of_document(docs: TokenizedDocuments, index: int, config: DataConfig) -> list[tuple[int, int, int, int, int]]:
+    """The examples of one document for `example_format="documents"`: runs of whole sentences
+    filling `max_seq_length - 2` tokens, in order (a sentence longer than that is cut into pieces
+    of that length), each as an instance with an empty B segment."""
+    max_num_tokens = config.max_seq_length - 2
+    first, last = (int(b) for b in docs.document_bounds[index])
+    instances = []
+    start = end = int(docs.sentence_bounds[first, 0])
+    for sentence_start, sentence_end in docs.sentence_bounds[first:last].tolist():
+        if sentence_end - start > max_num_tokens and end > start:  # the sentence starts the next run
+            instances.append((start, end, end, end, 0))
+            start = sentence_start
+        while sentence_end - start > max_num_tokens:  # one sentence longer than a row
+            instances.append((start, start + max_num_tokens, start + max_num_tokens, start + max_num_tokens, 0))
+            start += max_num_tokens
+        end = sentence_end
+    if end > start:
+        instances.append((start, end, end, end, 0))
+    return instances
+
+
 def _instances_of_copy(docs: TokenizedDocuments, config: DataConfig, split_key: int, dupe: int) -> np.ndarray:
-    """The segment pairs of one of the `dupe_factor` copies: [N, 5] int64."""
+    """The segment pairs (or document runs) of one of the `dupe_factor` copies: [N, 5] int64."""
     rng = np.random.default_rng([config.seed, _PAIRING, split_key, dupe])
     chunks, rows = [], []  # rows as compact arrays every 4,096 pairs, not as Python tuples
     for index in range(len(docs)):
-        rows.extend(_instances_of_document(docs, index, config, rng))
+        if config.example_format == "documents":
+            rows.extend(_runs_of_document(docs, index, config))
+        else:
+            rows.extend(_instances_of_document(docs, index, config, rng))
         if len(rows) >= 4096:
             chunks.append(np.asarray(rows, np.int64).reshape(-1, 5))
             rows.clear()
@@ -311,6 +339,7 @@ def fingerprint(config: DataConfig, tokenizer: tokenizers.Tokenizer) -> str:
         "max_documents": config.max_documents,
         "tokenizer": hashlib.sha256(tokenizer.to_str().encode()).hexdigest(),  # vocab and normalisation
         "max_seq_length": config.max_seq_length,
+        "example_format": config.example_format,
         "short_seq_prob": config.short_seq_prob,
         "random_next_prob": config.random_next_prob,
         "dupe_factor": config.dupe_factor,
@@ -487,11 +516,14 @@ class PretrainingExamples:
         self.instances = np.load(prepared / f"{split}_instances.npy")
         self.config = config
         self.special = special_ids(tokenizer)
+        self.special_tokens = 2 if config.example_format == "documents" else 3  # [CLS] A [SEP] (B [SEP])
         self.is_subword = subword_flags(tokenizer)
         vocab_size = tokenizer.get_vocab_size()
         specials = [self.special.pad, self.special.unk, self.special.cls, self.special.sep, self.special.mask]
+        specials += [i for i, t in tokenizer.get_added_tokens_decoder().items() if t.special]  # e.g. <|endoftext|>
         self.random_tokens = np.setdiff1d(np.arange(vocab_size), specials).astype(np.int32)
-        lengths = self.instances[:, 1] - self.instances[:, 0] + self.instances[:, 3] - self.instances[:, 2] + 3
+        lengths = self.instances[:, 1] - self.instances[:, 0] + self.instances[:, 3] - self.instances[:, 2]
+        lengths += self.special_tokens
         if config.pack_examples == 1:
             self.rows = np.arange(len(self.instances))[:, None]
             self.predictions_per_row = config.max_predictions_per_seq
@@ -533,7 +565,7 @@ class PretrainingExamples:
         masking_epochs = np.asarray(epochs, np.int64)[row_of_pair] if cfg.masking == "dynamic" else 0 * instance
         a_start, a_end, b_start, b_end, is_random_next = self.instances[instance].T
         a_len, b_len = a_end - a_start, b_end - b_start
-        pair_len = a_len + b_len + 3
+        pair_len = a_len + b_len + self.special_tokens
         first_of_row = np.searchsorted(row_of_pair, row_of_pair)  # each pair's row's first pair
         segment = np.arange(len(instance)) - first_of_row  # slot among the row's pairs
         previous = np.cumsum(pair_len) - pair_len  # tokens before each pair, over all rows
@@ -542,7 +574,7 @@ class PretrainingExamples:
         # [pairs, length] views of every pair: t is the position within the pair.
         t = np.arange(length)[None, :]
         in_a = (t >= 1) & (t <= a_len[:, None])
-        in_b = (t >= a_len[:, None] + 2) & (t < pair_len[:, None] - 1)
+        in_b = (t >= a_len[:, None] + 2) & (t < pair_len[:, None] - 1)  # empty for documents
         valid = t < pair_len[:, None]
         candidate = in_a | in_b  # never [CLS], [SEP] or padding
         source = np.where(in_a, a_start[:, None] + t - 1, b_start[:, None] + t - a_len[:, None] - 2)
@@ -570,7 +602,7 @@ class PretrainingExamples:
         pair_of_token, t_of_token = np.nonzero(valid)
         rows = row_of_pair[pair_of_token]
         columns = offset[pair_of_token] + t_of_token
-        input_ids = np.zeros((num_rows, length), np.int32)
+        input_ids = np.full((num_rows, length), special.pad, np.int32)
         token_type_ids = np.zeros((num_rows, length), np.int32)
         attention_mask = np.zeros((num_rows, length), np.int32)
         input_ids[rows, columns] = masked_ids[valid]

@@ -25,7 +25,8 @@ import numpy as np
 import tokenizers
 
 from bertjax import fileio
-from bertjax.errors import DataError
+from bertjax.data import tokenizer as tokenizer_lib
+from bertjax.errors import ConfigError, DataError
 
 
 @dataclasses.dataclass
@@ -152,9 +153,16 @@ def encode(
     keep_offsets: bool = True,
 ) -> Windows:
     """The windows of every question (see the module docstring)."""
+    specials = tokenizer.num_special_tokens_to_add(is_pair=True)  # BERT's 3, RoBERTa's 4
+    if doc_stride >= max_seq_length - max_query_length - specials:
+        raise ConfigError(
+            f"config key task.doc_stride={doc_stride} must be below the context's share of a window, "
+            f"task.max_seq_length - task.max_query_length - {specials} special tokens = "
+            f"{max_seq_length - max_query_length - specials}"
+        )
     texts = _cut_questions(questions.questions, tokenizer, max_query_length)
     tokenizer.enable_truncation(max_seq_length, stride=doc_stride, strategy="only_second")
-    tokenizer.enable_padding(length=max_seq_length, pad_id=tokenizer.token_to_id("[PAD]"), pad_token="[PAD]")
+    tokenizer_lib.pad_to(tokenizer, max_seq_length)
     try:
         encodings = tokenizer.encode_batch([(t, q.context) for t, q in zip(texts, questions.questions)])
     finally:

@@ -24,6 +24,7 @@ import numpy as np
 import tokenizers
 
 from bertjax import fileio
+from bertjax.data import tokenizer as tokenizer_lib
 from bertjax.errors import DataError
 
 IGNORE = -1  # the label of positions that are not a word's first sub-token
@@ -161,10 +162,13 @@ class EncodedTags:
 
 
 def word_pieces(words: list[list[str]], tokenizer: tokenizers.Tokenizer) -> dict[str, list[int]]:
-    """Each distinct word's WordPiece ids (a word the normaliser empties becomes [UNK])."""
+    """Each distinct word's pieces (a word the normaliser empties becomes the unknown token). A
+    byte-level BPE tokenizer reads each word after a space, as inside a sentence (transformers'
+    `add_prefix_space=True`, which its NER examples ask of RoBERTa)."""
     distinct = sorted({w for sentence in words for w in sentence})
-    encodings = tokenizer.encode_batch([[w] for w in distinct], is_pretokenized=True, add_special_tokens=False)
-    unk = tokenizer.token_to_id("[UNK]")
+    space = " " if tokenizer_lib.word_start_mark(tokenizer) == tokenizer_lib.WORD_START_MARKS["ByteLevel"] else ""
+    encodings = tokenizer.encode_batch([[space + w] for w in distinct], is_pretokenized=True, add_special_tokens=False)
+    unk = tokenizer_lib.special_ids(tokenizer).unk
     return {w: e.ids or [unk] for w, e in zip(distinct, encodings)}
 
 
@@ -175,7 +179,8 @@ def encode(
     next window at a word boundary (a word longer than a window keeps its first pieces)."""
     pieces = word_pieces(sentences.words, tokenizer)
     label_id = {tag: i for i, tag in enumerate(labels)}
-    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    special = tokenizer_lib.special_ids(tokenizer)
+    cls, sep = special.cls, special.sep
     budget = max_seq_length - 2
     rows_ids: list[list[int]] = []
     rows_labels: list[list[int]] = []
@@ -199,7 +204,7 @@ def encode(
         rows_labels.append([*row_labels, IGNORE])
         word_positions.append(positions)
     n = len(rows_ids)
-    input_ids = np.zeros((n, max_seq_length), np.int32)
+    input_ids = np.full((n, max_seq_length), special.pad, np.int32)
     label_array = np.full((n, max_seq_length), IGNORE, np.int32)
     attention_mask = np.zeros((n, max_seq_length), np.int32)
     for r, (ids, row_labels) in enumerate(zip(rows_ids, rows_labels)):

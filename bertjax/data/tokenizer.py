@@ -1,29 +1,48 @@
-"""WordPiece tokenization (HF `tokenizers`): load a BERT vocab.txt or train a new vocab.
+"""Tokenizers (HF `tokenizers`): a BERT vocab.txt, any Hugging Face tokenizer.json, or a new vocab.
 
-`load_tokenizer` builds the same pipeline as transformers' `BertTokenizerFast` (BERT normaliser
-with optional lower-casing and accent stripping, BERT pre-tokeniser, WordPiece with `##`
-continuations, `[CLS] A [SEP] B [SEP]` template) and checks that the special tokens exist.
+`load_tokenizer` takes a WordPiece `vocab.txt` and builds the same pipeline as transformers'
+`BertTokenizerFast` (BERT normaliser with optional lower-casing and accent stripping, BERT
+pre-tokeniser, WordPiece with `##` continuations, `[CLS] A [SEP] B [SEP]` template), or a
+`tokenizer.json` as it is (byte-level BPE for RoBERTa and ModernBERT, WordPiece, SentencePiece
+models), its own normaliser, template and special tokens included: RoBERTa's `<s> A </s></s> B
+</s>` comes from its post-processor. Every caller takes the special tokens from `special_ids`,
+which knows BERT's names (`[CLS]`, `[SEP]`, `[PAD]`, `[MASK]`, `[UNK]`) and RoBERTa's (`<s>`,
+`</s>`, `<pad>`, `<mask>`, `<unk>`), and the word starts (for whole-word masking) from
+`subword_flags`, which reads the tokenizer's own marks: `##` continuations, or the `Ġ` / `▁` of a
+piece that starts a word.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import tokenizers
+import tokenizers.processors
 from tokenizers.implementations import BertWordPieceTokenizer
 
 from bertjax import fileio
 from bertjax.errors import DataError
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+# Each role's token, as BERT (and ModernBERT) name it, then as RoBERTa (and XLM-R) do.
+SPECIAL_NAMES = {
+    "pad": ("[PAD]", "<pad>"),
+    "unk": ("[UNK]", "<unk>"),
+    "cls": ("[CLS]", "<s>"),
+    "sep": ("[SEP]", "</s>"),
+    "mask": ("[MASK]", "<mask>"),
+}
+# A piece that starts a word carries this mark, by pre-tokeniser (byte-level BPE, SentencePiece).
+WORD_START_MARKS = {"ByteLevel": "\u0120", "Metaspace": "\u2581"}
 
 
 @dataclasses.dataclass(frozen=True)
 class SpecialIds:
-    """Ids of BERT's special tokens in one vocab."""
+    """Ids of the special tokens of one tokenizer (see `SPECIAL_NAMES`)."""
 
     pad: int
     unk: int
@@ -51,25 +70,94 @@ def read_vocab(vocab_file: str | Path) -> list[str]:
     return tokens
 
 
+def tokenizer_file(folder: str | Path) -> Path | None:
+    """The tokenizer of a model folder: its vocab.txt (BERT, ELECTRA), else its tokenizer.json."""
+    for name in ("vocab.txt", "tokenizer.json"):
+        if (Path(folder) / name).is_file():
+            return Path(folder) / name
+    return None
+
+
 def load_tokenizer(vocab_file: str | Path, lowercase: bool = True) -> tokenizers.Tokenizer:
-    """A WordPiece tokenizer over `vocab_file`, equal to BertTokenizerFast on the same vocab."""
-    read_vocab(vocab_file)
-    wrapper = BertWordPieceTokenizer(str(vocab_file), lowercase=lowercase, strip_accents=None)
-    return wrapper._tokenizer
+    """The tokenizer in `vocab_file`: a tokenizer.json (any `.json` file) as written, or a
+    WordPiece vocab.txt equal to BertTokenizerFast on it (`lowercase` is for vocab.txt only; a
+    tokenizer.json has its own normaliser). Its special tokens are checked (`special_ids`)."""
+    path = Path(vocab_file)
+    if path.suffix != ".json":
+        read_vocab(path)
+        wrapper = BertWordPieceTokenizer(str(path), lowercase=lowercase, strip_accents=None)
+        return wrapper._tokenizer
+    if problem := fileio.missing_or_not_a_file(path):
+        raise DataError(f"tokenizer file {path} {problem}")
+    try:
+        tokenizer = tokenizers.Tokenizer.from_file(str(path))
+    except Exception as e:  # the Rust parser's message names the field and column
+        raise DataError(f"tokenizer file {path} is not a tokenizer.json: {str(e).splitlines()[0]}") from None
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    special = special_ids(tokenizer, str(path))
+    if tokenizer.post_processor is None:  # no template: BERT's, with the tokenizer's own tokens
+        cls, sep = tokenizer.id_to_token(special.cls), tokenizer.id_to_token(special.sep)
+        tokenizer.post_processor = tokenizers.processors.TemplateProcessing(
+            single=f"{cls} $A {sep}",
+            pair=f"{cls} $A {sep} $B:1 {sep}:1",
+            special_tokens=[(cls, special.cls), (sep, special.sep)],
+        )
+    return tokenizer
 
 
-def special_ids(tokenizer: tokenizers.Tokenizer) -> SpecialIds:
-    return SpecialIds(
-        **{name: tokenizer.token_to_id(f"[{name.upper()}]") for name in ("pad", "unk", "cls", "sep", "mask")}
-    )
+def special_ids(tokenizer: tokenizers.Tokenizer, source: str = "the tokenizer") -> SpecialIds:
+    """The id of each special token (`SPECIAL_NAMES`: BERT's name first, then RoBERTa's)."""
+    ids = {}
+    for role, names in SPECIAL_NAMES.items():
+        found = [i for i in map(tokenizer.token_to_id, names) if i is not None]
+        if not found:
+            raise DataError(f"{source} has no {role} token ({' or '.join(names)})")
+        ids[role] = found[0]
+    return SpecialIds(**ids)
+
+
+def pad_to(tokenizer: tokenizers.Tokenizer, length: int) -> None:
+    """Pads every encoding to `length` with the tokenizer's own pad token (undo with no_padding)."""
+    pad = special_ids(tokenizer).pad
+    tokenizer.enable_padding(length=length, pad_id=pad, pad_token=tokenizer.id_to_token(pad))
+
+
+def word_start_mark(tokenizer: tokenizers.Tokenizer) -> str | None:
+    """The mark of a word-starting piece (`WORD_START_MARKS`), where the tokenizer's
+    pre-tokeniser (or a Sequence of them) adds one; None for WordPiece."""
+
+    def find(node: object) -> str | None:
+        if isinstance(node, dict):
+            if node.get("type") in WORD_START_MARKS:
+                return WORD_START_MARKS[node["type"]]
+            node = list(node.values())
+        if isinstance(node, list):
+            return next((m for m in map(find, node) if m), None)
+        return None
+
+    spec = json.loads(tokenizer.to_str())
+    return find(spec.get("pre_tokenizer")) or find(spec.get("normalizer"))
 
 
 def subword_flags(tokenizer: tokenizers.Tokenizer) -> np.ndarray:
-    """A bool per vocab id: True for `##` continuation pieces (for whole-word masking)."""
+    """A bool per vocab id: True for a piece that continues a word (for whole-word masking).
+
+    WordPiece marks continuations (`##`); byte-level BPE and SentencePiece mark word starts
+    (`Ġ`, `▁`), so every other piece continues a word, as fairseq's whole-word masking for
+    RoBERTa counts them. Special tokens are never continuations; a model with neither mark
+    has none (whole-word masking then masks single pieces)."""
     vocab = tokenizer.get_vocab()
     flags = np.zeros(max(vocab.values()) + 1, dtype=bool)
+    prefix = getattr(tokenizer.model, "continuing_subword_prefix", None)
+    mark = None if prefix else word_start_mark(tokenizer)
     for token, index in vocab.items():
-        flags[index] = token.startswith("##")
+        if prefix:
+            flags[index] = token.startswith(prefix)
+        elif mark:
+            flags[index] = not token.startswith(mark)
+    special = [i for i, t in tokenizer.get_added_tokens_decoder().items() if t.special]
+    flags[np.asarray(special, dtype=np.int64)] = False
     return flags
 
 

@@ -231,7 +231,7 @@ def setup(config: FinetuneConfig) -> Setup:
     model_config, checkpoint = resolve_model(config)
     vocab_file = task_cfg.vocab_file or (str(checkpoint.vocab_file) if checkpoint and checkpoint.vocab_file else "")
     if not vocab_file:
-        raise ConfigError("config key task.vocab_file is empty and the checkpoint has no vocab.txt")
+        raise ConfigError("config key task.vocab_file is empty and the checkpoint has no vocab.txt or tokenizer.json")
     lowercase = checkpoint.lowercase if checkpoint and not task_cfg.vocab_file else task_cfg.lowercase
     tokenizer = load_tokenizer(vocab_file, lowercase)
     if checkpoint is not None:
@@ -241,10 +241,11 @@ def setup(config: FinetuneConfig) -> Setup:
             f"config key model.vocab_size={model_config.vocab_size} but the vocab {vocab_file} has "
             f"{tokenizer.get_vocab_size()} tokens"
         )
-    if task_cfg.max_seq_length > model_config.max_position_embeddings:
+    if task_cfg.max_seq_length > model_config.max_length:
         raise ConfigError(
             f"config key task.max_seq_length={task_cfg.max_seq_length} exceeds the model's "
             f"max_position_embeddings={model_config.max_position_embeddings}"
+            + (f" less its position_offset={model_config.position_offset}" if model_config.position_offset else "")
         )
     task = tasks.from_config(task_cfg, train_cfg.seed)
     if task_cfg.packing and not task.packable:

@@ -128,7 +128,7 @@ def name_map(config: ModelConfig, architecture: str = "") -> list[tuple[str, str
     if model_type == "modernbert":
         return modernbert_name_map(config)
     if model_type == "roberta":
-        return roberta_name_map(config)
+        return roberta_name_map(config, architecture)
     if model_type == "electra":
         return electra_name_map(config)
     rows = [
@@ -193,12 +193,23 @@ _ROBERTA_NAMES = (
 ROBERTA_DERIVED_TENSORS = ("lm_head.decoder.weight", "lm_head.decoder.bias", "roberta.embeddings.position_ids")
 
 
-def roberta_name_map(config: ModelConfig) -> list[tuple[str, str, str]]:
+def roberta_name_map(config: ModelConfig, architecture: str = "") -> list[tuple[str, str, str]]:
     """(bertjax path, HF name, transform) for transformers' RobertaForMaskedLM (and RobertaModel's
-    pooler): BERT's tensors under RoBERTa's names (no NSP head; its classification head, on the
-    first token without the pooler, is not BERT's)."""
+    pooler): BERT's tensors under RoBERTa's names (no NSP head), and the fine-tuning heads of
+    `architecture`. RobertaForSequenceClassification's head is BERT's pooler and classifier under
+    other names (dense and tanh on the first token, then the output projection; RoBERTa also
+    drops out the first token's state before its dense, in training only)."""
     heads = ("nsp_head", "classifier", "token_classifier", "qa_outputs")
-    return _renamed_bert_rows(dataclasses.replace(config, position_offset=0), _ROBERTA_NAMES, heads)
+    rows = _renamed_bert_rows(dataclasses.replace(config, position_offset=0), _ROBERTA_NAMES, heads)
+    if architecture == "RobertaForSequenceClassification":
+        rows = [row for row in rows if not row[0].startswith("bert/pooler")]
+        rows += _dense("bert/pooler", "classifier.dense", "dense")
+        rows += _dense("classifier", "classifier.out_proj", "dense")
+    elif architecture == "RobertaForTokenClassification":
+        rows += _dense("token_classifier", "classifier", "dense")
+    elif architecture == "RobertaForQuestionAnswering":
+        rows += _dense("qa_outputs", "qa_outputs", "dense")
+    return rows
 
 
 def _renamed_bert_rows(
@@ -290,10 +301,23 @@ def _our_shape(path: str, kind: str, hf_shape: tuple[int, ...], config: ModelCon
     return (h,)  # biases and LayerNorm parameters of width hidden
 
 
+def hf_head_architecture(flat: Mapping[str, Any], config: ModelConfig) -> str:
+    """The HF class of a fine-tuned model's head in `flat` ("" for none, or where BERT's names do
+    not depend on it)."""
+    if hf_model_type(config) == "roberta":
+        heads = {
+            "classifier": "ForSequenceClassification",
+            "token_classifier": "ForTokenClassification",
+            "qa_outputs": "ForQuestionAnswering",
+        }
+        return next((f"Roberta{kind}" for head, kind in heads.items() if f"{head}/kernel" in flat), "")
+    return TOKEN_CLASSIFICATION if "token_classifier/kernel" in flat else ""
+
+
 def flat_to_hf(flat: Mapping[str, Any], config: ModelConfig) -> dict[str, np.ndarray]:
     """HF tensors (numpy, torch layout) for the parameters present in `flat` (path -> array)."""
     out = {}
-    architecture = TOKEN_CLASSIFICATION if "token_classifier/kernel" in flat else ""
+    architecture = hf_head_architecture(flat, config)
     for ours, hf, kind in name_map(config, architecture):
         if ours in flat:
             out[hf] = np.ascontiguousarray(_to_hf(np.asarray(flat[ours]), kind))

@@ -1,11 +1,12 @@
 """Pretrained weights in and out: Hugging Face folders, bertjax model checkpoints, pretraining runs.
 
-`load(path)` reads any of the three into a `Pretrained` (model config, flat parameters, vocab):
+`load(path)` reads any of the three into a `Pretrained` (model config, flat parameters, tokenizer
+file: `vocab.txt`, else `tokenizer.json`):
 
-* a Hugging Face BERT folder: `config.json` (model_type bert) and `model.safetensors` or
-  `pytorch_model.bin`, with or without the pretraining heads, names `bert.`-prefixed or not;
+* a Hugging Face folder: `config.json` (model_type bert, modernbert, roberta or electra) and
+  `model.safetensors` or `pytorch_model.bin`, with or without the pretraining heads;
 * a bertjax model checkpoint (what `save` and `python -m bertjax.convert from-hf` write):
-  `bertjax_model.json`, the parameters as an orbax checkpoint in `params/`, and `vocab.txt`;
+  `bertjax_model.json`, the parameters as an orbax checkpoint in `params/`, and the tokenizer;
 * a pretraining or fine-tuning run directory (its `config.json` and the latest orbax checkpoint
   under `checkpoints/`), or one `checkpoints/<step>` directory of it.
 
@@ -28,7 +29,9 @@ from typing import Any
 import numpy as np
 
 from bertjax.config import ModelConfig, model_config_from_dict
-from bertjax.errors import BertjaxError, CheckpointError
+from bertjax.data import tokenizer as tokenizer_lib
+from bertjax.data.tokenizer import tokenizer_file
+from bertjax.errors import BertjaxError, CheckpointError, DataError
 from bertjax.weights import hf_mapping, param_tree, stored
 
 MODEL_FILE = "bertjax_model.json"
@@ -57,7 +60,7 @@ class Pretrained:
 
     config: ModelConfig
     params: dict[str, np.ndarray]  # 'bert/layer_0/attention/query/kernel' -> array
-    vocab_file: Path | None  # the checkpoint's own vocab, when it has one
+    vocab_file: Path | None  # the checkpoint's own tokenizer (vocab.txt or tokenizer.json), when it has one
     lowercase: bool
     kind: str  # "huggingface", "bertjax" or "run"
     path: Path
@@ -200,8 +203,7 @@ def read_hf(folder: str | Path) -> Pretrained:
     if "id2label" in hf_config and any(p.startswith(("classifier/", "token_classifier/")) for p in params):
         id2label = hf_config["id2label"]
         labels = tuple(str(id2label[str(i)] if str(i) in id2label else id2label[i]) for i in range(len(id2label)))
-    vocab = folder / "vocab.txt"
-    return Pretrained(config, params, vocab if vocab.is_file() else None, lowercase, "huggingface", folder, labels)
+    return Pretrained(config, params, tokenizer_file(folder), lowercase, "huggingface", folder, labels)
 
 
 def _restore_tree(directory: Path) -> dict[str, Any]:
@@ -233,11 +235,10 @@ def read_bertjax(folder: str | Path) -> Pretrained:
         raise CheckpointError(f"{folder / MODEL_FILE}: unsupported format {record.get('format')!r}")
     config = model_config_from_dict(record["model"], prefix=f"{folder / MODEL_FILE}: model.")
     params = param_tree.unstack_layers(param_tree.flatten(_restore_tree(folder / "params")))
-    vocab = folder / "vocab.txt"
     return Pretrained(
         config,
         {k: np.asarray(v) for k, v in params.items()},
-        vocab if vocab.is_file() else None,
+        tokenizer_file(folder),
         bool(record.get("lowercase", True)),
         "bertjax",
         folder,
@@ -317,11 +318,21 @@ def _copy_tokenizer_files(pretrained: Pretrained, folder: Path) -> None:
     for source in sources:
         if source.is_file():
             shutil.copy(source, folder / source.name)
-    if pretrained.vocab_file is not None and not (folder / "vocab.txt").is_file():
-        shutil.copy(pretrained.vocab_file, folder / "vocab.txt")
+    vocab = pretrained.vocab_file
+    name = "tokenizer.json" if vocab is not None and vocab.suffix == ".json" else "vocab.txt"
+    if vocab is not None and not (folder / name).is_file():
+        shutil.copy(vocab, folder / name)
     if not (folder / "tokenizer_config.json").is_file():
-        tokenizer_config = {"do_lower_case": pretrained.lowercase, "tokenizer_class": "BertTokenizer"}
-        tokenizer_config["model_max_length"] = pretrained.config.max_position_embeddings
+        tokenizer_config: dict[str, Any] = {"do_lower_case": pretrained.lowercase, "tokenizer_class": "BertTokenizer"}
+        if name == "tokenizer.json":  # transformers reads it as it is; the special tokens by name
+            assert vocab is not None
+            tokenizer = tokenizer_lib.load_tokenizer(vocab)
+            special = dataclasses.asdict(tokenizer_lib.special_ids(tokenizer, str(vocab)))
+            tokenizer_config = {"tokenizer_class": "PreTrainedTokenizerFast"}
+            tokenizer_config |= {f"{role}_token": tokenizer.id_to_token(i) for role, i in special.items()}
+        tokenizer_config["model_max_length"] = (
+            pretrained.config.max_position_embeddings - pretrained.config.position_offset
+        )
         (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
 
 
@@ -404,14 +415,7 @@ def write_hf(pretrained: Pretrained, destination: str | Path) -> Path:
         "position_embedding_type": "absolute",
         "torch_dtype": str(next(iter(tensors.values())).dtype),
     }
-    head = next((g for g in ("classifier", "token_classifier") if g in groups), None)
-    if head is not None:
-        num_labels = pretrained.params[f"{head}/bias"].shape[0]
-        labels = pretrained.labels or tuple(f"LABEL_{i}" for i in range(num_labels))
-        hf_config["id2label"] = {str(i): label for i, label in enumerate(labels)}
-        hf_config["label2id"] = {label: i for i, label in enumerate(labels)}
-    if head == "classifier":
-        hf_config["problem_type"] = "regression" if num_labels == 1 else "single_label_classification"
+    hf_config |= _label_fields(pretrained)
 
     def write(folder: Path) -> None:
         save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
@@ -421,28 +425,46 @@ def write_hf(pretrained: Pretrained, destination: str | Path) -> Path:
     return _write_folder(Path(destination), write)
 
 
-def _special_token_ids(pretrained: Pretrained) -> dict[str, int | None]:
-    """The [PAD], [CLS], [SEP] and [MASK] ids of the checkpoint's own tokenizer (tokenizer.json
-    or vocab.txt), for the HF config; None where it has none (or no tokenizer is known)."""
-    import tokenizers
+def _label_fields(pretrained: Pretrained) -> dict[str, Any]:
+    """id2label and label2id of a classifier or tagger (and the classifier's problem_type)."""
+    groups = pretrained.groups()
+    head = next((g for g in ("classifier", "token_classifier") if g in groups), None)
+    if head is None:
+        return {}
+    num_labels = pretrained.params[f"{head}/bias"].shape[0]
+    labels = pretrained.labels or tuple(f"LABEL_{i}" for i in range(num_labels))
+    fields: dict[str, Any] = {
+        "id2label": {str(i): label for i, label in enumerate(labels)},
+        "label2id": {label: i for i, label in enumerate(labels)},
+    }
+    if head == "classifier":
+        fields["problem_type"] = "regression" if num_labels == 1 else "single_label_classification"
+    return fields
 
-    names = {"pad_token_id": "[PAD]", "cls_token_id": "[CLS]", "sep_token_id": "[SEP]", "mask_token_id": "[MASK]"}
-    tokenizer_json = pretrained.path / "tokenizer.json"
-    lookup: Any = None
-    if pretrained.kind != "run" and tokenizer_json.is_file():
-        lookup = tokenizers.Tokenizer.from_file(str(tokenizer_json)).token_to_id
-    elif pretrained.vocab_file is not None:
-        index = {token: i for i, token in enumerate(pretrained.vocab_file.read_text(encoding="utf-8").splitlines())}
-        lookup = index.get
-    ids = {key: (lookup(token) if lookup else None) for key, token in names.items()}
-    return {**ids, "bos_token_id": ids["cls_token_id"], "eos_token_id": ids["sep_token_id"]}
+
+def _special_token_ids(pretrained: Pretrained) -> dict[str, int | None]:
+    """The pad, cls, sep and mask ids of the checkpoint's own tokenizer (tokenizer.json or
+    vocab.txt), for the HF config; None where it has none (or no tokenizer is known)."""
+    ids: dict[str, int | None] = dict.fromkeys(("pad", "cls", "sep", "mask"))
+    if pretrained.vocab_file is not None:
+        try:
+            special = tokenizer_lib.special_ids(tokenizer_lib.load_tokenizer(pretrained.vocab_file))
+            ids = {role: getattr(special, role) for role in ids}
+        except DataError:
+            pass
+    return {
+        **{f"{role}_token_id": i for role, i in ids.items()},
+        "bos_token_id": ids["cls"],
+        "eos_token_id": ids["sep"],
+    }
 
 
 def _write_mlm_encoder(pretrained: Pretrained, destination: Path, model_type: str) -> Path:
     """A Hugging Face ModernBERT, RoBERTa or ELECTRA folder: <Model>ForMaskedLM with the MLM head
     (ELECTRA's generator), ElectraForPreTraining with the discriminator's head, else <Model>Model.
     A pretraining run's NSP head (and pooler, but for RoBERTa) is left out, as those models have
-    none; other heads are refused."""
+    none. A fine-tuned RoBERTa is written as RobertaForSequenceClassification (our pooler is its
+    head's dense), -TokenClassification or -QuestionAnswering; other heads are refused."""
     from safetensors.numpy import save_file
 
     config, groups = pretrained.config, pretrained.groups()
@@ -454,6 +476,7 @@ def _write_mlm_encoder(pretrained: Pretrained, destination: Path, model_type: st
         "pooler",
         *droppable,
         *(("discriminator_head",) if model_type == "electra" else ()),
+        *(("classifier", "token_classifier", "qa_outputs") if model_type == "roberta" else ()),
     )
     heads = [g for g in groups if g not in allowed]
     if "mlm_head" in groups and "discriminator_head" in groups:
@@ -471,12 +494,15 @@ def _write_mlm_encoder(pretrained: Pretrained, destination: Path, model_type: st
     architecture = f"{name}ForMaskedLM" if "mlm_head" in groups else f"{name}Model"
     if "discriminator_head" in groups:
         architecture = "ElectraForPreTraining"
+    architecture = hf_mapping.hf_head_architecture(params, config) or architecture
+    if architecture in ("RobertaForTokenClassification", "RobertaForQuestionAnswering"):
+        tensors = {k: v for k, v in tensors.items() if not k.startswith("roberta.pooler.")}  # they have none
     if architecture.endswith("Model"):
         tensors = {
             k.split(".", 1)[1] if k.startswith(("model.", "roberta.", "electra.")) else k: v for k, v in tensors.items()
         }
     fields = _modernbert_fields(pretrained) if model_type == "modernbert" else _bert_like_fields(config, model_type)
-    hf_config = {"architectures": [architecture], "model_type": model_type, **fields}
+    hf_config = {"architectures": [architecture], "model_type": model_type, **fields, **_label_fields(pretrained)}
     hf_config["torch_dtype"] = str(next(iter(tensors.values())).dtype)
 
     def write(folder: Path) -> None:
@@ -546,7 +572,9 @@ def model_config_for_run(checkpoint: Pretrained, run_model: ModelConfig) -> Mode
 
 
 def check_vocab(checkpoint: Pretrained, vocab_size: int, vocab_file: str | Path) -> None:
-    if checkpoint.config.vocab_size != vocab_size:
+    """Every token id of the tokenizer has a row in the checkpoint's embedding (which may have
+    more: ModernBERT pads its table to a multiple of 64)."""
+    if checkpoint.config.vocab_size < vocab_size:
         raise CheckpointError(
             f"checkpoint {checkpoint.path} has vocab_size {checkpoint.config.vocab_size} but the vocab "
             f"{vocab_file} has {vocab_size} tokens"

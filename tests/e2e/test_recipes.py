@@ -43,6 +43,8 @@ def recipes():
 def test_parameter_counts_match_the_papers(recipes):
     # BERT-base ~110M and BERT-large ~340M (Devlin et al. 2018), heads included.
     for name, recipe in recipes.items():
+        if not name.startswith("recipe="):
+            continue
         expected = {768: 110e6, 1024: 340e6}[recipe["hidden"]]
         assert abs(recipe["params"] - expected) / expected < 0.03, (name, recipe["params"])
     assert recipes["recipe=bert,size=large,phase=1"]["layers"] == 24
@@ -62,8 +64,28 @@ def test_phases_and_batches(recipes):
     )
 
 
+def test_architectures_have_the_published_models_parameter_counts(recipes):
+    """ModernBERT-base and RoBERTa-base as transformers counts them (149,655,232; 124,697,433),
+    ELECTRA-base's generator as transformers' ElectraForMaskedLM of its shape, each plus the
+    pooler and NSP head every bertjax pretraining model carries."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+
+    def pooler_and_nsp(hidden):
+        return hidden * hidden + hidden + 2 * hidden + 2
+
+    shape = dict(embedding_size=768, hidden_size=256, num_attention_heads=4, intermediate_size=1024)
+    with torch.device("meta"):
+        generator = transformers.ElectraForMaskedLM(transformers.ElectraConfig(**shape))
+    electra = sum(p.numel() for p in generator.parameters())
+    assert recipes["modernbert-base"]["params"] == 149_655_232 + pooler_and_nsp(768)
+    assert recipes["roberta-base"]["params"] == 124_697_433 + pooler_and_nsp(768)
+    assert recipes["electra-base-generator"]["params"] == electra + pooler_and_nsp(256)
+    assert recipes["modernbert-base"]["layers"] == 22 and recipes["roberta-base"]["seq_len"] == 512
+
+
 def test_train_steps_compile(recipes):
-    assert len(recipes) == 8
+    assert len([name for name in recipes if name.startswith("recipe=")]) == 8 and len(recipes) == 11
     expected = recipes if os.environ.get("BERTJAX_ALL_RECIPES") else DEFAULT_COMPILED
     for name in expected:
         assert recipes[name]["compile_seconds"] > 0, name

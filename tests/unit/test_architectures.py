@@ -1,5 +1,7 @@
 """Modern encoder architectures (the ModelConfig knobs) against transformers' torch models."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -165,6 +167,7 @@ def test_param_count_formula_holds_for_every_knob():
         dict(norm_bias=False, attention_bias=False, mlp_bias=False, head_bias=False, decoder_bias=False),
         dict(norm_type="rmsnorm", type_vocab_size=0, embedding_norm=False, position_embedding_type="none"),
         dict(embedding_size=16),
+        dict(position_embedding_type="scaled_sinusoidal", norm_type="rmsnorm"),
     ):
         config = ModelConfig(
             vocab_size=101, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=40, **knobs
@@ -233,7 +236,6 @@ def test_modernbert_config_has_the_published_models_parameter_count(size):
     from bertjax.config import load_config_module, model_config_from_dict
 
     cd = load_config_module("configs/modernbert.py").get_config(f"size={size}")
-    cd.model.vocab_size = 50368
     config = model_config_from_dict(cd.model)
     shape = dict(
         hidden_size=config.hidden_size,
@@ -386,6 +388,23 @@ def test_electra_equals_torch_electra(kind, tmp_path):
         np.testing.assert_array_equal(back.params[path], value, err_msg=path)
 
 
+BERT_SHAPE = dict(vocab_size=211, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96)
+
+
+def _torch_bert_encoder():
+    """transformers' BertModel of BERT_SHAPE (40 positions, no pooler) with random weights, for
+    the position kinds transformers lacks: each test writes its positions into the table."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    hf_config = transformers.BertConfig(**BERT_SHAPE, max_position_embeddings=40, attn_implementation="eager")
+    hf_model = transformers.BertModel(hf_config, add_pooling_layer=False).eval()
+    with torch.no_grad():
+        for name, p in hf_model.named_parameters():
+            p.copy_(torch.randn_like(p) * 0.2 + (1.0 if "LayerNorm.weight" in name else 0.0))
+    return hf_model
+
+
 def test_alibi_slopes_follow_the_paper():
     from bertjax.model.bert import alibi_slopes
 
@@ -400,17 +419,11 @@ def test_alibi_encoder_equals_torch_bert_with_the_papers_bias(attention):
     table zeroed) given the paper's bias, -slope_h * |i - j| with the slopes written out here
     (4 heads: 1/4, 1/16, 1/64, 1/256), added to its attention scores as a 4-D float mask."""
     torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    shape = dict(vocab_size=211, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96)
-    hf_config = transformers.BertConfig(**shape, max_position_embeddings=40, attn_implementation="eager")
-    hf_model = transformers.BertModel(hf_config, add_pooling_layer=False).eval()
+    hf_model = _torch_bert_encoder()
     with torch.no_grad():
-        for name, p in hf_model.named_parameters():
-            p.copy_(torch.randn_like(p) * 0.2 + (1.0 if "LayerNorm.weight" in name else 0.0))
         hf_model.embeddings.position_embeddings.weight.zero_()
     config = ModelConfig(
-        **shape,
+        **BERT_SHAPE,
         position_embedding_type="alibi",
         attention=attention,
         attention_probs_dropout_prob=0.0 if attention == "xla" else 0.1,
@@ -430,3 +443,127 @@ def test_alibi_encoder_equals_torch_bert_with_the_papers_bias(attention):
         theirs = hf_model(input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=additive).last_hidden_state
     real = mask.astype(bool)
     _assert_close(np.asarray(ours)[real], theirs.numpy()[real])
+
+
+def test_scaled_sinusoidal_encoder_equals_torch_bert_with_the_papers_table():
+    """position_embedding_type="scaled_sinusoidal" (Cramming) against transformers' BertModel whose
+    position table holds the formula written out here, PE[p, 2k] = sin(p / 10000^(2k/d)),
+    PE[p, 2k+1] = cos(p / 10000^(2k/d)), times the learned scale (set to 0.37, not its start)."""
+    torch = pytest.importorskip("torch")
+    hf_model = _torch_bert_encoder()
+    position, k = np.arange(40)[:, None], np.arange(32)[None, :]
+    table = np.zeros((40, 64))
+    table[:, 0::2] = np.sin(position / 10000 ** (2 * k / 64))
+    table[:, 1::2] = np.cos(position / 10000 ** (2 * k / 64))
+    with torch.no_grad():
+        hf_model.embeddings.position_embeddings.weight.copy_(torch.tensor(table * 0.37))
+    config = ModelConfig(**BERT_SHAPE, position_embedding_type="scaled_sinusoidal")
+    tensors = {k: v.numpy() for k, v in hf_model.state_dict().items() if "position" not in k}
+    params = hf_mapping.params_from_hf(tensors, config)["bert"]
+    params["embeddings"]["position_scale"] = np.float32(0.37)
+    ids, mask = _batch(np.random.default_rng(7), 3, 24, 211, padded=True)
+    ours, _ = BertModel(config, add_pooling_layer=False).apply({"params": params}, ids, np.zeros_like(ids), mask)
+    with torch.no_grad():
+        theirs = hf_model(
+            input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask)
+        ).last_hidden_state
+    real = mask.astype(bool)
+    _assert_close(np.asarray(ours)[real], theirs.numpy()[real])
+    fresh = BertModel(config).init(jax.random.key(0), ids, ids * 0, mask)["params"]
+    assert float(nn.meta.unbox(fresh)["embeddings"]["position_scale"]) == pytest.approx(64**-0.5)
+
+
+@pytest.mark.parametrize("kind", ["SequenceClassification", "TokenClassification", "QuestionAnswering"])
+def test_roberta_fine_tuning_heads_import_and_export_with_the_same_logits(kind, tmp_path):
+    """transformers' RobertaFor<kind> (random weights): its folder imports with the same logits from
+    our model of that task (RobertaClassificationHead = our pooler, then our classifier), and
+    `write_hf` gives back a folder transformers loads with no missing or unexpected keys."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from bertjax.model.bert import BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification
+    from bertjax.weights import param_tree
+    from bertjax.weights.pretrained import read_hf, write_hf
+
+    _, hf_config = _roberta()
+    labels = ("neg", "neutral", "pos")
+    if kind != "QuestionAnswering":  # its two outputs are the start and end logits
+        hf_config.id2label, hf_config.label2id = dict(enumerate(labels)), {x: i for i, x in enumerate(labels)}
+    torch.manual_seed(1)
+    hf_model = getattr(transformers, f"RobertaFor{kind}")(hf_config).eval()
+    with torch.no_grad():
+        for name, p in hf_model.named_parameters():
+            p.copy_(torch.randn_like(p) * 0.2 + (1.0 if "LayerNorm.weight" in name else 0.0))
+    hf_model.save_pretrained(tmp_path / "theirs")
+    loaded = read_hf(tmp_path / "theirs")
+    head = {"SequenceClassification": "classifier", "TokenClassification": "token_classifier"}.get(kind, "qa_outputs")
+    assert head in loaded.groups() and ("pooler" in loaded.groups()) == (kind == "SequenceClassification")
+    ours = {
+        "SequenceClassification": BertForSequenceClassification(loaded.config, 3),
+        "TokenClassification": BertForTokenClassification(loaded.config, 3),
+        "QuestionAnswering": BertForQuestionAnswering(loaded.config),
+    }[kind]
+    ids, mask = _batch(np.random.default_rng(6), 3, 20, hf_config.vocab_size, padded=True)
+    ids = np.where(mask > 0, ids, 1)
+    logits = np.asarray(ours.apply({"params": param_tree.unflatten(loaded.params)}, ids, ids * 0, mask))
+
+    def torch_logits(model):
+        with torch.no_grad():
+            out = model(input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask))
+        if kind == "QuestionAnswering":
+            return np.stack([out.start_logits.numpy(), out.end_logits.numpy()], -1)
+        return out.logits.numpy()
+
+    real = mask.astype(bool) if kind != "SequenceClassification" else slice(None)
+    _assert_close(logits[real], torch_logits(hf_model)[real])
+    folder = write_hf(loaded, tmp_path / "ours")
+    again, info = getattr(transformers, f"RobertaFor{kind}").from_pretrained(folder, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    assert json.loads((folder / "config.json").read_text())["architectures"] == [f"RobertaFor{kind}"]
+    _assert_close(torch_logits(again.eval())[real], torch_logits(hf_model)[real])
+    if kind != "QuestionAnswering":
+        assert again.config.id2label == dict(enumerate(labels))
+
+
+@pytest.mark.slow  # over 10 s: left out of make test-fast
+def test_splash_attention_equals_the_einsum_attention_with_segments_and_windows():
+    """model.attention="splash" (the TPU kernel, interpreted on the CPU) against bertjax's own
+    attention: a scanned encoder with sliding-window and global layers, RoPE, a row packed with two
+    examples and padded, a padded row, 150 tokens (the kernel's rows are padded to 256): outputs
+    and gradients of every parameter."""
+    knobs = dict(
+        vocab_size=101,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=40,
+        max_position_embeddings=200,
+        attention_probs_dropout_prob=0.0,
+        position_embedding_type="rope",
+        local_attention=16,
+        global_attn_every_n_layers=2,
+        scan_layers=True,
+    )
+    ours, splash = ModelConfig(**knobs), ModelConfig(**knobs, attention="splash")
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, 101, (2, 150)).astype(np.int32)
+    mask = np.ones_like(ids)
+    mask[0, 60:], mask[0, 130:], mask[1, 90:] = 2, 0, 0
+    params = jax.jit(lambda k: BertModel(ours).init(k, ids, ids * 0, mask))(jax.random.key(0))["params"]
+    params = nn.meta.unbox(params)
+    real = mask > 0
+
+    def outputs(config):
+        return jax.jit(BertModel(config).apply)({"params": params}, ids, ids * 0, mask)[0]
+
+    def grads(config):
+        loss = lambda p: (BertModel(config).apply({"params": p}, ids, ids * 0, mask)[0][real] ** 2).mean()  # noqa: E731
+        return jax.jit(jax.grad(loss))(params)
+
+    _assert_close(np.asarray(outputs(splash))[real], np.asarray(outputs(ours))[real])
+    expected = traverse_util.flatten_dict(grads(ours))
+    for path, value in traverse_util.flatten_dict(grads(splash)).items():
+        _assert_close(np.asarray(value), np.asarray(expected[path]), 1e-4)
+    from bertjax.config import ConfigError, model_config_from_dict
+
+    with pytest.raises(ConfigError, match="attention='splash' takes no score bias"):
+        model_config_from_dict(knobs | dict(position_embedding_type="alibi", attention="splash"))

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -414,3 +415,68 @@ def test_random_replacements_spread_over_the_vocabulary(prepared, tokenizer, new
     vocab = tokenizer.get_vocab_size()
     assert len(np.unique(replaced)) > 0.9 * len(replaced) * (1 - len(replaced) / (2 * vocab))
     assert 0.4 * vocab < np.mean(replaced) < 0.6 * vocab  # uniform ids average half the vocabulary
+
+
+def test_byte_level_bpe_rows_use_robertas_tokens_and_word_starts(bpe_folder, news_config, tmp_path):
+    """A tokenizer.json (byte-level BPE): rows are `<s> A </s> B </s>`, <mask> replaces, no special
+    token is ever a target or a random replacement, and whole-word masking keeps a word (a piece
+    and the pieces after it without a leading `Ġ`) together."""
+    bpe = load_tokenizer(bpe_folder / "tokenizer.json")
+    config = dataclasses.replace(news_config, vocab_file=str(bpe_folder / "tokenizer.json"), max_documents=100)
+    prepared = pretraining.prepare(config, bpe, tmp_path)
+    wwm = dataclasses.replace(config, whole_word_masking=True)
+    source, examples = _examples(prepared, bpe, wwm, count=400)
+    assert not np.isin(source.random_tokens, [0, 1, 2, 3, 4]).any()  # <s> <pad> </s> <unk> <mask>
+    words_together = 0
+    for ex in examples:
+        n = int(ex["attention_mask"].sum())
+        k = int(ex["masked_lm_weights"].sum())
+        positions, labels = ex["masked_lm_positions"][:k], ex["masked_lm_ids"][:k]
+        original = ex["input_ids"].copy()
+        original[positions] = labels
+        assert original[0] == 0 and original[n - 1] == 2 and (original[n:] == 1).all()
+        assert (original == 2).sum() == 2 and not np.isin(labels, [0, 1, 2, 3, 4]).any()
+        masked = np.zeros(n, bool)
+        masked[positions] = True
+        for p in range(2, n - 1):
+            word_start = bpe.id_to_token(int(original[p])).startswith("\u0120")
+            if not word_start and original[p] != 2 and original[p - 1] != 2:
+                assert masked[p] == masked[p - 1], bpe.decode(original[p - 3 : p + 2].tolist())
+                words_together += masked[p]
+    assert words_together > 20 and (np.concatenate([e["input_ids"] for e in examples]) == 4).sum() > 100
+
+
+def test_document_runs_cover_each_document_in_order_in_full_rows(news_config, tokenizer, tmp_path):
+    """example_format="documents": `[CLS] text [SEP]` rows of whole sentences of one document, in
+    order, every token of the split in exactly one row; a row ends where the next sentence would
+    not fit (or inside a sentence longer than a row); no next-sentence labels."""
+    config = dataclasses.replace(news_config, example_format="documents", max_seq_length=64, max_documents=80)
+    prepared = pretraining.prepare(config, tokenizer, tmp_path)
+    instances = np.load(prepared / "train_instances.npy")
+    tokens = np.load(prepared / "train_tokens.npy")
+    assert (instances[:, 2] == instances[:, 1]).all() and (instances[:, 3] == instances[:, 1]).all()
+    assert (instances[:, 4] == 0).all() and (instances[:, 1] - instances[:, 0] <= 62).all()
+    covered = np.zeros(len(tokens), int)
+    for start, end in instances[:, :2]:
+        covered[start:end] += 1
+    assert (covered == 1).all() and (np.diff(instances[:, 0]) > 0).all()
+    assert np.mean(instances[:, 1] - instances[:, 0]) > 0.6 * 62  # rows mostly full, of whole paragraphs
+    source, examples = _examples(prepared, tokenizer, config, count=200)
+    special = special_ids(tokenizer)
+    for index, ex in enumerate(examples):
+        start, end = instances[index, :2]
+        n = int(ex["attention_mask"].sum())
+        original = ex["input_ids"].copy()
+        k = int(ex["masked_lm_weights"].sum())
+        original[ex["masked_lm_positions"][:k]] = ex["masked_lm_ids"][:k]
+        assert n == end - start + 2 and original[0] == special.cls and original[n - 1] == special.sep
+        assert (original[1 : n - 1] == tokens[start:end]).all() and not ex["token_type_ids"].any()
+        assert k == min(config.max_predictions_per_seq, max(1, round(n * config.masked_lm_prob)))
+    from bertjax import config as config_lib
+
+    config_dict = config_lib.load_config_module(Path(__file__).parents[2] / "configs" / "pretrain.py").get_config()
+    config_dict.data.example_format = "documents"
+    with pytest.raises(
+        ConfigError, match="example_format='documents' has no next-sentence task: set train.nsp_weight=0"
+    ):
+        config_lib.from_config_dict(config_dict)
