@@ -37,7 +37,11 @@ def free_port() -> int:
 
 def cpu_env(devices: int) -> dict[str, str]:
     """The environment of a process with `devices` simulated CPU devices."""
-    return {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    return {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}",
+    }
 
 
 def start_two_processes(commands: list[list[str]], devices: int = 2) -> list[subprocess.Popen]:

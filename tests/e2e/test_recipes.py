@@ -26,7 +26,11 @@ DEFAULT_COMPILED = ["recipe=bert,size=base,phase=1", "recipe=lamb,phase=2"]
 
 @pytest.fixture(scope="module")
 def recipes():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    env = {
+        **os.environ,
+        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8",
+        "JAX_PLATFORMS": "cpu",
+    }
     selected = [] if os.environ.get("BERTJAX_ALL_RECIPES") else DEFAULT_COMPILED
     env["BERTJAX_RECIPE_LAYERS"] = "0" if os.environ.get("BERTJAX_ALL_RECIPES") else "2"
     result = subprocess.run(

@@ -17,7 +17,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def measured():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    env = {
+        **os.environ,
+        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8",
+        "JAX_PLATFORMS": "cpu",
+    }
     result = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "sharding_check.py")], cwd=ROOT, capture_output=True, text=True, env=env
     )
