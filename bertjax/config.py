@@ -129,6 +129,11 @@ class ModelConfig:
     first_attention_norm: bool = True
     head_bias: bool = True  # the MLM head's transform bias (ModernBERT's classifier_bias)
     decoder_bias: bool = True  # the MLM decoder's output bias
+    # The fine-tuning heads' transform: "pooler" (BERT: dense and tanh on the first token for a
+    # sequence's label, none for tokens' labels and spans) or "prediction" (ModernBERT: dense, the
+    # activation and a norm, on the pooled state and before every token's and span's classifier).
+    classifier_head: str = "pooler"
+    classifier_pooling: str = "cls"  # the sequence's state for "prediction": its first token, or "mean"
 
     @property
     def head_dim(self) -> int:
@@ -163,6 +168,8 @@ class ModelConfig:
         mlp = halves * h * i + i * h + ((halves * i + h) if self.mlp_bias else 0)
         skipped = norm if self.layer_norm_position == "pre" and not self.first_attention_norm else 0
         pooler = h * h + h
+        if self.classifier_head == "prediction":  # ModernBERT's: dense (head_bias) and a norm
+            pooler = h * h + (h if self.head_bias else 0) + norm
         heads = (h * e + (e if self.head_bias else 0)) + embed_norm + (v if self.decoder_bias else 0) + (2 * h + 2)
         final_norm = norm if self.layer_norm_position == "pre" else 0
         layers = self.num_hidden_layers * (attention + mlp + 2 * norm) - skipped
@@ -639,6 +646,8 @@ def model_config_from_dict(cd: ml_collections.ConfigDict | dict, prefix: str = "
     )
     _check_choice(prefix + "mlp_type", model.mlp_type, ("mlp", "glu"))
     _check_choice(prefix + "norm_type", model.norm_type, ("layernorm", "rmsnorm"))
+    _check_choice(prefix + "classifier_head", model.classifier_head, ("pooler", "prediction"))
+    _check_choice(prefix + "classifier_pooling", model.classifier_pooling, ("cls", "mean"))
     _check_choice(prefix + "hf_model_type", model.hf_model_type, ("", "bert", "roberta", "modernbert", "electra"))
     if model.scan_layers and model.layer_norm_position == "pre" and not model.first_attention_norm:
         raise ConfigError(f"config key {prefix}first_attention_norm=False needs {prefix}scan_layers=False")

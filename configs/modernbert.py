@@ -56,6 +56,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     model.mlp_type = "glu"
     model.norm_bias = model.attention_bias = model.mlp_bias = model.head_bias = False
     model.decoder_bias = True
+    model.classifier_head = "prediction"  # fine-tuning: ModernBERT's dense, activation and norm
+    model.classifier_pooling = "cls"
     config.data.masked_lm_prob = 0.3
     config.data.example_format = "documents"  # [CLS] text [SEP]: masked LM only
     config.data.pack_examples = 4  # documents' short ends share rows (attention kept within each)

@@ -62,6 +62,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     model.first_attention_norm = True  # pre-LN: layer 0 normalises its attention input
     model.head_bias = True  # the MLM head's transform bias
     model.decoder_bias = True  # the MLM decoder's output bias
+    model.classifier_head = "pooler"  # fine-tuning heads: BERT's tanh pooler, or ModernBERT's "prediction" head
+    model.classifier_pooling = "cls"  # "prediction" on the first token, or the "mean" of the tokens
 
     config.data = data = ml_collections.ConfigDict()
     data.train_files = "data/samples/news.txt"  # comma-separated glob patterns of text files

@@ -417,7 +417,9 @@ class ScannedEncoderLayer(EncoderLayer):
 
 
 class BertModel(nn.Module):
-    """The encoder: embeddings, N layers, and the tanh pooler on the first ([CLS]) token.
+    """The encoder: embeddings, N layers, and the pooler: dense and tanh on the first ([CLS])
+    token, or with `classifier_head="prediction"` ModernBERT's dense, activation and norm on the
+    first token or the tokens' mean (`classifier_pooling`).
 
     `attention_mask` [batch, length] is 0 on padding and otherwise a segment number: tokens attend
     only to tokens of their own segment, and positions restart at each segment's first token. A
@@ -455,7 +457,15 @@ class BertModel(nn.Module):
         if cfg.layer_norm_position == "pre":  # pre-LN: the residual stream is normalised once at the end
             self.final_layer_norm = layer_norm(cfg)
         if self.add_pooling_layer:
-            self.pooler = dense(cfg, cfg.hidden_size, cfg.hidden_size, ("embed", "embed_out"))
+            self.pooler = dense(
+                cfg, cfg.hidden_size, cfg.hidden_size, ("embed", "embed_out"), use_bias=self.pooler_bias
+            )
+            if cfg.classifier_head == "prediction":
+                self.pooler_norm = layer_norm(cfg)
+
+    @property
+    def pooler_bias(self) -> bool:
+        return self.config.head_bias or self.config.classifier_head == "pooler"
 
     def __call__(
         self,
@@ -491,12 +501,16 @@ class BertModel(nn.Module):
             x = nn.with_logical_constraint(self.final_layer_norm(x), BATCH_LENGTH_EMBED)
         if not self.add_pooling_layer:
             return x, None
-        if pooled_positions is None:
-            first = x[:, 0]
-        else:
+        if pooled_positions is not None:
             first = jnp.take_along_axis(x, pooled_positions[..., None], axis=1)
-        pooled = jnp.tanh(self.pooler(first))
-        return x, pooled
+        elif cfg.classifier_pooling == "mean":  # the mean over the row's tokens (ModernBERT's "mean")
+            weights = (segments > 0).astype(x.dtype)[..., None]
+            first = (x * weights).sum(1) / jnp.maximum(weights.sum(1), 1)
+        else:
+            first = x[:, 0]
+        if cfg.classifier_head == "prediction":
+            return x, self.pooler_norm(activation(cfg.hidden_act)(self.pooler(first)))
+        return x, jnp.tanh(self.pooler(first))
 
     def attend(self, x: Array) -> Array:
         return self.embeddings.attend(x)
@@ -580,6 +594,20 @@ class BertForSequenceClassification(nn.Module):
         return logits.astype(jnp.float32)
 
 
+class TokenHead(nn.Module):
+    """ModernBERT's prediction head on every token (`classifier_head="prediction"`): dense (with a
+    bias if `head_bias`), the activation, a norm; before a token or span classifier."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        cfg = self.config
+        h = dense(cfg, cfg.hidden_size, cfg.hidden_size, ("embed", "embed_out"), "dense", cfg.head_bias)(x)
+        h = layer_norm(cfg, "norm")(activation(cfg.hidden_act)(h))
+        return nn.with_logical_constraint(h, BATCH_LENGTH_EMBED)
+
+
 class BertForTokenClassification(nn.Module):
     """BERT with a linear head on every token's (dropped-out) output, as Hugging Face's
     `BertForTokenClassification` (no pooler): tagging, e.g. named entities.
@@ -601,6 +629,7 @@ class BertForTokenClassification(nn.Module):
         cfg = self.config
         bert = BertModel(cfg, add_pooling_layer=False, name="bert")
         sequence, _ = bert(input_ids, token_type_ids, attention_mask, deterministic)
+        sequence = TokenHead(cfg, name="token_head")(sequence) if cfg.classifier_head == "prediction" else sequence
         sequence = Dropout(cfg.hidden_dropout_prob)(sequence, deterministic=deterministic)
         logits = dense(cfg, cfg.hidden_size, self.num_labels, ("embed", "classes"), "token_classifier")(sequence)
         return nn.with_logical_constraint(logits.astype(jnp.float32), ("activation_batch", "activation_length", None))
@@ -626,5 +655,7 @@ class BertForQuestionAnswering(nn.Module):
         cfg = self.config
         bert = BertModel(cfg, add_pooling_layer=False, name="bert")
         sequence, _ = bert(input_ids, token_type_ids, attention_mask, deterministic)
+        if cfg.classifier_head == "prediction":
+            sequence = Dropout(cfg.hidden_dropout_prob)(TokenHead(cfg, name="token_head")(sequence), deterministic)
         logits = dense(cfg, cfg.hidden_size, 2, ("embed", "classes"), "qa_outputs")(sequence)
         return nn.with_logical_constraint(logits.astype(jnp.float32), ("activation_batch", "activation_length", None))

@@ -72,6 +72,7 @@ def hf_model_type(config: ModelConfig) -> str | None:
         and c.head_bias
         and c.decoder_bias
         and not c.local_attention
+        and c.classifier_head == "pooler"
     )
     if bert_like and not c.position_offset and (c.hf_model_type == "electra" or c.embedding_width != c.hidden_size):
         return "electra"  # BERT's encoder under ELECTRA's names (factorised embeddings if any)
@@ -85,14 +86,17 @@ def hf_model_type(config: ModelConfig) -> str | None:
         and c.norm_type == "layernorm"
         and c.type_vocab_size == 0
         and c.embedding_norm
+        and c.classifier_head == "prediction"
     ):
         return "modernbert"
     return None
 
 
-def modernbert_name_map(config: ModelConfig) -> list[tuple[str, str, str]]:
-    """(bertjax path, HF name, transform) for transformers' ModernBertForMaskedLM (no fine-tuning
-    heads yet: those of ModernBERT pool differently from BERT's)."""
+def modernbert_name_map(config: ModelConfig, architecture: str = "") -> list[tuple[str, str, str]]:
+    """(bertjax path, HF name, transform) for transformers' ModernBertForMaskedLM, or the
+    fine-tuning model `architecture`: its `head` (dense, activation, norm) is our pooler and its
+    norm (ForSequenceClassification) or our `token_head` (ForTokenClassification,
+    ForQuestionAnswering), its `classifier` our classifier, token classifier or span head."""
     norm_bias = config.norm_bias
     rows = [("bert/embeddings/word_embeddings/embedding", "model.embeddings.tok_embeddings.weight", "copy")]
     rows += _layer_norm("bert/embeddings/layer_norm", "model.embeddings.norm", norm_bias)
@@ -110,6 +114,16 @@ def modernbert_name_map(config: ModelConfig) -> list[tuple[str, str, str]]:
         rows += _dense(f"{ours}/intermediate", f"{hf}.mlp.Wi", "glu_in", config.mlp_bias)
         rows += _dense(f"{ours}/output", f"{hf}.mlp.Wo", "dense", config.mlp_bias)
     rows += _layer_norm("bert/final_layer_norm", "model.final_norm", norm_bias)
+    heads = {
+        "ModernBertForSequenceClassification": ("bert/pooler", "bert/pooler_norm", "classifier"),
+        "ModernBertForTokenClassification": ("token_head/dense", "token_head/norm", "token_classifier"),
+        "ModernBertForQuestionAnswering": ("token_head/dense", "token_head/norm", "qa_outputs"),
+    }
+    if architecture in heads:
+        head, norm, classifier = heads[architecture]
+        rows += _dense(head, "head.dense", "dense", config.head_bias)
+        rows += _layer_norm(norm, "head.norm", norm_bias)
+        return rows + _dense(classifier, "classifier", "dense")
     rows += _dense("mlm_head/transform", "head.dense", "dense", config.head_bias)
     rows += _layer_norm("mlm_head/transform_layer_norm", "head.norm", norm_bias)
     if config.decoder_bias:
@@ -126,7 +140,7 @@ def name_map(config: ModelConfig, architecture: str = "") -> list[tuple[str, str
     `classifier` is our token classifier in a `BertForTokenClassification`."""
     model_type = hf_model_type(config)
     if model_type == "modernbert":
-        return modernbert_name_map(config)
+        return modernbert_name_map(config, architecture)
     if model_type == "roberta":
         return roberta_name_map(config, architecture)
     if model_type == "electra":
@@ -304,13 +318,15 @@ def _our_shape(path: str, kind: str, hf_shape: tuple[int, ...], config: ModelCon
 def hf_head_architecture(flat: Mapping[str, Any], config: ModelConfig) -> str:
     """The HF class of a fine-tuned model's head in `flat` ("" for none, or where BERT's names do
     not depend on it)."""
-    if hf_model_type(config) == "roberta":
+    model_type = hf_model_type(config)
+    if model_type in ("roberta", "modernbert"):
         heads = {
             "classifier": "ForSequenceClassification",
             "token_classifier": "ForTokenClassification",
             "qa_outputs": "ForQuestionAnswering",
         }
-        return next((f"Roberta{kind}" for head, kind in heads.items() if f"{head}/kernel" in flat), "")
+        name = {"roberta": "Roberta", "modernbert": "ModernBert"}[model_type]
+        return next((f"{name}{kind}" for head, kind in heads.items() if f"{head}/kernel" in flat), "")
     return TOKEN_CLASSIFICATION if "token_classifier/kernel" in flat else ""
 
 

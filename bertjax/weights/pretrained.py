@@ -72,7 +72,7 @@ class Pretrained:
 
 def component(path: str) -> str:
     """The part of the model a parameter belongs to: encoder, pooler, mlm_head, nsp_head, classifier,
-    token_classifier, qa_outputs."""
+    token_head (ModernBERT's per-token prediction head), token_classifier, qa_outputs."""
     if path.startswith("bert/pooler"):
         return "pooler"
     if path.startswith("bert/"):
@@ -136,6 +136,8 @@ def modernbert_config_from_hf(hf_config: Mapping[str, Any], where: str) -> Model
         "head_bias": bool(hf_config.get("classifier_bias", False)),
         "decoder_bias": bool(hf_config.get("decoder_bias", True)),
         "first_attention_norm": False,
+        "classifier_head": "prediction",
+        "classifier_pooling": hf_config.get("classifier_pooling", "cls"),
     }
     try:
         return model_config_from_dict(fields, prefix=f"{where}: ")
@@ -463,20 +465,23 @@ def _write_mlm_encoder(pretrained: Pretrained, destination: Path, model_type: st
     """A Hugging Face ModernBERT, RoBERTa or ELECTRA folder: <Model>ForMaskedLM with the MLM head
     (ELECTRA's generator), ElectraForPreTraining with the discriminator's head, else <Model>Model.
     A pretraining run's NSP head (and pooler, but for RoBERTa) is left out, as those models have
-    none. A fine-tuned RoBERTa is written as RobertaForSequenceClassification (our pooler is its
-    head's dense), -TokenClassification or -QuestionAnswering; other heads are refused."""
+    none. A fine-tuned RoBERTa or ModernBERT is written as <Model>ForSequenceClassification,
+    -TokenClassification or -QuestionAnswering; other heads are refused."""
     from safetensors.numpy import save_file
 
     config, groups = pretrained.config, pretrained.groups()
     name = {"modernbert": "ModernBert", "roberta": "Roberta", "electra": "Electra"}[model_type]
     droppable = ("nsp_head",) if model_type == "roberta" else ("pooler", "nsp_head")
+    if model_type == "modernbert" and "classifier" in groups:
+        droppable = ("nsp_head",)  # its pooler is the classifier's head
     allowed = (
         "encoder",
         "mlm_head",
         "pooler",
         *droppable,
         *(("discriminator_head",) if model_type == "electra" else ()),
-        *(("classifier", "token_classifier", "qa_outputs") if model_type == "roberta" else ()),
+        *(("classifier", "token_classifier", "qa_outputs") if model_type in ("roberta", "modernbert") else ()),
+        *(("token_head",) if model_type == "modernbert" else ()),
     )
     heads = [g for g in groups if g not in allowed]
     if "mlm_head" in groups and "discriminator_head" in groups:
@@ -548,6 +553,7 @@ def _modernbert_fields(pretrained: Pretrained) -> dict[str, Any]:
         "mlp_dropout": config.hidden_dropout_prob,
         "attention_dropout": config.attention_probs_dropout_prob,
         "tie_word_embeddings": True,
+        "classifier_pooling": config.classifier_pooling,
         **_special_token_ids(pretrained),
     }
 

@@ -168,6 +168,7 @@ def test_param_count_formula_holds_for_every_knob():
         dict(norm_type="rmsnorm", type_vocab_size=0, embedding_norm=False, position_embedding_type="none"),
         dict(embedding_size=16),
         dict(position_embedding_type="scaled_sinusoidal", norm_type="rmsnorm"),
+        dict(classifier_head="prediction", head_bias=False, norm_bias=False),
     ):
         config = ModelConfig(
             vocab_size=101, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=40, **knobs
@@ -473,26 +474,39 @@ def test_scaled_sinusoidal_encoder_equals_torch_bert_with_the_papers_table():
     assert float(nn.meta.unbox(fresh)["embeddings"]["position_scale"]) == pytest.approx(64**-0.5)
 
 
-@pytest.mark.parametrize("kind", ["SequenceClassification", "TokenClassification", "QuestionAnswering"])
-def test_roberta_fine_tuning_heads_import_and_export_with_the_same_logits(kind, tmp_path):
-    """transformers' RobertaFor<kind> (random weights): its folder imports with the same logits from
-    our model of that task (RobertaClassificationHead = our pooler, then our classifier), and
-    `write_hf` gives back a folder transformers loads with no missing or unexpected keys."""
+@pytest.mark.parametrize(
+    "model, kind",
+    [
+        ("Roberta", "SequenceClassification"),
+        ("Roberta", "TokenClassification"),
+        ("Roberta", "QuestionAnswering"),
+        ("ModernBert", "SequenceClassification"),
+        ("ModernBert", "TokenClassification"),
+        ("ModernBert", "QuestionAnswering"),
+    ],
+)
+def test_fine_tuning_heads_import_and_export_with_the_same_logits(model, kind, tmp_path):
+    """transformers' RobertaFor<kind> and ModernBertFor<kind> (random weights; ModernBERT's
+    sequence classifier pooling the tokens' mean): the folder imports with the same logits from
+    our model of that task (RoBERTa's classification head = our pooler then classifier;
+    ModernBERT's dense-activation-norm head = our pooler, or `token_head` before a token's or a
+    span's classifier), and `write_hf` gives back a folder transformers loads with no missing or
+    unexpected keys, with the same logits."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     from bertjax.model.bert import BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification
     from bertjax.weights import param_tree
     from bertjax.weights.pretrained import read_hf, write_hf
 
-    _, hf_config = _roberta()
+    hf_config = _roberta()[1] if model == "Roberta" else _modernbert(classifier_pooling="mean")[1]
     labels = ("neg", "neutral", "pos")
     if kind != "QuestionAnswering":  # its two outputs are the start and end logits
         hf_config.id2label, hf_config.label2id = dict(enumerate(labels)), {x: i for i, x in enumerate(labels)}
     torch.manual_seed(1)
-    hf_model = getattr(transformers, f"RobertaFor{kind}")(hf_config).eval()
+    hf_model = getattr(transformers, f"{model}For{kind}")(hf_config).eval()
     with torch.no_grad():
         for name, p in hf_model.named_parameters():
-            p.copy_(torch.randn_like(p) * 0.2 + (1.0 if "LayerNorm.weight" in name else 0.0))
+            p.copy_(torch.randn_like(p) * 0.2 + (1.0 if name.endswith(("LayerNorm.weight", "norm.weight")) else 0.0))
     hf_model.save_pretrained(tmp_path / "theirs")
     loaded = read_hf(tmp_path / "theirs")
     head = {"SequenceClassification": "classifier", "TokenClassification": "token_classifier"}.get(kind, "qa_outputs")
@@ -503,12 +517,12 @@ def test_roberta_fine_tuning_heads_import_and_export_with_the_same_logits(kind, 
         "QuestionAnswering": BertForQuestionAnswering(loaded.config),
     }[kind]
     ids, mask = _batch(np.random.default_rng(6), 3, 20, hf_config.vocab_size, padded=True)
-    ids = np.where(mask > 0, ids, 1)
+    ids = np.where(mask > 0, ids, hf_config.pad_token_id)
     logits = np.asarray(ours.apply({"params": param_tree.unflatten(loaded.params)}, ids, ids * 0, mask))
 
-    def torch_logits(model):
+    def torch_logits(hf):
         with torch.no_grad():
-            out = model(input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask))
+            out = hf(input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask))
         if kind == "QuestionAnswering":
             return np.stack([out.start_logits.numpy(), out.end_logits.numpy()], -1)
         return out.logits.numpy()
@@ -516,9 +530,9 @@ def test_roberta_fine_tuning_heads_import_and_export_with_the_same_logits(kind, 
     real = mask.astype(bool) if kind != "SequenceClassification" else slice(None)
     _assert_close(logits[real], torch_logits(hf_model)[real])
     folder = write_hf(loaded, tmp_path / "ours")
-    again, info = getattr(transformers, f"RobertaFor{kind}").from_pretrained(folder, output_loading_info=True)
+    again, info = getattr(transformers, f"{model}For{kind}").from_pretrained(folder, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"], info
-    assert json.loads((folder / "config.json").read_text())["architectures"] == [f"RobertaFor{kind}"]
+    assert json.loads((folder / "config.json").read_text())["architectures"] == [f"{model}For{kind}"]
     _assert_close(torch_logits(again.eval())[real], torch_logits(hf_model)[real])
     if kind != "QuestionAnswering":
         assert again.config.id2label == dict(enumerate(labels))
