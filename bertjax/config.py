@@ -149,6 +149,12 @@ class ModelConfig:
         """The longest row the positions allow (RoBERTa's table keeps its first rows for padding)."""
         return self.max_position_embeddings - self.position_offset
 
+    @property
+    def first_layer_apart(self) -> bool:
+        """Whether a scanned encoder runs layer 0 outside its scan: a pre-LN layer 0 without its
+        attention norm (ModernBERT) has other parameters than the layers the scan stacks."""
+        return self.scan_layers and self.layer_norm_position == "pre" and not self.first_attention_norm
+
     def is_global_layer(self, index: int) -> bool:
         """Whether layer `index` attends globally (see local_attention)."""
         return not self.local_attention or index % self.global_attn_every_n_layers == 0
@@ -649,8 +655,6 @@ def model_config_from_dict(cd: ml_collections.ConfigDict | dict, prefix: str = "
     _check_choice(prefix + "classifier_head", model.classifier_head, ("pooler", "prediction"))
     _check_choice(prefix + "classifier_pooling", model.classifier_pooling, ("cls", "mean"))
     _check_choice(prefix + "hf_model_type", model.hf_model_type, ("", "bert", "roberta", "modernbert", "electra"))
-    if model.scan_layers and model.layer_norm_position == "pre" and not model.first_attention_norm:
-        raise ConfigError(f"config key {prefix}first_attention_norm=False needs {prefix}scan_layers=False")
     if model.position_embedding_type == "scaled_sinusoidal" and model.embedding_width % 2:
         raise ConfigError(
             f"config key {prefix}position_embedding_type='scaled_sinusoidal' needs an even embedding width, "

@@ -434,25 +434,33 @@ class BertModel(nn.Module):
     def setup(self) -> None:
         cfg = self.config
         self.embeddings = Embeddings(cfg)
-        layer = ScannedEncoderLayer if cfg.scan_layers else EncoderLayer
-        if cfg.remat != "none":  # recompute the layer's activations in the backward pass
+
+        def maybe_remat(layer: type[EncoderLayer], scanned: bool) -> Any:
+            if cfg.remat == "none":
+                return layer
+            # Recompute the layer's activations in the backward pass.
             policy = {
                 "full": jax.checkpoint_policies.nothing_saveable,
                 "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
             }[cfg.remat]
             # (self, x, [is_global,] allowed, rope, deterministic); inside a scan, nothing to keep apart from CSE
-            static = (5,) if cfg.scan_layers else (4,)
-            layer = nn.remat(layer, policy=policy, static_argnums=static, prevent_cse=not cfg.scan_layers)
-        if cfg.scan_layers:  # one layer's program, run num_hidden_layers times over stacked parameters
+            static = (5,) if scanned else (4,)
+            return nn.remat(layer, policy=policy, static_argnums=static, prevent_cse=not scanned)
+
+        if cfg.scan_layers:  # one layer's program, run over stacked parameters
+            # Layer 0 runs on its own when its parameters differ (`first_layer_apart`).
+            apart = cfg.first_layer_apart
+            self.first_layer = maybe_remat(EncoderLayer, False)(cfg, first=True, name="layer_0") if apart else None
             self.layers = nn.scan(
-                layer,
+                maybe_remat(ScannedEncoderLayer, True),
                 variable_axes={"params": 0},
                 split_rngs={"params": True, "dropout": True},
                 in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
-                length=cfg.num_hidden_layers,
+                length=cfg.num_hidden_layers - apart,
                 metadata_params={nn.PARTITION_NAME: "layers"},
             )(cfg, name="layers")
         else:
+            layer = maybe_remat(EncoderLayer, False)
             self.layers = [layer(cfg, first=i == 0, name=f"layer_{i}") for i in range(cfg.num_hidden_layers)]
         if cfg.layer_norm_position == "pre":  # pre-LN: the residual stream is normalised once at the end
             self.final_layer_norm = layer_norm(cfg)
@@ -490,13 +498,20 @@ class BertModel(nn.Module):
             rope = tuple(
                 rotary_tables(positions, cfg.head_dim, t) for t in (cfg.global_rope_theta, cfg.local_rope_theta)
             )
+
+        def run_layer(layer: Any, i: int, x: Array) -> Array:
+            kind = 0 if cfg.is_global_layer(i) else 1
+            return layer(x, allowed[kind], None if rope is None else rope[kind], deterministic)
+
         if cfg.scan_layers:
-            is_global = jnp.array([cfg.is_global_layer(i) for i in range(cfg.num_hidden_layers)])
+            start = 0
+            if self.first_layer is not None:
+                x, start = run_layer(self.first_layer, 0, x), 1
+            is_global = jnp.array([cfg.is_global_layer(i) for i in range(start, cfg.num_hidden_layers)])
             x, _ = self.layers(x, is_global, allowed, rope, deterministic)
         else:
             for i, layer in enumerate(self.layers):
-                kind = 0 if cfg.is_global_layer(i) else 1
-                x = layer(x, allowed[kind], None if rope is None else rope[kind], deterministic)
+                x = run_layer(layer, i, x)
         if self.config.layer_norm_position == "pre":
             x = nn.with_logical_constraint(self.final_layer_norm(x), BATCH_LENGTH_EMBED)
         if not self.add_pooling_layer:

@@ -16,8 +16,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_modernbert_folder_fine_tunes_from_its_encoder(tmp_path, vocab_file):
     """A Hugging Face ModernBERT folder (random weights, the sample WordPiece vocab) as
-    `--config.init`: its encoder is loaded, rotary positions and sliding windows included, and the
-    toy sentiment task is learned."""
+    `--config.init`: its encoder is loaded into a scanned encoder (layer 0, which has no attention
+    norm, apart from the stacked layers 1 and 2), rotary positions and sliding windows included,
+    and the toy sentiment task is learned."""
     pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     vocab_size = len(vocab_file.read_text(encoding="utf-8").splitlines())
@@ -39,7 +40,9 @@ def test_modernbert_folder_fine_tunes_from_its_encoder(tmp_path, vocab_file):
     folder = tmp_path / "modernbert"
     transformers.ModernBertForMaskedLM(config).save_pretrained(folder)
     shutil.copy(vocab_file, folder / "vocab.txt")
-    _fine_tunes_the_toy_task(folder, tmp_path, f"--config.task.vocab_file={vocab_file}")
+    _fine_tunes_the_toy_task(
+        folder, tmp_path, f"--config.task.vocab_file={vocab_file}", "--config.model.scan_layers=True"
+    )
 
 
 def _fine_tunes_the_toy_task(folder, tmp_path, *extra):

@@ -176,11 +176,24 @@ def test_param_count_formula_holds_for_every_knob():
         assert _param_count(config) == config.num_params(), knobs
 
 
+MODERNBERT_LAYERS = dict(
+    layer_norm_position="pre", first_attention_norm=False, attention_bias=False, mlp_bias=False, mlp_type="glu"
+)
+
+
 @pytest.mark.parametrize(
-    "knobs", [dict(local_attention=6, global_attn_every_n_layers=2, position_embedding_type="rope")]
+    "knobs",
+    [
+        dict(local_attention=6, global_attn_every_n_layers=2, position_embedding_type="rope"),
+        dict(local_attention=6, global_attn_every_n_layers=2, position_embedding_type="rope", **MODERNBERT_LAYERS),
+        dict(local_attention=6, global_attn_every_n_layers=2, remat="full", **MODERNBERT_LAYERS),
+    ],
 )
 def test_scanned_layers_alternate_attention_as_the_unrolled_layers(knobs):
-    from bertjax.weights.param_tree import flatten, stack_layers, unflatten
+    """A scanned encoder with sliding-window and global layers gives the unrolled encoder's
+    outputs; ModernBERT's layer 0 (no attention norm) runs before the scan, which stacks layers 1
+    and 2, and the stacked parameters unstack to the unrolled ones."""
+    from bertjax.weights.param_tree import flatten, stack_layers, unflatten, unstack_layers
 
     config = ModelConfig(
         vocab_size=101,
@@ -196,9 +209,16 @@ def test_scanned_layers_alternate_attention_as_the_unrolled_layers(knobs):
     params = jax.jit(lambda k: BertModel(config).init(k, ids, ids * 0, mask))(jax.random.key(0))["params"]
     params = nn.meta.unbox(params)
     unrolled, _ = jax.jit(BertModel(config).apply)({"params": params}, ids, ids * 0, mask)
-    layers = unflatten(stack_layers(flatten({"bert": params}), config.num_hidden_layers))["bert"]
+    flat = flatten({"bert": params})
+    stacked_flat = stack_layers(flat, config.num_hidden_layers - scanned.first_layer_apart)
+    layers = unflatten(stacked_flat)["bert"]
+    fresh = jax.eval_shape(lambda k: BertModel(scanned).init(k, ids, ids * 0, mask), jax.random.key(0))["params"]
+    assert jax.tree.structure(nn.meta.unbox(fresh)) == jax.tree.structure(layers)
+    assert ("layer_0" in layers) == scanned.first_layer_apart
     stacked, _ = jax.jit(BertModel(scanned).apply)({"params": layers}, ids, ids * 0, mask)
     np.testing.assert_allclose(np.asarray(stacked), np.asarray(unrolled), rtol=1e-5, atol=1e-5)
+    back = unstack_layers(stacked_flat)
+    assert back.keys() == flat.keys() and all(np.array_equal(back[k], flat[k]) for k in flat)
 
 
 def test_modernbert_folder_written_by_write_hf_loads_in_transformers_and_reads_back(tmp_path):
