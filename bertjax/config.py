@@ -134,6 +134,8 @@ class ModelConfig:
     # activation and a norm, on the pooled state and before every token's and span's classifier).
     classifier_head: str = "pooler"
     classifier_pooling: str = "cls"  # the sequence's state for "prediction": its first token, or "mean"
+    # The "pooler" head's non-linearity: "tanh" (BERT, RoBERTa) or "gelu" (ELECTRA's classifier).
+    pooler_activation: str = "tanh"
 
     @property
     def head_dim(self) -> int:
@@ -654,6 +656,7 @@ def model_config_from_dict(cd: ml_collections.ConfigDict | dict, prefix: str = "
     _check_choice(prefix + "norm_type", model.norm_type, ("layernorm", "rmsnorm"))
     _check_choice(prefix + "classifier_head", model.classifier_head, ("pooler", "prediction"))
     _check_choice(prefix + "classifier_pooling", model.classifier_pooling, ("cls", "mean"))
+    _check_choice(prefix + "pooler_activation", model.pooler_activation, ("tanh", "gelu"))
     _check_choice(prefix + "hf_model_type", model.hf_model_type, ("", "bert", "roberta", "modernbert", "electra"))
     if model.position_embedding_type == "scaled_sinusoidal" and model.embedding_width % 2:
         raise ConfigError(

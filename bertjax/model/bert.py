@@ -417,8 +417,8 @@ class ScannedEncoderLayer(EncoderLayer):
 
 
 class BertModel(nn.Module):
-    """The encoder: embeddings, N layers, and the pooler: dense and tanh on the first ([CLS])
-    token, or with `classifier_head="prediction"` ModernBERT's dense, activation and norm on the
+    """The encoder: embeddings, N layers, and the pooler: dense and tanh (`pooler_activation`) on
+    the first ([CLS]) token, or with `classifier_head="prediction"` ModernBERT's dense, activation and norm on the
     first token or the tokens' mean (`classifier_pooling`).
 
     `attention_mask` [batch, length] is 0 on padding and otherwise a segment number: tokens attend
@@ -525,7 +525,7 @@ class BertModel(nn.Module):
             first = x[:, 0]
         if cfg.classifier_head == "prediction":
             return x, self.pooler_norm(activation(cfg.hidden_act)(self.pooler(first)))
-        return x, jnp.tanh(self.pooler(first))
+        return x, activation(cfg.pooler_activation)(self.pooler(first))
 
     def attend(self, x: Array) -> Array:
         return self.embeddings.attend(x)

@@ -34,6 +34,7 @@ def activation(name: str) -> Any:
         "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
         "relu": jax.nn.relu,
         "silu": jax.nn.silu,
+        "tanh": jnp.tanh,
     }[name]
 
 

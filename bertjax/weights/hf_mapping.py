@@ -74,9 +74,10 @@ def hf_model_type(config: ModelConfig) -> str | None:
         and not c.local_attention
         and c.classifier_head == "pooler"
     )
-    if bert_like and not c.position_offset and (c.hf_model_type == "electra" or c.embedding_width != c.hidden_size):
+    electra = c.hf_model_type == "electra" or c.embedding_width != c.hidden_size or c.pooler_activation == "gelu"
+    if bert_like and not c.position_offset and electra:
         return "electra"  # BERT's encoder under ELECTRA's names (factorised embeddings if any)
-    if bert_like:
+    if bert_like and c.pooler_activation == "tanh":
         return "roberta" if c.position_offset else "bert"
     if (
         c.position_embedding_type == "rope"
@@ -144,7 +145,7 @@ def name_map(config: ModelConfig, architecture: str = "") -> list[tuple[str, str
     if model_type == "roberta":
         return roberta_name_map(config, architecture)
     if model_type == "electra":
-        return electra_name_map(config)
+        return electra_name_map(config, architecture)
     rows = [
         ("bert/embeddings/word_embeddings/embedding", "bert.embeddings.word_embeddings.weight", "copy"),
         ("bert/embeddings/position_embeddings/embedding", "bert.embeddings.position_embeddings.weight", "copy"),
@@ -182,19 +183,36 @@ _ELECTRA_NAMES = (
 ELECTRA_DERIVED_TENSORS = ("generator_lm_head.weight", "electra.embeddings.position_ids")
 
 
-def electra_name_map(config: ModelConfig) -> list[tuple[str, str, str]]:
+def electra_name_map(config: ModelConfig, architecture: str = "") -> list[tuple[str, str, str]]:
     """(bertjax path, HF name, transform) for transformers' ElectraForMaskedLM and
     ElectraForPreTraining: BERT's tensors under ELECTRA's names (no pooler, no NSP head), the
-    projection of factorised embeddings, and the discriminator's head."""
+    projection of factorised embeddings, the discriminator's head, and the fine-tuning heads of
+    `architecture` (ElectraForSequenceClassification's head is our pooler, with
+    `pooler_activation="gelu"`, then our classifier)."""
     heads = ("nsp_head", "classifier", "token_classifier", "qa_outputs", "bert/pooler")
     rows = _renamed_bert_rows(
-        dataclasses.replace(config, hf_model_type="bert", embedding_size=0), _ELECTRA_NAMES, heads
+        dataclasses.replace(config, hf_model_type="bert", embedding_size=0, pooler_activation="tanh"),
+        _ELECTRA_NAMES,
+        heads,
     )
     if config.embedding_width != config.hidden_size:
         rows += _dense("bert/embeddings/embeddings_project", "electra.embeddings_project", "dense")
     rows += _dense("discriminator_head/dense", "discriminator_predictions.dense", "dense")
     rows += _dense("discriminator_head/prediction", "discriminator_predictions.dense_prediction", "dense")
-    return rows
+    return rows + _fine_tuning_rows(architecture)
+
+
+def _fine_tuning_rows(architecture: str) -> list[tuple[str, str, str]]:
+    """The rows of a RoBERTa or ELECTRA fine-tuning head (`<Model>For<kind>`): a sequence
+    classifier's head is our pooler (dense, then tanh or GELU) and our classifier under
+    `classifier.dense` and `classifier.out_proj`; a token classifier is `classifier`."""
+    if architecture.endswith("ForSequenceClassification"):
+        return _dense("bert/pooler", "classifier.dense", "dense") + _dense("classifier", "classifier.out_proj", "dense")
+    if architecture.endswith("ForTokenClassification"):
+        return _dense("token_classifier", "classifier", "dense")
+    if architecture.endswith("ForQuestionAnswering"):
+        return _dense("qa_outputs", "qa_outputs", "dense")
+    return []
 
 
 # RoBERTa's names for BERT's tensors (RobertaForMaskedLM; RobertaModel's without `roberta.`).
@@ -217,13 +235,7 @@ def roberta_name_map(config: ModelConfig, architecture: str = "") -> list[tuple[
     rows = _renamed_bert_rows(dataclasses.replace(config, position_offset=0), _ROBERTA_NAMES, heads)
     if architecture == "RobertaForSequenceClassification":
         rows = [row for row in rows if not row[0].startswith("bert/pooler")]
-        rows += _dense("bert/pooler", "classifier.dense", "dense")
-        rows += _dense("classifier", "classifier.out_proj", "dense")
-    elif architecture == "RobertaForTokenClassification":
-        rows += _dense("token_classifier", "classifier", "dense")
-    elif architecture == "RobertaForQuestionAnswering":
-        rows += _dense("qa_outputs", "qa_outputs", "dense")
-    return rows
+    return rows + _fine_tuning_rows(architecture)
 
 
 def _renamed_bert_rows(
@@ -319,13 +331,13 @@ def hf_head_architecture(flat: Mapping[str, Any], config: ModelConfig) -> str:
     """The HF class of a fine-tuned model's head in `flat` ("" for none, or where BERT's names do
     not depend on it)."""
     model_type = hf_model_type(config)
-    if model_type in ("roberta", "modernbert"):
+    if model_type in ("roberta", "modernbert", "electra"):
         heads = {
             "classifier": "ForSequenceClassification",
             "token_classifier": "ForTokenClassification",
             "qa_outputs": "ForQuestionAnswering",
         }
-        name = {"roberta": "Roberta", "modernbert": "ModernBert"}[model_type]
+        name = {"roberta": "Roberta", "modernbert": "ModernBert", "electra": "Electra"}[model_type]
         return next((f"{name}{kind}" for head, kind in heads.items() if f"{head}/kernel" in flat), "")
     return TOKEN_CLASSIFICATION if "token_classifier/kernel" in flat else ""
 

@@ -164,6 +164,7 @@ def model_config_from_hf(hf_config: Mapping[str, Any], where: str) -> ModelConfi
         fields["position_offset"] = int(hf_config.get("pad_token_id", 1)) + 1
     if model_type == "electra":
         fields["hf_model_type"] = "electra"
+        fields["pooler_activation"] = "gelu"  # ElectraClassificationHead: dense, GELU, out_proj
         fields["embedding_size"] = int(hf_config.get("embedding_size", hf_config.get("hidden_size", 768)))
     try:
         return model_config_from_dict(fields, prefix=f"{where}: ")
@@ -465,22 +466,30 @@ def _write_mlm_encoder(pretrained: Pretrained, destination: Path, model_type: st
     """A Hugging Face ModernBERT, RoBERTa or ELECTRA folder: <Model>ForMaskedLM with the MLM head
     (ELECTRA's generator), ElectraForPreTraining with the discriminator's head, else <Model>Model.
     A pretraining run's NSP head (and pooler, but for RoBERTa) is left out, as those models have
-    none. A fine-tuned RoBERTa or ModernBERT is written as <Model>ForSequenceClassification,
-    -TokenClassification or -QuestionAnswering; other heads are refused."""
+    none. A fine-tuned model is written as <Model>ForSequenceClassification (for ELECTRA, given
+    ELECTRA's GELU in its pooler), -TokenClassification or -QuestionAnswering; other heads are
+    refused."""
     from safetensors.numpy import save_file
 
     config, groups = pretrained.config, pretrained.groups()
     name = {"modernbert": "ModernBert", "roberta": "Roberta", "electra": "Electra"}[model_type]
     droppable = ("nsp_head",) if model_type == "roberta" else ("pooler", "nsp_head")
-    if model_type == "modernbert" and "classifier" in groups:
+    if model_type in ("modernbert", "electra") and "classifier" in groups:
         droppable = ("nsp_head",)  # its pooler is the classifier's head
+    if model_type == "electra" and "classifier" in groups and config.pooler_activation != "gelu":
+        raise CheckpointError(
+            f"{pretrained.path}: ElectraForSequenceClassification's head applies GELU, this classifier's pooler "
+            f"{config.pooler_activation} (model.pooler_activation): keep it as a bertjax model checkpoint"
+        )
     allowed = (
         "encoder",
         "mlm_head",
         "pooler",
         *droppable,
         *(("discriminator_head",) if model_type == "electra" else ()),
-        *(("classifier", "token_classifier", "qa_outputs") if model_type in ("roberta", "modernbert") else ()),
+        "classifier",
+        "token_classifier",
+        "qa_outputs",
         *(("token_head",) if model_type == "modernbert" else ()),
     )
     heads = [g for g in groups if g not in allowed]

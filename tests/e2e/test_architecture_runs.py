@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_finetune import finetune, write_toy
 from test_qa_and_ner import predict
@@ -43,6 +44,44 @@ def test_modernbert_folder_fine_tunes_from_its_encoder(tmp_path, vocab_file):
     _fine_tunes_the_toy_task(
         folder, tmp_path, f"--config.task.vocab_file={vocab_file}", "--config.model.scan_layers=True"
     )
+
+
+def test_electra_discriminator_fine_tunes_and_exports_its_classification_head(tmp_path, vocab_file):
+    """A Hugging Face ELECTRA discriminator folder (factorised embeddings 32 wide under a hidden size
+    of 64) as `--config.init`: its encoder is loaded, the toy task is learned with ELECTRA's GELU
+    classification head, and `to-hf` writes an ElectraForSequenceClassification that transformers
+    loads with no missing or unexpected keys and whose probabilities are `predict`'s."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    vocab_size = len(vocab_file.read_text(encoding="utf-8").splitlines())
+    config = transformers.ElectraConfig(
+        vocab_size=vocab_size,
+        embedding_size=32,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=128,
+    )
+    folder = tmp_path / "electra"
+    transformers.ElectraForPreTraining(config).save_pretrained(folder)
+    shutil.copy(vocab_file, folder / "vocab.txt")
+    workdir, toy = _fine_tunes_the_toy_task(folder, tmp_path)
+    texts = [line.split("\t")[0] for line in (toy / "test.tsv").read_text().splitlines()[1:]]
+    (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n")
+    predict(f"--checkpoint={workdir / 'best'}", f"--input={tmp_path / 'texts.txt'}", f"--output={tmp_path / 'p.jsonl'}")
+    ours = [json.loads(line)["probabilities"] for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    command = [sys.executable, "-m", "bertjax.convert", "to-hf", str(workdir / "best"), str(tmp_path / "hf")]
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    hf, info = transformers.ElectraForSequenceClassification.from_pretrained(tmp_path / "hf", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    tokenizer = transformers.BertTokenizerFast.from_pretrained(str(folder), do_lower_case=True)
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        theirs = torch.softmax(hf.eval()(**batch).logits, -1).numpy()
+    labels = [hf.config.id2label[i] for i in range(2)]
+    got = np.array([[row[label] for label in labels] for row in ours])
+    np.testing.assert_allclose(got, theirs, atol=1e-5)
 
 
 def _fine_tunes_the_toy_task(folder, tmp_path, *extra):

@@ -503,12 +503,16 @@ def test_scaled_sinusoidal_encoder_equals_torch_bert_with_the_papers_table():
         ("ModernBert", "SequenceClassification"),
         ("ModernBert", "TokenClassification"),
         ("ModernBert", "QuestionAnswering"),
+        ("Electra", "SequenceClassification"),
+        ("Electra", "TokenClassification"),
+        ("Electra", "QuestionAnswering"),
     ],
 )
 def test_fine_tuning_heads_import_and_export_with_the_same_logits(model, kind, tmp_path):
-    """transformers' RobertaFor<kind> and ModernBertFor<kind> (random weights; ModernBERT's
-    sequence classifier pooling the tokens' mean): the folder imports with the same logits from
-    our model of that task (RoBERTa's classification head = our pooler then classifier;
+    """transformers' RobertaFor<kind>, ModernBertFor<kind> and ElectraFor<kind> (random weights;
+    ModernBERT's sequence classifier pooling the tokens' mean; ELECTRA's factorised embeddings):
+    the folder imports with the same logits from our model of that task (RoBERTa's and ELECTRA's
+    classification head = our pooler, with tanh or GELU, then classifier;
     ModernBERT's dense-activation-norm head = our pooler, or `token_head` before a token's or a
     span's classifier), and `write_hf` gives back a folder transformers loads with no missing or
     unexpected keys, with the same logits."""
@@ -518,7 +522,11 @@ def test_fine_tuning_heads_import_and_export_with_the_same_logits(model, kind, t
     from bertjax.weights import param_tree
     from bertjax.weights.pretrained import read_hf, write_hf
 
-    hf_config = _roberta()[1] if model == "Roberta" else _modernbert(classifier_pooling="mean")[1]
+    hf_config = {
+        "Roberta": lambda: _roberta()[1],
+        "ModernBert": lambda: _modernbert(classifier_pooling="mean")[1],
+        "Electra": lambda: _electra("discriminator")[1],
+    }[model]()
     labels = ("neg", "neutral", "pos")
     if kind != "QuestionAnswering":  # its two outputs are the start and end logits
         hf_config.id2label, hf_config.label2id = dict(enumerate(labels)), {x: i for i, x in enumerate(labels)}
