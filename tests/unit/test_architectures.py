@@ -61,11 +61,15 @@ def _params(config: ModelConfig, tensors: dict[str, np.ndarray]) -> dict:
     return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
 
 
-def _assert_close(ours: np.ndarray, theirs: np.ndarray, tolerance: float = 1e-5) -> None:
+def _assert_close(ours: np.ndarray, theirs: np.ndarray, tolerance: float = 1e-5, figure: str = "") -> None:
     """Equal to `tolerance`, relative to the largest value where values exceed 1 (float32 sums over
-    a few layers of random weights)."""
+    a few layers of random weights). A `figure` prints the difference as a README parity row
+    (`pytest -s`)."""
     scale = max(1.0, float(np.abs(theirs).max()))
-    assert np.abs(ours - theirs).max() <= tolerance * scale, (np.abs(ours - theirs).max(), scale)
+    difference = float(np.abs(ours - theirs).max())
+    if figure:
+        print(f"\nparity | {figure} | max abs difference {difference:.1e} | largest value {scale:.1f}")
+    assert difference <= tolerance * scale, (difference, scale)
 
 
 def _batch(rng: np.random.Generator, batch: int, length: int, vocab: int, padded: bool):
@@ -98,9 +102,10 @@ def test_modernbert_equals_torch_modernbert_for_masked_lm(biases, padded):
     theirs_hidden = out.hidden_states[-1].numpy()
     theirs_logits = np.take_along_axis(out.logits.numpy(), positions[..., None], axis=1)
     real = mask.astype(bool)
-    _assert_close(np.asarray(hidden)[real], theirs_hidden[real])
+    rows = f"biases {biases}, padded {padded}"
+    _assert_close(np.asarray(hidden)[real], theirs_hidden[real], figure=f"ModernBertForMaskedLM hidden, {rows}")
     keep = np.take_along_axis(mask, positions, axis=1).astype(bool)
-    _assert_close(np.asarray(mlm)[keep], theirs_logits[keep])
+    _assert_close(np.asarray(mlm)[keep], theirs_logits[keep], figure=f"ModernBertForMaskedLM logits, {rows}")
 
 
 def test_modernbert_export_then_import_is_identical_and_loads_in_transformers():
@@ -310,9 +315,11 @@ def test_roberta_equals_torch_roberta_for_masked_lm(padded):
             input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask), output_hidden_states=True
         )
     real = mask.astype(bool)
-    _assert_close(np.asarray(hidden)[real], out.hidden_states[-1].numpy()[real])
+    figure = f"RobertaForMaskedLM {{}}, padded {padded}"
+    _assert_close(np.asarray(hidden)[real], out.hidden_states[-1].numpy()[real], figure=figure.format("hidden"))
     keep = np.take_along_axis(mask, positions, axis=1).astype(bool)
-    _assert_close(np.asarray(mlm)[keep], np.take_along_axis(out.logits.numpy(), positions[..., None], axis=1)[keep])
+    theirs = np.take_along_axis(out.logits.numpy(), positions[..., None], axis=1)
+    _assert_close(np.asarray(mlm)[keep], theirs[keep], figure=figure.format("logits"))
 
 
 def test_roberta_folder_written_by_write_hf_loads_in_transformers_and_reads_back(tmp_path):
@@ -384,12 +391,14 @@ def test_electra_equals_torch_electra(kind, tmp_path):
     params = traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in encoder.items()})["bert"]
     hidden, _ = BertModel(config, add_pooling_layer=False).apply({"params": params}, ids, types, mask)
     hidden = np.asarray(hidden)
-    _assert_close(hidden[real], out.hidden_states[-1].numpy()[real])
+    name = "ElectraForMaskedLM" if kind == "generator" else "ElectraForPreTraining"
+    _assert_close(hidden[real], out.hidden_states[-1].numpy()[real], figure=f"{name} hidden")
     if kind == "generator":
         positions = np.stack([np.arange(0, 24, 3)] * 3).astype(np.int32)
         mlm, _ = BertForPreTraining(config).apply({"params": _params(config, tensors)}, ids, types, mask, positions)
         keep = np.take_along_axis(mask, positions, axis=1).astype(bool)
-        _assert_close(np.asarray(mlm)[keep], np.take_along_axis(out.logits.numpy(), positions[..., None], axis=1)[keep])
+        theirs = np.take_along_axis(out.logits.numpy(), positions[..., None], axis=1)
+        _assert_close(np.asarray(mlm)[keep], theirs[keep], figure=f"{name} logits")
     else:
         from bertjax.model.ops import gelu
 
@@ -397,7 +406,7 @@ def test_electra_equals_torch_electra(kind, tmp_path):
             gelu(jnp.asarray(hidden @ flat["discriminator_head/dense/kernel"] + flat["discriminator_head/dense/bias"]))
         )
         logits = (h @ flat["discriminator_head/prediction/kernel"] + flat["discriminator_head/prediction/bias"])[..., 0]
-        _assert_close(logits[real], out.logits.numpy()[real])
+        _assert_close(logits[real], out.logits.numpy()[real], figure=f"{name} logits")
 
     folder = write_hf(Pretrained(config, flat, None, True, "bertjax", tmp_path / "ours"), tmp_path / "hf")
     assert transformers.AutoConfig.from_pretrained(folder).architectures == [type(hf_model).__name__]
@@ -463,7 +472,7 @@ def test_alibi_encoder_equals_torch_bert_with_the_papers_bias(attention):
     with torch.no_grad():
         theirs = hf_model(input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=additive).last_hidden_state
     real = mask.astype(bool)
-    _assert_close(np.asarray(ours)[real], theirs.numpy()[real])
+    _assert_close(np.asarray(ours)[real], theirs.numpy()[real], figure=f"ALiBi hidden, attention {attention}")
 
 
 def test_scaled_sinusoidal_encoder_equals_torch_bert_with_the_papers_table():
@@ -489,7 +498,7 @@ def test_scaled_sinusoidal_encoder_equals_torch_bert_with_the_papers_table():
             input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask)
         ).last_hidden_state
     real = mask.astype(bool)
-    _assert_close(np.asarray(ours)[real], theirs.numpy()[real])
+    _assert_close(np.asarray(ours)[real], theirs.numpy()[real], figure="scaled sinusoidal hidden")
     fresh = BertModel(config).init(jax.random.key(0), ids, ids * 0, mask)["params"]
     assert float(nn.meta.unbox(fresh)["embeddings"]["position_scale"]) == pytest.approx(64**-0.5)
 
@@ -556,7 +565,7 @@ def test_fine_tuning_heads_import_and_export_with_the_same_logits(model, kind, t
         return out.logits.numpy()
 
     real = mask.astype(bool) if kind != "SequenceClassification" else slice(None)
-    _assert_close(logits[real], torch_logits(hf_model)[real])
+    _assert_close(logits[real], torch_logits(hf_model)[real], figure=f"{model}For{kind} logits")
     folder = write_hf(loaded, tmp_path / "ours")
     again, info = getattr(transformers, f"{model}For{kind}").from_pretrained(folder, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"], info
