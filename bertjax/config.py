@@ -217,6 +217,10 @@ class DataConfig:
     # DOC-SENTENCES; with pack_examples > 1, ModernBERT's packed documents); short_seq_prob and
     # random_next_prob are then unused.
     example_format: str = "pairs"
+    # The pairs' task: "nsp" (BERT: B continues A, or with random_next_prob is text of another
+    # document) or "sop" (ALBERT's sentence order: B always continues A, and with random_next_prob
+    # the two are swapped). The label is 1 for a random (NSP) or swapped (SOP) pair.
+    pair_task: str = "nsp"
     short_seq_prob: float = 0.1
     random_next_prob: float = 0.5
     masked_lm_prob: float = 0.15
@@ -280,7 +284,8 @@ class TrainConfig:
     log_every_steps: int = 100
     seed: int = 0
     nonfinite: str = "stop"  # a NaN/Inf loss or gradient: "stop" the run, or "skip" the update and count it
-    nsp_weight: float = 1.0  # weight of the NSP loss; 0 = MLM only (with data.random_next_prob=0)
+    # Weight of the pairs' loss (NSP or SOP: data.pair_task); 0 = MLM only (with data.random_next_prob=0).
+    nsp_weight: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -812,6 +817,7 @@ def validate_data(data: DataConfig, model: ModelConfig) -> None:
     _check_choice("data.corpus_format", data.corpus_format, ("sentences", "paragraphs"))
     _check_choice("data.masking", data.masking, ("static", "dynamic"))
     _check_choice("data.example_format", data.example_format, ("pairs", "documents"))
+    _check_choice("data.pair_task", data.pair_task, ("nsp", "sop"))
     if not data.train_files and not data.tfds_name:
         raise ConfigError("config: set data.train_files or data.tfds_name")
     if not data.vocab_file:

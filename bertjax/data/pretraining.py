@@ -8,7 +8,9 @@ Two stages, so that training never re-tokenizes:
    chunks aim at a shorter random length), split into A and B; B is the true continuation, or
    with `random_next_prob` (and always for a one-sentence chunk) a run of sentences from another
    document, the unused sentences going back to the pool; the pair is truncated to fit, one token
-   at a time from the front or back of the longer segment. `dupe_factor` copies are paired with
+   at a time from the front or back of the longer segment. For ALBERT's sentence-order task
+   (`pair_task="sop"`) B always continues A and the pair is swapped with `random_next_prob`
+   (label 1). `dupe_factor` copies are paired with
    different keys (side by side in `data.prepare_processes` processes). The result lives in
    `<cache_dir>/<fingerprint>/`:
 
@@ -179,7 +181,9 @@ def _truncate_pair(spans: list[int], max_num_tokens: int, rng: np.random.Generat
 def _instances_of_document(
     docs: TokenizedDocuments, index: int, config: DataConfig, rng: np.random.Generator
 ) -> list[tuple[int, int, int, int, int]]:
-    """The segment pairs of one document (create_instances_from_document in google-research/bert)."""
+    """The segment pairs of one document (create_instances_from_document in google-research/bert;
+    with `pair_task="sop"`, ALBERT's: B always continues A, swapped with `random_next_prob`, and a
+    one-sentence chunk, which has no continuation, makes no pair)."""
     max_num_tokens = config.max_seq_length - 3
     first_sentence = int(docs.document_bounds[index, 0])
     lengths = docs.sentence_lengths(index)
@@ -201,7 +205,8 @@ def _instances_of_document(
             a_last = chunk_start + a_sentences - 1
             a_span = (bounds[first_sentence + chunk_start, 0], bounds[first_sentence + a_last, 1])
             a_length = a_span[1] - a_span[0]
-            is_random_next = len(chunk) == 1 or rng.random() < config.random_next_prob
+            sop = config.pair_task == "sop"
+            is_random_next = not sop and (len(chunk) == 1 or rng.random() < config.random_next_prob)
             if is_random_next and len(docs) > 1:
                 target_b = target - a_length
                 other = index
@@ -224,13 +229,15 @@ def _instances_of_document(
                 is_random_next = False
                 b_span = (bounds[first_sentence + a_last + 1, 0], bounds[first_sentence + i, 1])
             else:
-                # A one-sentence chunk in a one-document corpus: there is no other document to
-                # draw B from, and no continuation either.
+                # A one-sentence chunk in a one-document corpus (or for SOP): there is no other
+                # document to draw B from, and no continuation either.
                 chunk_start, chunk_tokens, i = i + 1, 0, i + 1
                 target = target_length()
                 continue
             spans = [int(a_span[0]), int(a_span[1]), int(b_span[0]), int(b_span[1])]
             _truncate_pair(spans, max_num_tokens, rng)
+            if sop and rng.random() < config.random_next_prob:  # sentence order: B then A
+                spans, is_random_next = spans[2:] + spans[:2], True
             if spans[1] > spans[0] and spans[3] > spans[2]:
                 instances.append((*spans, int(is_random_next)))
             chunk_start, chunk_tokens = i + 1, 0
@@ -342,6 +349,7 @@ def fingerprint(config: DataConfig, tokenizer: tokenizers.Tokenizer) -> str:
         "example_format": config.example_format,
         "short_seq_prob": config.short_seq_prob,
         "random_next_prob": config.random_next_prob,
+        **({"pair_task": config.pair_task} if config.pair_task != "nsp" else {}),
         "dupe_factor": config.dupe_factor,
         "seed": config.seed,
     }

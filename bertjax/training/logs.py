@@ -40,9 +40,10 @@ def throughput(
 
 
 PRETRAINING_PANELS = (
-    ("loss", "loss (MLM + NSP)"),
+    ("loss", "loss (MLM + NSP or SOP)"),
     ("mlm_accuracy", "MLM accuracy"),
     ("nsp_accuracy", "NSP accuracy"),
+    ("sop_accuracy", "SOP accuracy"),
 )
 
 
@@ -97,7 +98,7 @@ class Writer:
             f.write(json.dumps({"step": step, "split": split, **scalars}) + "\n")
 
     def plot_curves(self, panels: tuple[tuple[str, str], ...] = PRETRAINING_PANELS) -> Path | None:
-        """curves.png: one panel per (metric, title), a line per split that logged the metric."""
+        """curves.png: one panel per (metric, title) that was logged, a line per split."""
         path = self.workdir / "metrics.jsonl"
         if not self.enabled or not path.is_file():
             return None
@@ -107,6 +108,8 @@ class Writer:
         for line in path.read_text().splitlines():
             record = json.loads(line)
             series.setdefault(record["split"], {})[record["step"]] = record  # a resumed run overwrites
+        logged = {key for records in series.values() for r in records.values() for key in r}
+        panels = tuple(panel for panel in panels if panel[0] in logged) or panels[:1]
         fig = Figure(figsize=(5 * len(panels), 4), layout="tight")
         axes = fig.subplots(1, len(panels), squeeze=False)
         for ax, (key, title) in zip(axes[0], panels):

@@ -1,4 +1,4 @@
-"""Pretraining: the MLM + NSP objective, held-out evaluation, and the pretraining loop.
+"""Pretraining: the MLM + NSP (or SOP) objective, held-out evaluation, and the pretraining loop.
 
 The loop in `pretrain` is a few named steps: set up the model config and the data, the model and
 its state (sharded at birth, resumed from the latest checkpoint or filled from `init`), then
@@ -109,8 +109,9 @@ def denominators(batch: Batch) -> tuple[jax.Array, jax.Array]:
     return jnp.maximum(batch["masked_lm_weights"].sum(), 1.0), jnp.maximum(nsp_slot_weights(batch).sum(), 1.0)
 
 
-def summarise(sums: dict[str, Any], nsp_weight: float = 1.0) -> dict[str, Any]:
-    """Means from summed metrics; `loss` is the optimised one, MLM + nsp_weight x NSP."""
+def summarise(sums: dict[str, Any], nsp_weight: float = 1.0, pair_task: str = "nsp") -> dict[str, Any]:
+    """Means from summed metrics; `loss` is the optimised one, MLM + nsp_weight x the pairs' loss,
+    which is named after their task (`nsp_accuracy`, or ALBERT's `sop_accuracy`)."""
     mlm_weight = jnp.maximum(sums["mlm_weight"], 1.0)
     nsp_count = jnp.maximum(sums["nsp_count"], 1.0)
     mlm_loss = sums["mlm_loss"] / mlm_weight
@@ -119,17 +120,17 @@ def summarise(sums: dict[str, Any], nsp_weight: float = 1.0) -> dict[str, Any]:
         "loss": mlm_loss + nsp_weight * nsp_loss,
         "mlm_loss": mlm_loss,
         "mlm_accuracy": sums["mlm_correct"] / mlm_weight,
-        "nsp_loss": nsp_loss,
-        "nsp_accuracy": sums["nsp_correct"] / nsp_count,
+        f"{pair_task}_loss": nsp_loss,
+        f"{pair_task}_accuracy": sums["nsp_correct"] / nsp_count,
     }
 
 
-def objective(model: nn.Module, nsp_weight: float = 1.0) -> update.Objective:
-    """MLM + nsp_weight x NSP, as the shared update takes it."""
+def objective(model: nn.Module, nsp_weight: float = 1.0, pair_task: str = "nsp") -> update.Objective:
+    """MLM + nsp_weight x NSP (or SOP), as the shared update takes it."""
     return update.Objective(
         loss=functools.partial(losses, model=model, nsp_weight=nsp_weight),
         denominators=denominators,
-        summarise=functools.partial(summarise, nsp_weight=nsp_weight),
+        summarise=functools.partial(summarise, nsp_weight=nsp_weight, pair_task=pair_task),
     )
 
 
@@ -177,6 +178,7 @@ class Steps:
     evaluate: Any
     batch_sharding: jax.sharding.NamedSharding
     nsp_weight: float = 1.0
+    pair_task: str = "nsp"
 
 
 def compile_steps(
@@ -188,9 +190,10 @@ def compile_steps(
     grad_accum_steps: int,
     most_frequent_token: int = 0,
     nsp_weight: float = 1.0,
+    pair_task: str = "nsp",
 ) -> Steps:
     train = update.compile_train_step(
-        objective(model, nsp_weight), tx, schedule, state_shardings, mesh, grad_accum_steps
+        objective(model, nsp_weight, pair_task), tx, schedule, state_shardings, mesh, grad_accum_steps
     )
     batch_shard = sharding.batch_sharding(mesh)
     evaluate = jax.jit(
@@ -198,7 +201,7 @@ def compile_steps(
         in_shardings=(state_shardings.params, batch_shard),
         out_shardings=sharding.replicated(mesh),
     )
-    return Steps(train=train, evaluate=evaluate, batch_sharding=batch_shard, nsp_weight=nsp_weight)
+    return Steps(train, evaluate, batch_shard, nsp_weight, pair_task)
 
 
 def evaluate(
@@ -216,7 +219,7 @@ def evaluate(
         sums = jax.device_get(steps.evaluate(params, loop.to_global(local, steps.batch_sharding)))
         for k, v in sums.items():
             totals[k] = totals.get(k, 0.0) + float(v)
-    means = summarise({k: jnp.asarray(v) for k, v in totals.items()}, steps.nsp_weight)
+    means = summarise({k: jnp.asarray(v) for k, v in totals.items()}, steps.nsp_weight, steps.pair_task)
     metrics = {k: float(v) for k, v in means.items()}
     metrics["unigram_mlm_accuracy"] = totals["unigram_correct"] / max(totals["mlm_weight"], 1.0)
     metrics["examples"] = totals["nsp_count"]
@@ -316,6 +319,7 @@ def _pretrain(config: PretrainConfig, workdir: Path) -> dict[str, float]:
         config.optim.grad_accum_steps,
         data.most_frequent_token,
         train_cfg.nsp_weight,
+        data_cfg.pair_task,
     )
     manager = checkpoints.manager(workdir / "checkpoints", train_cfg.keep_checkpoints)
     state, progress, _ = checkpoints.restore_latest(manager, abstract)
@@ -409,10 +413,11 @@ def print_summary(metrics: dict[str, float], workdir: str | Path) -> None:
     if "stopped_at_step" in metrics:
         loop.print_stopped(metrics["stopped_at_step"], workdir)
         return
+    pair_task = "sop" if "sop_accuracy" in metrics else "nsp"
     print(
         f"held-out MLM accuracy {metrics['mlm_accuracy']:.4f} "
         f"(unigram-frequency baseline {metrics['unigram_mlm_accuracy']:.4f}), "
-        f"NSP accuracy {metrics['nsp_accuracy']:.4f}, loss {metrics['loss']:.4f} "
+        f"{pair_task.upper()} accuracy {metrics[f'{pair_task}_accuracy']:.4f}, loss {metrics['loss']:.4f} "
         f"on {int(metrics['examples'])} held-out examples"
     )
     print(f"plot:        {workdir / 'curves.png'}")

@@ -480,3 +480,39 @@ def test_document_runs_cover_each_document_in_order_in_full_rows(news_config, to
         ConfigError, match="example_format='documents' has no next-sentence task: set train.nsp_weight=0"
     ):
         config_lib.from_config_dict(config_dict)
+
+
+def test_sentence_order_pairs_continue_each_other_and_half_are_swapped(news_config, tokenizer, tmp_path):
+    """data.pair_task="sop" (ALBERT): B is always the text right after A in A's own document; with
+    random_next_prob=0.5 about half the pairs are swapped (label 1: B's text comes before A's); the
+    examples carry those labels, and the preparation is not NSP's."""
+    import re
+
+    lines = []
+    for d in range(80):  # documents of 8 to 23 short sentences that name their document
+        lines += [f"document {d} sentence {s} says hello ." for s in range(8 + d % 16)] + [""]
+    corpus_file = tmp_path / "corpus.txt"
+    corpus_file.write_text("\n".join(lines))
+    sop = dataclasses.replace(news_config, train_files=(str(corpus_file),), corpus_format="sentences", pair_task="sop")
+    sop = dataclasses.replace(sop, max_documents=0, eval_fraction=0.05, max_seq_length=64)
+    assert pretraining.fingerprint(sop, tokenizer) != pretraining.fingerprint(
+        dataclasses.replace(sop, pair_task="nsp"), tokenizer
+    )
+    prepared = pretraining.prepare(sop, tokenizer, tmp_path / "prepared")
+    tokens = np.load(prepared / "train_tokens.npy")
+    instances = np.load(prepared / "train_instances.npy").astype(np.int64)
+    a_start, a_end, b_start, b_end, swapped = instances.T
+    in_order = swapped == 0
+    assert (b_start[in_order] >= a_end[in_order]).all() and (a_start[~in_order] >= b_end[~in_order]).all()
+    gaps = np.where(in_order, b_start - a_end, a_start - b_end)
+    assert gaps.max() <= 10, gaps.max()  # at most what truncation cut from one short sentence
+
+    def documents(start, end):
+        return set(re.findall(r"document (\d+)", tokenizer.decode(tokens[start:end].tolist())))
+
+    for a0, a1, b0, b1, _ in instances:  # the text from the pair's first token to its last: one document
+        assert len(documents(min(a0, b0), max(a1, b1))) == 1
+    assert 0.4 < swapped.mean() < 0.6, swapped.mean()
+    source = pretraining.load_split(prepared, "train", sop, tokenizer)
+    labels = [int(source.example(i)["next_sentence_labels"]) for i in range(len(source))]
+    assert labels == swapped[source.rows[:, 0]].tolist()

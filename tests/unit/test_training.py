@@ -322,6 +322,8 @@ def test_logged_loss_is_the_optimised_one_without_nsp():
     }
     assert float(pretraining.summarise(sums, nsp_weight=0.0)["loss"]) == 2.0
     assert float(pretraining.summarise(sums)["loss"]) == 4.0
+    sop = pretraining.summarise(sums, pair_task="sop")  # ALBERT's sentence order: the same head and loss
+    assert float(sop["sop_accuracy"]) == 0.5 and float(sop["sop_loss"]) == 2.0 and "nsp_loss" not in sop
 
 
 @pytest.mark.parametrize("scan_layers", [False, True])
