@@ -224,6 +224,10 @@ class DataConfig:
     short_seq_prob: float = 0.1
     random_next_prob: float = 0.5
     masked_lm_prob: float = 0.15
+    # What a chosen token becomes: [MASK] with mask_token_prob, a random token with
+    # random_token_prob, else itself (BERT: 0.8 / 0.1; ELECTRA: 0.85 / 0.0).
+    mask_token_prob: float = 0.8
+    random_token_prob: float = 0.1
     max_predictions_per_seq: int = 20
     whole_word_masking: bool = False
     masking: str = "static"  # "static" (fixed per dupe copy) or "dynamic" (fresh each epoch)
@@ -545,6 +549,8 @@ RANGES: dict[type, dict[str, tuple[Callable[[Any], bool], str]]] = {
         "short_seq_prob": _PROBABILITY,
         "random_next_prob": _PROBABILITY,
         "masked_lm_prob": _open_unit(),
+        "mask_token_prob": _PROBABILITY,
+        "random_token_prob": _PROBABILITY,
         "max_predictions_per_seq": _POSITIVE,
         "dupe_factor": _POSITIVE,
         "pack_examples": _between(1, 16),
@@ -816,6 +822,11 @@ def validate_data(data: DataConfig, model: ModelConfig) -> None:
     check_ranges(data, "data.")  # also for a DataConfig made in code, not from a ConfigDict
     _check_choice("data.corpus_format", data.corpus_format, ("sentences", "paragraphs"))
     _check_choice("data.masking", data.masking, ("static", "dynamic"))
+    if data.mask_token_prob + data.random_token_prob > 1:
+        raise ConfigError(
+            f"config keys data.mask_token_prob={data.mask_token_prob} and data.random_token_prob="
+            f"{data.random_token_prob} add up to more than 1"
+        )
     _check_choice("data.example_format", data.example_format, ("pairs", "documents"))
     _check_choice("data.pair_task", data.pair_task, ("nsp", "sop"))
     if not data.train_files and not data.tfds_name:

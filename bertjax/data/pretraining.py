@@ -31,7 +31,7 @@ Two stages, so that training never re-tokenizes:
 2. `PretrainingExamples.example(index, epoch)` builds `[CLS] A [SEP] B [SEP]` (or `[CLS] A [SEP]`) with token types and
    masks it at read time with a key made of (seed, epoch, index): `masked_lm_prob` of the tokens
    (at most `max_predictions_per_seq`, never [CLS]/[SEP]/[PAD]), 80% replaced by [MASK], 10% by a
-   random token, 10% kept; optionally whole words. Static masking uses epoch 0 for every epoch
+   random token, 10% kept (`mask_token_prob`, `random_token_prob`: ELECTRA's 85% / 0%); optionally whole words. Static masking uses epoch 0 for every epoch
    (google-research/bert's fixed masks, one set per dupe copy); dynamic masking draws new masks
    each epoch. The draws are counter-based hashes (splitmix64) of that key and the token's
    position, so `rows_batch` builds a whole batch with array operations (about 110,000 examples/s
@@ -599,8 +599,9 @@ class PretrainingExamples:
             chosen = candidate & (keys <= kth)
         labels = ids[chosen]
         draw = _unit_floats(hashes[1][chosen])
-        replacement = np.where(draw < 0.8, special.mask, labels)  # 80% [MASK]
-        random_rows = draw >= 0.9  # 10% a random token, the other 10% keep theirs
+        # mask_token_prob (80%) [MASK], random_token_prob (10%) a random token, the rest keep theirs
+        replacement = np.where(draw < self.config.mask_token_prob, special.mask, labels)
+        random_rows = draw >= 1.0 - self.config.random_token_prob
         picks = hashes[2][chosen][random_rows] % np.uint64(len(self.random_tokens))
         replacement[random_rows] = self.random_tokens[picks.astype(np.int64)]
         masked_ids = ids.copy()

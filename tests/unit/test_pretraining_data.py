@@ -91,6 +91,26 @@ def test_masking_ratio_and_prediction_cap(prepared, tokenizer, news_config):
     assert max(counts) == 5 and len(examples[0]["masked_lm_ids"]) == 5
 
 
+def test_replacement_split_follows_the_config(prepared, tokenizer, news_config):
+    """ELECTRA's split (data.mask_token_prob=0.85, random_token_prob=0): 85% of the chosen tokens
+    become [MASK], none a random token, the rest stay; a split over 1 is a config error."""
+    special = special_ids(tokenizer)
+    electra = dataclasses.replace(news_config, mask_token_prob=0.85, random_token_prob=0.0)
+    _, examples = _examples(prepared, tokenizer, electra, count=800)
+    chosen = masked = unchanged = 0
+    for ex in examples:
+        k = int(ex["masked_lm_weights"].sum())
+        inputs, labels = ex["input_ids"][ex["masked_lm_positions"][:k]], ex["masked_lm_ids"][:k]
+        chosen, masked, unchanged = (
+            chosen + k,
+            masked + (inputs == special.mask).sum(),
+            unchanged + (inputs == labels).sum(),
+        )
+    assert abs(masked / chosen - 0.85) < 0.02 and masked + unchanged == chosen
+    with pytest.raises(ConfigError, match="data.mask_token_prob=0.85 and data.random_token_prob=0.2 add up"):
+        validate_data(dataclasses.replace(electra, random_token_prob=0.2), ModelConfig())
+
+
 def test_whole_word_masking_masks_whole_words(prepared, tokenizer, news_config):
     wwm = dataclasses.replace(news_config, whole_word_masking=True)
     source, examples = _examples(prepared, tokenizer, wwm, count=800)
