@@ -183,6 +183,25 @@ class ModelConfig:
         layers = self.num_hidden_layers * (attention + mlp + 2 * norm) - skipped
         return embeddings + layers + final_norm + pooler + heads
 
+    def electra_generator(self, size: float) -> ModelConfig:
+        """ELECTRA's generator for this model as discriminator: `size` times its width, attention
+        heads and feed-forward, the same depth, and its embedding tables (projected to the
+        generator's width when that differs)."""
+        hidden = max(1, round(self.hidden_size * size))
+        heads = max(1, round(self.num_attention_heads * size))
+        if hidden % heads:
+            raise ConfigError(
+                f"config key train.generator_size={size}: the generator's width {hidden} does not split into "
+                f"{heads} attention heads"
+            )
+        return dataclasses.replace(
+            self,
+            hidden_size=hidden,
+            num_attention_heads=heads,
+            intermediate_size=max(1, round(self.intermediate_size * size)),
+            embedding_size=self.embedding_width,
+        )
+
     def train_flops(self, length: int, predictions: int = 0) -> float:
         """Useful FLOPs of training on one sequence of `length` tokens: 3 x the forward pass
         (the backward pass is 2 x), counting the encoder's matmuls, attention's scores and values,
@@ -290,6 +309,14 @@ class TrainConfig:
     nonfinite: str = "stop"  # a NaN/Inf loss or gradient: "stop" the run, or "skip" the update and count it
     # Weight of the pairs' loss (NSP or SOP: data.pair_task); 0 = MLM only (with data.random_next_prob=0).
     nsp_weight: float = 1.0
+    # "mlm": masked LM (+ nsp_weight x NSP or SOP). "electra": replaced-token detection (Clark et
+    # al. 2020): a generator, generator_size times the model's width, heads and feed-forward and
+    # sharing its embedding tables, fills the masked positions with tokens sampled from its MLM
+    # logits; the model (the discriminator) tells every token replaced or original. The loss is
+    # the generator's MLM loss + discriminator_weight x the discriminator's (50 in the paper).
+    objective: str = "mlm"
+    generator_size: float = 0.25
+    discriminator_weight: float = 50.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -584,6 +611,8 @@ RANGES: dict[type, dict[str, tuple[Callable[[Any], bool], str]]] = {
         "log_every_steps": _POSITIVE,
         "seed": _NATURAL,
         "nsp_weight": _NATURAL,
+        "generator_size": ((lambda v: 0.0 < v <= 1.0), "in (0, 1]"),
+        "discriminator_weight": _NATURAL,
     },
     FinetuneTrainConfig: {
         "batch_size": _POSITIVE,
@@ -745,6 +774,14 @@ def from_config_dict(cd: ml_collections.ConfigDict) -> PretrainConfig:
     optim, train, distributed = _optim_and_loop(cd, TrainConfig)
     mesh = mesh_config_from_dict(cd.get("mesh", {}))
     validate_data(data, model)
+    _check_choice("train.objective", train.objective, ("mlm", "electra"))
+    if train.objective == "electra":
+        if train.nsp_weight:
+            raise ConfigError(
+                f"config key train.objective='electra' has no next-sentence task: set train.nsp_weight=0 "
+                f"(it is {train.nsp_weight})"
+            )
+        model.electra_generator(train.generator_size)  # its shape is checked here
     if data.example_format == "documents" and train.nsp_weight:
         raise ConfigError(
             f"config key data.example_format='documents' has no next-sentence task: set train.nsp_weight=0 "

@@ -4,8 +4,9 @@
     python -m bertjax.convert to-hf SRC DST     # bertjax checkpoint or run directory -> HF folder
 
 `to-hf` writes BertForPreTraining when both pretraining heads are present,
-BertForSequenceClassification for a fine-tuned classifier, else BertModel; the vocab and
-tokenizer files travel along. DST must not exist yet (nothing is overwritten).
+BertForSequenceClassification for a fine-tuned classifier, else BertModel (or the RoBERTa,
+ModernBERT or ELECTRA class; an ELECTRA run gives `DST/discriminator` and `DST/generator`); the
+vocab and tokenizer files travel along. DST must not exist yet (nothing is overwritten).
 """
 
 from __future__ import annotations
@@ -39,12 +40,16 @@ def main(argv: list[str] | None = None) -> None:
     convert = from_hf if args.direction == "from-hf" else to_hf
     try:
         written = convert(args.source, args.destination)
-        loaded = pretrained.load(written)
+        # An ELECTRA run gives two folders: its discriminator and its generator.
+        folders = [written] if (written / "config.json").is_file() or args.direction == "from-hf" else []
+        folders = folders or sorted(p for p in written.iterdir() if p.is_dir())
+        loaded = {folder: pretrained.load(folder) for folder in folders}
     except BertjaxError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
-    params = sum(v.size for v in loaded.params.values())
-    print(f"wrote {written}: {', '.join(loaded.groups())} ({params:,} parameters)")
+    for folder, weights in loaded.items():
+        params = sum(v.size for v in weights.params.values())
+        print(f"wrote {folder}: {', '.join(weights.groups())} ({params:,} parameters)")
 
 
 if __name__ == "__main__":

@@ -84,8 +84,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # sentences of one document filling the row: masked LM only, with train.nsp_weight = 0)
     data.example_format = "pairs"
     data.short_seq_prob = 0.1  # share of pairs with a shorter random target length
-    data.random_next_prob = 0.5  # share of pairs whose segment B is from another document
+    data.pair_task = "nsp"  # or "sop": ALBERT's sentence order (B always follows A; pairs swapped instead)
+    data.random_next_prob = 0.5  # share of pairs whose segment B is from another document (SOP: swapped)
     data.masked_lm_prob = 0.15
+    data.mask_token_prob = 0.8  # a chosen token becomes [MASK] (ELECTRA: 0.85) ...
+    data.random_token_prob = 0.1  # ... or a random token (ELECTRA: 0); else it stays
     data.max_predictions_per_seq = 20
     data.whole_word_masking = False
     # Sequence packing: > 1 puts up to this many short examples in one row, each attending only
@@ -128,6 +131,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     train.seed = 0  # parameter init and dropout
     train.nonfinite = "stop"  # NaN/Inf loss or gradient: "stop" (keep the last good checkpoint) or "skip" the update
     train.nsp_weight = 1.0  # weight of the NSP loss; 0 with data.random_next_prob=0 = MLM only (RoBERTa-style)
+    # "mlm" (masked LM + nsp_weight x NSP/SOP) or "electra" (replaced-token detection, nsp_weight 0):
+    # a generator of generator_size x the width shares the embeddings; loss = MLM + weight x RTD.
+    train.objective = "mlm"
+    train.generator_size = 0.25
+    train.discriminator_weight = 50.0
 
     config.mesh = mesh = ml_collections.ConfigDict()
     mesh.preset = ""  # "dp", "fsdp" or "fsdp_tp" set the sizes below; "" = use them as given

@@ -23,7 +23,6 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from bertjax import config as config_lib  # noqa: E402
-from bertjax.model.bert import BertForPreTraining  # noqa: E402
 from bertjax.parallel import sharding  # noqa: E402
 from bertjax.training import optim, pretraining  # noqa: E402
 from bertjax.training.state import init_state  # noqa: E402
@@ -61,7 +60,8 @@ def compile_step(config: config_lib.PretrainConfig, layers: int) -> float:
         model_config = dataclasses.replace(model_config, num_hidden_layers=layers)
     mesh_config = dataclasses.replace(config.mesh, **config_lib.MESH_PRESETS["fsdp"])
     mesh = sharding.make_mesh(mesh_config)
-    model = BertForPreTraining(model_config)
+    config = dataclasses.replace(config, model=model_config)
+    model = pretraining.make_model(config)  # BERT's heads, or ELECTRA's generator and discriminator
     tx, schedule = optim.make_optimizer(config.optim, config.train.num_train_steps)
     length, predictions = config.data.max_seq_length, config.data.max_predictions_per_seq
     init = functools.partial(init_state, init_params=pretraining.param_init(model, length), tx=tx)
@@ -81,7 +81,9 @@ def compile_step(config: config_lib.PretrainConfig, layers: int) -> float:
     }
     batch = {k: jax.ShapeDtypeStruct(v, jnp.int32, sharding=batch_sharding) for k, v in shapes.items()}
     batch["masked_lm_weights"] = jax.ShapeDtypeStruct((BATCH, predictions), jnp.float32, sharding=batch_sharding)
-    steps = pretraining.compile_steps(model, tx, schedule, shardings, mesh, 1, 0, config.train.nsp_weight)
+    steps = pretraining.compile_steps(
+        model, tx, schedule, shardings, mesh, 1, 0, pretraining.make_objective(model, config)
+    )
     start = time.perf_counter()
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules(mesh_config)):
         steps.train.lower(abstract_state, batch, jax.random.key(0)).compile()

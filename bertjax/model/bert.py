@@ -170,6 +170,11 @@ class Embeddings(nn.Module):
             self.embeddings_project = dense(cfg, width, cfg.hidden_size, (None, "embed"))
 
     def __call__(self, input_ids: Array, token_type_ids: Array, segments: Array, deterministic: bool) -> Array:
+        return self.project(self.lookup(input_ids, token_type_ids, segments, deterministic))
+
+    def lookup(self, input_ids: Array, token_type_ids: Array, segments: Array, deterministic: bool) -> Array:
+        """The tables' sum, normalised and dropped out, at the tables' width (ELECTRA's generator
+        shares this part and projects it with its own `project`)."""
         cfg = self.config
         dtype = _dtype(cfg.dtype)
         x = jnp.take(self.word_table().astype(dtype), input_ids, axis=0)
@@ -187,10 +192,13 @@ class Embeddings(nn.Module):
         x = nn.with_logical_constraint(x, BATCH_LENGTH_EMBED)
         if cfg.embedding_norm:
             x = self.layer_norm(x)
-        x = self.dropout(x, deterministic=deterministic)
-        if cfg.embedding_width != cfg.hidden_size:
-            x = nn.with_logical_constraint(self.embeddings_project(x), BATCH_LENGTH_EMBED)
-        return x
+        return self.dropout(x, deterministic=deterministic)
+
+    def project(self, x: Array) -> Array:
+        """Factorised embeddings up to the encoder's width (none when the widths are equal)."""
+        if self.config.embedding_width == self.config.hidden_size:
+            return x
+        return nn.with_logical_constraint(self.embeddings_project(x), BATCH_LENGTH_EMBED)
 
     def word_table(self) -> Array:
         """The word-embedding table for the lookup and the tied MLM decoder, gathered along its
@@ -426,6 +434,7 @@ class BertModel(nn.Module):
     0/1 mask is the usual one-example row; a packed row numbers its examples 1, 2, 3, ...
     Returns (sequence_output [batch, length, hidden], pooled_output [batch, hidden]); with
     `pooled_positions` [batch, slots] the pooler runs at those positions: [batch, slots, hidden].
+    `embedded` replaces the embedding tables' lookup (the ids then only give the segments).
     """
 
     config: ModelConfig
@@ -482,10 +491,14 @@ class BertModel(nn.Module):
         attention_mask: Array,
         deterministic: bool = True,
         pooled_positions: Array | None = None,
+        embedded: Array | None = None,
     ) -> tuple[Array, Array | None]:
         cfg = self.config
         segments = attention_mask.astype(jnp.int32)
-        x = self.embeddings(input_ids, token_type_ids, segments, deterministic)
+        if embedded is None:
+            x = self.embeddings(input_ids, token_type_ids, segments, deterministic)
+        else:  # another model's `Embeddings.lookup` (ELECTRA's shared tables), projected by ours
+            x = self.embeddings.project(embedded)
         # Global and sliding-window layers differ in their mask and their RoPE base. Splash
         # attention takes the segment ids and whether the layer is a sliding-window one instead.
         if cfg.attention == "splash":

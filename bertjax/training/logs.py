@@ -40,10 +40,11 @@ def throughput(
 
 
 PRETRAINING_PANELS = (
-    ("loss", "loss (MLM + NSP or SOP)"),
+    ("loss", "loss (the objective's)"),
     ("mlm_accuracy", "MLM accuracy"),
     ("nsp_accuracy", "NSP accuracy"),
     ("sop_accuracy", "SOP accuracy"),
+    ("rtd_accuracy", "replaced-token accuracy (ELECTRA)"),
 )
 
 

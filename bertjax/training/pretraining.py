@@ -30,8 +30,9 @@ from bertjax.data import pretraining as pretraining_data
 from bertjax.data.tokenizer import load_tokenizer
 from bertjax.errors import ConfigError
 from bertjax.model.bert import BertForPreTraining
+from bertjax.model.electra import ElectraForPreTraining
 from bertjax.parallel import distributed, sharding
-from bertjax.training import checkpoints, logs, loop, optim, update
+from bertjax.training import checkpoints, electra, logs, loop, optim, update
 from bertjax.training.state import TrainState, abstract_sharded_state, fresh_state, init_from_checkpoint, run_keys
 from bertjax.weights import pretrained
 
@@ -134,6 +135,31 @@ def objective(model: nn.Module, nsp_weight: float = 1.0, pair_task: str = "nsp")
     )
 
 
+def make_model(config: PretrainConfig) -> nn.Module:
+    """The pretraining model of `config.train.objective`: BERT with its MLM and NSP heads, or
+    ELECTRA's generator and discriminator."""
+    if config.train.objective == "electra":
+        return ElectraForPreTraining(config.model, config.model.electra_generator(config.train.generator_size))
+    return BertForPreTraining(config.model)
+
+
+def make_objective(model: nn.Module, config: PretrainConfig) -> update.Objective:
+    """`config.train.objective`'s loss: MLM + NSP (or SOP), or ELECTRA's replaced-token detection."""
+    if config.train.objective == "electra":
+        return electra.objective(model, config.train.discriminator_weight)
+    return objective(model, config.train.nsp_weight, config.data.pair_task)
+
+
+def train_flops(config: PretrainConfig, predictions: int) -> float:
+    """Useful FLOPs of one training row: the model's, plus ELECTRA's generator and its per-token head."""
+    length, model = config.data.max_seq_length, config.model
+    if config.train.objective != "electra":
+        return model.train_flops(length, predictions)
+    generator = model.electra_generator(config.train.generator_size)
+    head = 3.0 * length * 2 * (model.hidden_size**2 + model.hidden_size)
+    return model.train_flops(length, 0) + generator.train_flops(length, predictions) + head
+
+
 def train_step(
     state: TrainState,
     batch: Batch,
@@ -158,14 +184,14 @@ def train_step(
 
 
 def eval_step(
-    params: Any, batch: Batch, *, model: nn.Module, most_frequent_token: int, nsp_weight: float = 1.0
+    params: Any, batch: Batch, *, objective: update.Objective, most_frequent_token: int
 ) -> dict[str, jax.Array]:
     """Metric sums (not means) of one evaluation batch, so batches add up exactly.
 
     `unigram_correct` counts the masked tokens equal to `most_frequent_token`: the hits of the
     unigram-frequency baseline that always predicts it.
     """
-    _, sums = losses(params, batch, None, (jnp.ones(()), jnp.ones(())), model=model, nsp_weight=nsp_weight)
+    _, sums = objective.loss(params, batch, None, (jnp.ones(()), jnp.ones(())))
     hits = (batch["masked_lm_ids"] == most_frequent_token) * batch["masked_lm_weights"]
     return {**sums, "unigram_correct": hits.sum()}
 
@@ -177,8 +203,7 @@ class Steps:
     train: Any
     evaluate: Any
     batch_sharding: jax.sharding.NamedSharding
-    nsp_weight: float = 1.0
-    pair_task: str = "nsp"
+    objective: update.Objective
 
 
 def compile_steps(
@@ -189,19 +214,18 @@ def compile_steps(
     mesh: jax.sharding.Mesh,
     grad_accum_steps: int,
     most_frequent_token: int = 0,
-    nsp_weight: float = 1.0,
-    pair_task: str = "nsp",
+    loss: update.Objective | None = None,
 ) -> Steps:
-    train = update.compile_train_step(
-        objective(model, nsp_weight, pair_task), tx, schedule, state_shardings, mesh, grad_accum_steps
-    )
+    """The jitted train and eval steps of `loss` (MLM + NSP when None)."""
+    loss = loss or objective(model)
+    train = update.compile_train_step(loss, tx, schedule, state_shardings, mesh, grad_accum_steps)
     batch_shard = sharding.batch_sharding(mesh)
     evaluate = jax.jit(
-        functools.partial(eval_step, model=model, most_frequent_token=most_frequent_token, nsp_weight=nsp_weight),
+        functools.partial(eval_step, objective=loss, most_frequent_token=most_frequent_token),
         in_shardings=(state_shardings.params, batch_shard),
         out_shardings=sharding.replicated(mesh),
     )
-    return Steps(train, evaluate, batch_shard, nsp_weight, pair_task)
+    return Steps(train, evaluate, batch_shard, loss)
 
 
 def evaluate(
@@ -219,10 +243,10 @@ def evaluate(
         sums = jax.device_get(steps.evaluate(params, loop.to_global(local, steps.batch_sharding)))
         for k, v in sums.items():
             totals[k] = totals.get(k, 0.0) + float(v)
-    means = summarise({k: jnp.asarray(v) for k, v in totals.items()}, steps.nsp_weight, steps.pair_task)
+    means = steps.objective.summarise({k: jnp.asarray(v) for k, v in totals.items()})
     metrics = {k: float(v) for k, v in means.items()}
     metrics["unigram_mlm_accuracy"] = totals["unigram_correct"] / max(totals["mlm_weight"], 1.0)
-    metrics["examples"] = totals["nsp_count"]
+    metrics["examples"] = totals["nsp_count"] if "nsp_count" in totals else totals["rows"]
     return metrics
 
 
@@ -305,7 +329,7 @@ def _pretrain(config: PretrainConfig, workdir: Path) -> dict[str, float]:
     data = setup_data(config, tokenizer, workdir)
 
     # The model, its optimizer and its state: born sharded, then resumed or filled from init.
-    model = BertForPreTraining(model_config)
+    model = make_model(config)
     tx, schedule = optim.make_optimizer(config.optim, train_cfg.num_train_steps)
     init_rng, dropout_rng = run_keys(train_cfg.seed)
     init = param_init(model, data_cfg.max_seq_length)
@@ -318,8 +342,7 @@ def _pretrain(config: PretrainConfig, workdir: Path) -> dict[str, float]:
         mesh,
         config.optim.grad_accum_steps,
         data.most_frequent_token,
-        train_cfg.nsp_weight,
-        data_cfg.pair_task,
+        make_objective(model, config),
     )
     manager = checkpoints.manager(workdir / "checkpoints", train_cfg.keep_checkpoints)
     state, progress, _ = checkpoints.restore_latest(manager, abstract)
@@ -338,7 +361,8 @@ def _pretrain(config: PretrainConfig, workdir: Path) -> dict[str, float]:
     # Train: step, log, evaluate, checkpoint.
     writer = logs.Writer(workdir, enabled=is_main)
     if is_main:
-        writer.write_config(config_lib.to_dict(config), model_config.num_params(), data.prepared)
+        num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params))
+        writer.write_config(config_lib.to_dict(config), num_params, data.prepared)
     batches = pretraining_data.batch_iterator(
         data.train,
         first_step,
@@ -351,7 +375,7 @@ def _pretrain(config: PretrainConfig, workdir: Path) -> dict[str, float]:
         num_processes=data_cfg.num_processes,
     )
     progress_bar = logs.progress_bar(first_step, train_cfg.num_train_steps, enabled=is_main)
-    flops_per_row = model_config.train_flops(data_cfg.max_seq_length, data.train.predictions_per_row)
+    flops_per_row = train_flops(config, data.train.predictions_per_row)
     train_log = loop.TrainLog(
         train_cfg.nonfinite, jax.devices()[0].device_kind, model_config.dtype, int(progress.get("skipped_steps", 0))
     )
@@ -413,11 +437,12 @@ def print_summary(metrics: dict[str, float], workdir: str | Path) -> None:
     if "stopped_at_step" in metrics:
         loop.print_stopped(metrics["stopped_at_step"], workdir)
         return
-    pair_task = "sop" if "sop_accuracy" in metrics else "nsp"
+    task = next(t for t in ("rtd", "sop", "nsp") if f"{t}_accuracy" in metrics)
+    name = {"rtd": "replaced-token", "sop": "SOP", "nsp": "NSP"}[task]
     print(
         f"held-out MLM accuracy {metrics['mlm_accuracy']:.4f} "
         f"(unigram-frequency baseline {metrics['unigram_mlm_accuracy']:.4f}), "
-        f"{pair_task.upper()} accuracy {metrics[f'{pair_task}_accuracy']:.4f}, loss {metrics['loss']:.4f} "
+        f"{name} accuracy {metrics[f'{task}_accuracy']:.4f}, loss {metrics['loss']:.4f} "
         f"on {int(metrics['examples'])} held-out examples"
     )
     print(f"plot:        {workdir / 'curves.png'}")

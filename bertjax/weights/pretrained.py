@@ -65,9 +65,34 @@ class Pretrained:
     kind: str  # "huggingface", "bertjax" or "run"
     path: Path
     labels: tuple[str, ...] = ()  # classifier label names, for a fine-tuned checkpoint
+    # ELECTRA's generator (`generator/...`, `mlm_head/...`), for a run of train.objective="electra"
+    generator_config: ModelConfig | None = None
 
     def groups(self) -> list[str]:
         return sorted({component(p) for p in self.params})
+
+
+SHARED_EMBEDDINGS = ("word_embeddings", "position_embeddings", "token_type_embeddings", "layer_norm")
+
+
+def electra_halves(pretrained: Pretrained) -> tuple[Pretrained, Pretrained]:
+    """An ELECTRA run's discriminator (the encoder and `discriminator_head`) and generator (its
+    layers and projection, the shared embedding tables, `mlm_head`), each as a model of its own
+    under BERT's paths, as transformers' ElectraForPreTraining and ElectraForMaskedLM hold them."""
+    assert pretrained.generator_config is not None
+    params = pretrained.params
+    discriminator = {p: v for p, v in params.items() if component(p) in ("encoder", "discriminator_head")}
+    generator = {p: v for p, v in params.items() if p.startswith("mlm_head/")}
+    generator |= {
+        p: v for p, v in params.items() if p.startswith(tuple(f"bert/embeddings/{n}/" for n in SHARED_EMBEDDINGS))
+    }
+    generator |= {"bert/" + p.removeprefix("generator/"): v for p, v in params.items() if p.startswith("generator/")}
+    generator = param_tree.unstack_layers(generator)
+    halves = []
+    for config, half in ((pretrained.config, discriminator), (pretrained.generator_config, generator)):
+        config = dataclasses.replace(config, hf_model_type="electra", scan_layers=False)
+        halves.append(dataclasses.replace(pretrained, config=config, params=half, generator_config=None))
+    return halves[0], halves[1]
 
 
 def component(path: str) -> str:
@@ -273,7 +298,13 @@ def read_run(path: str | Path) -> Pretrained:
     data = run_config.get("data", {})
     vocab = Path(data["vocab_file"]) if data.get("vocab_file") else None
     labels = tuple(record.get("labels", ()))
-    return Pretrained(config, params, vocab, bool(data.get("lowercase", True)), "run", step_dir, labels)
+    generator = None
+    train = run_config.get("train", {})
+    if train.get("objective") == "electra":  # the discriminator is the model; its classifier ELECTRA's
+        generator = config.electra_generator(float(train.get("generator_size", 0.25)))
+        config = dataclasses.replace(config, hf_model_type="electra", pooler_activation="gelu")
+    lowercase = bool(data.get("lowercase", True))
+    return Pretrained(config, params, vocab, lowercase, "run", step_dir, labels, generator)
 
 
 def load(path: str | Path) -> Pretrained:
@@ -388,10 +419,18 @@ def write_hf(pretrained: Pretrained, destination: str | Path) -> Path:
 
     The architecture follows the parts present: BertForSequenceClassification, -TokenClassification
     or -QuestionAnswering with their heads, BertForPreTraining with both pretraining heads, else
-    BertModel (names without `bert.`).
+    BertModel (names without `bert.`). An ELECTRA run gives two folders, `discriminator/`
+    (ElectraForPreTraining) and `generator/` (ElectraForMaskedLM).
     """
     from safetensors.numpy import save_file
 
+    if pretrained.generator_config is not None:  # an ELECTRA run: both halves, side by side
+
+        def write_halves(folder: Path) -> None:
+            for name, half in zip(("discriminator", "generator"), electra_halves(pretrained)):
+                write_hf(half, folder / name)
+
+        return _write_folder(Path(destination), write_halves)
     model_type = hf_mapping.hf_model_type(pretrained.config)
     if model_type in ("modernbert", "roberta", "electra"):
         return _write_mlm_encoder(pretrained, Path(destination), model_type)
