@@ -267,7 +267,9 @@ class DataConfig:
 class OptimConfig:
     """Optimizer and learning-rate schedule."""
 
-    optimizer: str = "adamw"  # "adamw" or "lamb"
+    # "adamw", "lamb", or "stable_adamw" (Wortsman et al. 2023, ModernBERT's: AdamW whose step on
+    # each tensor is divided by max(1, RMS(g^2 / v)), which stands in for gradient clipping)
+    optimizer: str = "adamw"
     learning_rate: float = 1e-4
     b1: float = 0.9
     b2: float = 0.999
@@ -279,8 +281,12 @@ class OptimConfig:
     # Parameter names without weight decay (nor, with LAMB, a trust ratio): biases and LayerNorm
     # scales, as google-research/bert; () decays every parameter.
     exclude_from_weight_decay: tuple[str, ...] = ("bias", "scale")
-    schedule: str = "linear"  # "linear", "polynomial", "cosine" or "constant" (after warmup)
+    # After warmup: "linear", "polynomial", "cosine" or "constant"; or "wsd" (warmup-stable-decay:
+    # the peak until the last `decay_fraction` of the steps, then a decay of shape `decay_shape`).
+    schedule: str = "linear"
     decay_power: float = 1.0  # the power of the "polynomial" decay
+    decay_fraction: float = 0.1  # wsd: the share of the schedule's steps that decays
+    decay_shape: str = "linear"  # wsd: "linear", "cosine" or "1-sqrt" (Hägele et al. 2024)
     warmup_steps: int = 10000
     warmup_fraction: float = 0.0  # > 0: warmup over this share of all steps instead of warmup_steps
     # The schedule's length in steps (0: this run's steps) and the schedule step this run starts
@@ -593,6 +599,7 @@ RANGES: dict[type, dict[str, tuple[Callable[[Any], bool], str]]] = {
         "eps": _NATURAL,
         "weight_decay": _NATURAL,
         "decay_power": _above(0.0),
+        "decay_fraction": _between(0.0, 1.0),
         "warmup_steps": _NATURAL,
         "schedule_steps": _NATURAL,
         "schedule_offset": _NATURAL,
@@ -742,8 +749,9 @@ def _optim_and_loop(cd: ml_collections.ConfigDict, train_cls: type) -> tuple[Opt
     train = _build(train_cls, cd.get("train", {}), "train.")
     distributed = _build(DistributedConfig, cd.get("distributed", {}), "distributed.")
     _check_choice("distributed.mode", distributed.mode, ("auto", "explicit", "off"))
-    _check_choice("optim.optimizer", optim.optimizer, ("adamw", "lamb"))
-    _check_choice("optim.schedule", optim.schedule, ("linear", "polynomial", "cosine", "constant"))
+    _check_choice("optim.optimizer", optim.optimizer, ("adamw", "lamb", "stable_adamw"))
+    _check_choice("optim.schedule", optim.schedule, ("linear", "polynomial", "cosine", "constant", "wsd"))
+    _check_choice("optim.decay_shape", optim.decay_shape, ("linear", "cosine", "1-sqrt"))
     _check_choice("train.nonfinite", train.nonfinite, ("stop", "skip"))
     if train.batch_size % optim.grad_accum_steps:
         raise ConfigError(

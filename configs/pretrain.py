@@ -102,7 +102,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     data.prepare_processes = 0  # pairing the dupe_factor copies: 0 one process per CPU on big corpora, 1 none
 
     config.optim = optim = ml_collections.ConfigDict()
-    optim.optimizer = "adamw"  # "adamw" or "lamb"
+    optim.optimizer = "adamw"  # "adamw", "lamb" or "stable_adamw" (ModernBERT's: per-tensor update clipping)
     optim.learning_rate = 1e-4  # peak
     optim.b1 = 0.9
     optim.b2 = 0.999
@@ -110,8 +110,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     optim.bias_correction = True  # Adam's; False: google-research/bert's optimizer, which has none
     optim.weight_decay = 0.01  # not applied to biases and LayerNorm
     optim.exclude_from_weight_decay = ["bias", "scale"]  # no decay (nor LAMB trust ratio) on these
-    optim.schedule = "linear"  # after warmup: "linear" decay to 0, "cosine" or "constant"
+    optim.schedule = "linear"  # after warmup: "linear" decay to 0, "cosine", "constant", "polynomial" or "wsd"
     optim.decay_power = 1.0  # power of the "polynomial" schedule (LAMB recipes use 0.5)
+    optim.decay_fraction = 0.1  # "wsd" (warmup-stable-decay): the last share of the steps, which decays
+    optim.decay_shape = "linear"  # "wsd": "linear", "cosine" or "1-sqrt"
     optim.warmup_steps = 10000
     optim.warmup_fraction = 0.0  # > 0: warm up over this share of all steps (overrides warmup_steps)
     optim.schedule_steps = 0  # the schedule's length (0 = num_train_steps); longer when this run is one part

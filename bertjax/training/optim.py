@@ -1,4 +1,5 @@
-"""Optimizers and learning-rate schedules (optax): AdamW or LAMB, warmup then decay, clipping.
+"""Optimizers and learning-rate schedules (optax): AdamW, LAMB or StableAdamW, warmup then decay
+(or warmup-stable-decay), clipping.
 
 Weight decay skips biases and LayerNorm parameters, as in google-research/bert. LAMB's layer-wise
 trust ratio skips them too, as the LAMB implementations used for BERT do: tensorflow_addons'
@@ -23,14 +24,38 @@ from bertjax.weights.param_tree import STACKED_PREFIX
 NO_DECAY_NAMES = ("bias", "scale")  # Dense/LayerNorm biases and LayerNorm scales: OptimConfig's default
 
 
+def decay_curve(peak: float, end: float, steps: int, shape: str) -> optax.Schedule:
+    """From `peak` at step 0 to `end` at step `steps` (and after): linear, cosine, or 1-sqrt
+    (end + (peak - end) (1 - sqrt(t / steps)), the cooldown of Hägele et al. 2024 and ModernBERT)."""
+
+    def schedule(count: Any) -> jax.Array:
+        done = jnp.clip(jnp.asarray(count, jnp.float32) / max(steps, 1), 0.0, 1.0)
+        if shape == "linear":
+            left = 1.0 - done
+        elif shape == "cosine":
+            left = 0.5 * (1.0 + jnp.cos(jnp.pi * done))
+        else:  # "1-sqrt"
+            left = 1.0 - jnp.sqrt(done)
+        return end + (peak - end) * left
+
+    return schedule
+
+
 def learning_rate_schedule(optim: OptimConfig, total_steps: int) -> optax.Schedule:
     """Linear warmup to the peak learning rate, then linear / polynomial / cosine decay to
-    `final_learning_rate_fraction` of the peak (0 by default), or constant."""
+    `final_learning_rate_fraction` of the peak (0 by default), or constant; or, for "wsd", the peak
+    held until the last `decay_fraction` of `total_steps`, which decay as `decay_shape` says."""
     warmup = round(optim.warmup_fraction * total_steps) if optim.warmup_fraction > 0 else optim.warmup_steps
     warmup = min(warmup, total_steps)
     decay_steps = max(total_steps - warmup, 1)
     peak, end = optim.learning_rate, optim.learning_rate * optim.final_learning_rate_fraction
-    if optim.schedule == "linear":
+    if optim.schedule == "wsd":
+        cooldown = min(round(optim.decay_fraction * total_steps), total_steps - warmup)
+        stable = total_steps - warmup - cooldown
+        after = optax.join_schedules(
+            [optax.constant_schedule(peak), decay_curve(peak, end, cooldown, optim.decay_shape)], [stable]
+        )
+    elif optim.schedule == "linear":
         after = optax.linear_schedule(peak, end, decay_steps)
     elif optim.schedule == "polynomial":  # (1 - t/T)^power, as in LAMB's BERT recipe (power 0.5)
         after = optax.polynomial_schedule(peak, end, optim.decay_power, decay_steps)
@@ -67,14 +92,17 @@ def _mask(optim: OptimConfig) -> Any:
     return functools.partial(decay_mask, excluded=tuple(optim.exclude_from_weight_decay))
 
 
+def _zero_adam_state(params: Any) -> optax.ScaleByAdamState:
+    """optax's Adam state at step 0: the layout every Adam variant here keeps, so checkpoints of one
+    can be read by another."""
+    zeros = optax.tree_utils.tree_zeros_like(params)
+    return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32), mu=zeros, nu=zeros)
+
+
 def scale_by_adam_uncorrected(b1: float, b2: float, eps: float) -> optax.GradientTransformation:
     """Adam's direction m / (sqrt(v) + eps) on moments without bias correction, as
     google-research/bert's AdamWeightDecayOptimizer computes it (optax's state layout, so
     checkpoints are the same shape either way)."""
-
-    def init(params: Any) -> optax.ScaleByAdamState:
-        zeros = optax.tree_utils.tree_zeros_like(params)
-        return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32), mu=zeros, nu=zeros)
 
     def update(updates: Any, state: optax.ScaleByAdamState, params: Any = None) -> tuple[Any, Any]:
         del params
@@ -83,7 +111,7 @@ def scale_by_adam_uncorrected(b1: float, b2: float, eps: float) -> optax.Gradien
         direction = jax.tree.map(lambda m, v: m / (jnp.sqrt(v) + eps), mu, nu)
         return direction, optax.ScaleByAdamState(count=optax.safe_increment(state.count), mu=mu, nu=nu)
 
-    return optax.GradientTransformation(init, update)
+    return optax.GradientTransformation(_zero_adam_state, update)
 
 
 def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
@@ -150,8 +178,45 @@ def lamb(schedule: optax.Schedule, optim: OptimConfig) -> optax.GradientTransfor
     )
 
 
+def _debiased_beta(beta: float, count: jax.Array) -> jax.Array:
+    """beta (1 - beta^(t-1)) / (1 - beta^t): the moment update that keeps the moments bias-corrected."""
+    t = count.astype(jnp.float32)
+    return beta * (1.0 - beta ** (t - 1.0)) / (1.0 - beta**t)
+
+
+def stable_adamw(schedule: optax.Schedule, optim: OptimConfig) -> optax.GradientTransformation:
+    """StableAdamW (Wortsman et al. 2023; torch-optimi's, which ModernBERT trains with): AdamW with
+    bias-corrected moments whose learning rate on each tensor is divided by max(1, RMS), RMS =
+    sqrt(mean(g^2 / max(v, eps^2))) over the tensor (one layer's slice of a scanned encoder), both
+    for the Adam step and for the decoupled weight decay. optax (0.2.8) and optax.contrib have no
+    such update clipping, hence this transformation; its state is optax's Adam state."""
+    b1, b2, eps, weight_decay = optim.b1, optim.b2, optim.eps, optim.weight_decay
+    mask = _mask(optim)
+
+    def update(grads: Any, state: optax.ScaleByAdamState, params: Any = None) -> tuple[Any, Any]:
+        count = optax.safe_increment(state.count)
+        beta1, beta2 = _debiased_beta(b1, count), _debiased_beta(b2, count)
+        mu = jax.tree.map(lambda m, g: beta1 * m + (1.0 - beta1) * g, state.mu, grads)
+        nu = jax.tree.map(lambda v, g: beta2 * v + (1.0 - beta2) * jnp.square(g), state.nu, grads)
+        learning_rate = schedule(state.count)
+
+        def step(path: tuple[Any, ...], g: jax.Array, m: jax.Array, v: jax.Array, w: jax.Array, decays: bool) -> Any:
+            axes = tuple(range(1, g.ndim)) if _stacked_layer(path) else None
+            rms = jnp.sqrt(jnp.mean(jnp.square(g) / jnp.maximum(v, eps**2), axis=axes, keepdims=axes is not None))
+            rate = learning_rate / jnp.maximum(1.0, rms)
+            direction = m / (jnp.sqrt(v) + eps)
+            if decays and weight_decay:
+                direction = direction + weight_decay * w
+            return (-rate * direction).astype(w.dtype)
+
+        updates = jax.tree_util.tree_map_with_path(step, grads, mu, nu, params, mask(params))
+        return updates, optax.ScaleByAdamState(count=count, mu=mu, nu=nu)
+
+    return optax.GradientTransformation(_zero_adam_state, update)
+
+
 def make_optimizer(optim: OptimConfig, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """The optax chain (clipping, then AdamW or LAMB) and its learning-rate schedule: over
+    """The optax chain (clipping, then AdamW, StableAdamW or LAMB) and its learning-rate schedule: over
     `optim.schedule_steps` (else the run's `total_steps`), from step `optim.schedule_offset` on."""
     schedule = learning_rate_schedule(optim, optim.schedule_steps or total_steps)
     if optim.schedule_offset:
@@ -162,6 +227,8 @@ def make_optimizer(optim: OptimConfig, total_steps: int) -> tuple[optax.Gradient
             optax.add_decayed_weights(optim.weight_decay, mask=_mask(optim)),
             optax.scale_by_learning_rate(schedule),
         )
+    elif optim.optimizer == "stable_adamw":
+        base = stable_adamw(schedule, optim)
     else:
         base = lamb(schedule, optim)
     parts = [clip_by_global_norm(optim.clip_norm)] if optim.clip_norm > 0 else []

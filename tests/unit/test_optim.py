@@ -1,7 +1,8 @@
 """The optimizers against independent references: AdamW against torch.optim.AdamW (parameter
 groups without decay, torch's global-norm clipping), LAMB against You et al.'s algorithm written
 out in numpy, with biases and LayerNorm parameters excluded from weight decay and from the trust
-ratio as the LAMB implementations used for BERT do."""
+ratio as the LAMB implementations used for BERT do; StableAdamW against torch-optimi's; the
+warmup-stable-decay schedule by hand."""
 
 import dataclasses
 
@@ -181,3 +182,81 @@ def test_clip_is_tf_clip_by_global_norm_and_one_scalar_multiply():
     hlo = jax.jit(step, donate_argnums=(0, 1)).lower(params, tx.init(params), params).compile().as_text()
     written = [line for line in hlo.splitlines() if " = f32[256,512]{1,0} fusion(" in line]
     assert len(written) == 3, written
+
+
+def test_stable_adamw_matches_torch_optimi_with_update_clipping_per_layer():
+    """StableAdamW against torch-optimi's (ModernBERT's optimizer, its plain per-tensor loop): biases
+    and LayerNorm scales without weight decay, gradients that jump 30x at step 3 so that the
+    RMS(g^2 / v) clip divides that step's rate, and a scanned encoder's stacked kernel whose two
+    layers are clipped apart, as two tensors are in torch."""
+    optimi = __import__("pytest").importorskip("optimi")
+    rng = np.random.default_rng(3)
+    shapes = {"dense": {"kernel": (6, 4), "bias": (4,)}, "norm": {"scale": (4,)}}
+    params = {m: {n: rng.normal(size=s).astype(np.float32) for n, s in leaves.items()} for m, leaves in shapes.items()}
+    params["bert"] = {"layers": {"kernel": rng.normal(size=(2, 5, 3)).astype(np.float32)}}
+    grads = []
+    for step in range(5):
+        scale = 30.0 if step == 3 else 0.5
+        g = jax.tree.map(lambda p: (scale * rng.normal(size=p.shape)).astype(np.float32), params)
+        g["bert"]["layers"]["kernel"][1] *= 1e-3 if step == 3 else 1.0  # only layer 0 jumps
+        grads.append(g)
+    config = OptimConfig(
+        optimizer="stable_adamw",
+        learning_rate=0.02,
+        b1=0.9,
+        b2=0.99,
+        eps=1e-6,
+        weight_decay=0.1,
+        schedule="constant",
+        warmup_steps=0,
+        clip_norm=0.0,
+    )
+    tx, _ = optim.make_optimizer(config, 100)
+    ours, state, clipped = jax.tree.map(np.asarray, params), None, []
+    state = tx.init(ours)
+    for g in grads:
+        updates, state = tx.update(g, state, ours)
+        ours = optax.apply_updates(ours, updates)
+        nu = state[0].nu["bert"]["layers"]["kernel"]
+        rms = np.sqrt(np.mean(np.square(g["bert"]["layers"]["kernel"]) / np.maximum(nu, 1e-12), axis=(1, 2)))
+        clipped.append(rms > 1)
+
+    def torch_tensors(tree):
+        flat = {(m, n): v for m in ("dense", "norm") for n, v in tree[m].items()}
+        flat.update({("layer", i): tree["bert"]["layers"]["kernel"][i] for i in range(2)})
+        return flat
+
+    tensors = {k: torch.nn.Parameter(torch.tensor(v)) for k, v in torch_tensors(params).items()}
+    decayed = {("dense", "kernel"), ("layer", 0), ("layer", 1)}
+    groups = [
+        {"params": [t for k, t in tensors.items() if k in decayed], "weight_decay": config.weight_decay},
+        {"params": [t for k, t in tensors.items() if k not in decayed], "weight_decay": 0.0},
+    ]
+    reference = optimi.StableAdamW(
+        groups, lr=config.learning_rate, betas=(config.b1, config.b2), eps=config.eps, foreach=False, triton=False
+    )
+    for g in grads:
+        for key, value in torch_tensors(g).items():
+            tensors[key].grad = torch.tensor(value)
+        reference.step()
+    got = torch_tensors(jax.device_get(ours))
+    for key, tensor in tensors.items():
+        np.testing.assert_allclose(got[key], tensor.detach().numpy(), rtol=2e-5, atol=2e-6, err_msg=str(key))
+    assert [bool(c[0]) for c in clipped] == [False, False, False, True, False] and not clipped[3][1]
+
+
+def test_warmup_stable_decay_schedule_by_hand():
+    """WSD over 100 steps: 10 of linear warmup, the peak until step 80, then 20 steps of decay to
+    10% of the peak, in each of its shapes, at hand-computed points."""
+    base = OptimConfig(
+        learning_rate=1.0, warmup_steps=10, schedule="wsd", decay_fraction=0.2, final_learning_rate_fraction=0.1
+    )
+    expected = {
+        "linear": {5: 0.5, 10: 1.0, 50: 1.0, 80: 1.0, 85: 1 - 0.9 * 0.25, 90: 0.55, 100: 0.1},
+        "cosine": {5: 0.5, 80: 1.0, 85: 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi / 4)), 90: 0.55, 100: 0.1},
+        "1-sqrt": {5: 0.5, 80: 1.0, 85: 0.1 + 0.9 * 0.5, 90: 0.1 + 0.9 * (1 - np.sqrt(0.5)), 100: 0.1},
+    }
+    for shape, points in expected.items():
+        schedule = optim.learning_rate_schedule(dataclasses.replace(base, decay_shape=shape), 100)
+        for step, rate in points.items():
+            assert abs(float(schedule(step)) - rate) < 1e-6, (shape, step, float(schedule(step)), rate)
