@@ -197,7 +197,7 @@ def test_stable_adamw_matches_torch_optimi_with_update_clipping_per_layer():
     grads = []
     for step in range(5):
         scale = 30.0 if step == 3 else 0.5
-        g = jax.tree.map(lambda p: (scale * rng.normal(size=p.shape)).astype(np.float32), params)
+        g = jax.tree.map(lambda p, scale=scale: (scale * rng.normal(size=p.shape)).astype(np.float32), params)
         g["bert"]["layers"]["kernel"][1] *= 1e-3 if step == 3 else 1.0  # only layer 0 jumps
         grads.append(g)
     config = OptimConfig(
