@@ -243,6 +243,11 @@ class DataConfig:
     short_seq_prob: float = 0.1
     random_next_prob: float = 0.5
     masked_lm_prob: float = 0.15
+    # The masking rate by training step, "STEP:RATE,STEP:RATE,...": from step STEP on, RATE of the
+    # tokens are masked (before the first STEP, masked_lm_prob); e.g. "0:0.3,90000:0.15" for a
+    # rate lowered in the last phase, as mmBERT and ModernBERT's decay phase do. Held-out batches
+    # keep masked_lm_prob, so evaluations compare across phases.
+    masking_phases: str = ""
     # What a chosen token becomes: [MASK] with mask_token_prob, a random token with
     # random_token_prob, else itself (BERT: 0.8 / 0.1; ELECTRA: 0.85 / 0.0).
     mask_token_prob: float = 0.8
@@ -261,6 +266,36 @@ class DataConfig:
     # case). 0: one per CPU, at most dupe_factor, once a split has 50M or more tokens to pair in
     # all (below that, starting the processes costs more than it saves); 1: in this process.
     prepare_processes: int = 0
+
+    def masking_schedule(self) -> tuple[tuple[int, float], ...]:
+        """`masking_phases` as (first step, rate) pairs in step order; ConfigError if malformed."""
+        phases = []
+        for part in filter(None, (p.strip() for p in self.masking_phases.split(","))):
+            step, _, rate = part.partition(":")
+            try:
+                phase = (int(step), float(rate))
+            except ValueError:
+                phase = None
+            if phase is None or phase[0] < 0 or not 0.0 < phase[1] < 1.0:
+                raise ConfigError(
+                    f"config key data.masking_phases: {part!r} is not STEP:RATE (a step >= 0, a rate in (0, 1))"
+                )
+            if phases and phase[0] <= phases[-1][0]:
+                raise ConfigError(f"config key data.masking_phases: steps must increase ({part!r})")
+            phases.append(phase)
+        return tuple(phases)
+
+    def masking_rate(self, step: int) -> float:
+        """The share of tokens masked in training step `step`."""
+        rate = self.masked_lm_prob
+        for first, phase_rate in self.masking_schedule():
+            if step >= first:
+                rate = phase_rate
+        return rate
+
+    def max_masking_rate(self) -> float:
+        """The highest rate of any step (what bounds a packed row's predictions)."""
+        return max([self.masked_lm_prob, *(rate for _, rate in self.masking_schedule())])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -867,6 +902,7 @@ def validate_data(data: DataConfig, model: ModelConfig) -> None:
     check_ranges(data, "data.")  # also for a DataConfig made in code, not from a ConfigDict
     _check_choice("data.corpus_format", data.corpus_format, ("sentences", "paragraphs"))
     _check_choice("data.masking", data.masking, ("static", "dynamic"))
+    data.masking_schedule()  # a malformed data.masking_phases is a ConfigError here
     if data.mask_token_prob + data.random_token_prob > 1:
         raise ConfigError(
             f"config keys data.mask_token_prob={data.mask_token_prob} and data.random_token_prob="

@@ -87,6 +87,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     data.pair_task = "nsp"  # or "sop": ALBERT's sentence order (B always follows A; pairs swapped instead)
     data.random_next_prob = 0.5  # share of pairs whose segment B is from another document (SOP: swapped)
     data.masked_lm_prob = 0.15
+    data.masking_phases = ""  # "STEP:RATE,...": the masking rate from STEP on (held-out batches keep the above)
     data.mask_token_prob = 0.8  # a chosen token becomes [MASK] (ELECTRA: 0.85) ...
     data.random_token_prob = 0.1  # ... or a random token (ELECTRA: 0); else it stays
     data.max_predictions_per_seq = 20

@@ -539,7 +539,7 @@ class PretrainingExamples:
             self.rows = pack(lengths, config.max_seq_length, config.pack_examples)
             # Each pair predicts at most max(1, round(len * p)) (capped) tokens: a row of
             # max_seq_length tokens at most ceil(p * max_seq_length) + one per pair.
-            bound = int(np.ceil(config.masked_lm_prob * config.max_seq_length)) + config.pack_examples
+            bound = int(np.ceil(config.max_masking_rate() * config.max_seq_length)) + config.pack_examples
             self.predictions_per_row = min(config.pack_examples * config.max_predictions_per_seq, bound)
         self.fill = float(lengths.sum()) / (len(self.rows) * config.max_seq_length) if len(self.rows) else 0.0
 
@@ -552,9 +552,10 @@ class PretrainingExamples:
         batch = self.rows_batch(np.asarray([index]), np.asarray([epoch]))
         return {key: value[0] for key, value in batch.items()}
 
-    def rows_batch(self, indices: np.ndarray, epochs: np.ndarray) -> Example:
+    def rows_batch(self, indices: np.ndarray, epochs: np.ndarray, masked_lm_prob: float | None = None) -> Example:
         """Rows `indices` (of epochs `epochs`) as a batch: one masked pair per row, or with packing
-        up to `pack_examples` pairs one after another.
+        up to `pack_examples` pairs one after another; `masked_lm_prob` of each pair's tokens are
+        masked (None: the config's).
 
         Each pair is `[CLS] A [SEP] B [SEP]`, masked with keys made of (seed, epoch or 0, instance),
         so a row is the same whichever batch or host builds it. A packed row's `attention_mask`
@@ -590,7 +591,8 @@ class PretrainingExamples:
         ids[:, 0] = special.cls
 
         hashes = _token_hashes(_pair_keys(cfg.seed, masking_epochs, instance), length)
-        to_predict = np.minimum(cfg.max_predictions_per_seq, np.maximum(1, np.round(pair_len * cfg.masked_lm_prob)))
+        rate = cfg.masked_lm_prob if masked_lm_prob is None else masked_lm_prob
+        to_predict = np.minimum(cfg.max_predictions_per_seq, np.maximum(1, np.round(pair_len * rate)))
         if cfg.whole_word_masking:
             chosen = self._whole_words(ids, candidate, hashes[0], to_predict.astype(np.int64))
         else:  # the `to_predict` candidates with the smallest keys
@@ -694,13 +696,19 @@ class PretrainingExamples:
         return indices, epochs
 
     def batch(
-        self, step: int, batch_size: int, process_index: int = 0, process_count: int = 1, offset: int = 0
+        self,
+        step: int,
+        batch_size: int,
+        process_index: int = 0,
+        process_count: int = 1,
+        offset: int = 0,
+        masked_lm_prob: float | None = None,
     ) -> Example:
         """This host's rows of global batch `step` (global positions offset + step * batch_size ...)."""
         local = batch_size // process_count
         start = offset + step * batch_size + process_index * local
         indices, epochs = self.global_indices(start, local)
-        return self.rows_batch(indices, epochs)
+        return self.rows_batch(indices, epochs, masked_lm_prob)
 
 
 def load_split(prepared: Path, split: str, config: DataConfig, tokenizer: tokenizers.Tokenizer) -> PretrainingExamples:
@@ -772,4 +780,5 @@ def close_batches(batches: Iterator[Example]) -> None:
 
 
 def _batch_of_step(step: int, *, examples: PretrainingExamples, **kwargs: Any) -> Example:
-    return examples.batch(int(step), **kwargs)
+    """Training batch `step`, masked at the rate `data.masking_phases` gives that step."""
+    return examples.batch(int(step), masked_lm_prob=examples.config.masking_rate(int(step)), **kwargs)

@@ -536,3 +536,28 @@ def test_sentence_order_pairs_continue_each_other_and_half_are_swapped(news_conf
     source = pretraining.load_split(prepared, "train", sop, tokenizer)
     labels = [int(source.example(i)["next_sentence_labels"]) for i in range(len(source))]
     assert labels == swapped[source.rows[:, 0]].tolist()
+
+
+def test_masking_phases_change_the_training_rate_by_step(prepared, tokenizer, news_config):
+    """data.masking_phases="2:0.3,4:0.1": steps 0-1 mask 15% (masked_lm_prob), steps 2-3 30%, from
+    step 4 on 10%, in the loader's batches; held-out batches (batch() without a rate) keep 15%;
+    packed rows are sized for the highest rate; a malformed schedule is a one-line config error."""
+    config = dataclasses.replace(news_config, masking_phases="2:0.3,4:0.1", max_predictions_per_seq=40)
+    assert [config.masking_rate(step) for step in range(6)] == [0.15, 0.15, 0.3, 0.3, 0.1, 0.1]
+    source = pretraining.load_split(prepared, "train", config, tokenizer)
+    iterator = pretraining.batch_iterator(source, 0, 6, 64, num_threads=1)
+    for step in range(6):
+        batch = next(iterator)
+        rate = batch["masked_lm_weights"].sum() / batch["attention_mask"].sum()
+        assert abs(rate - config.masking_rate(step)) < 0.01, (step, rate)
+        np.testing.assert_array_equal(
+            batch["masked_lm_ids"], source.batch(step, 64, masked_lm_prob=config.masking_rate(step))["masked_lm_ids"]
+        )
+    iterator.close()
+    held_out = source.batch(4, 64)
+    assert abs(held_out["masked_lm_weights"].sum() / held_out["attention_mask"].sum() - 0.15) < 0.01
+    packed = pretraining.load_split(prepared, "train", dataclasses.replace(config, pack_examples=2), tokenizer)
+    assert packed.predictions_per_row == int(np.ceil(0.3 * 128)) + 2
+    for bad, why in [("2:0.3,1:0.2", "steps must increase"), ("2=0.3", "is not STEP:RATE"), ("5:1.5", "STEP:RATE")]:
+        with pytest.raises(ConfigError, match=f"data.masking_phases: .*{why}"):
+            validate_data(dataclasses.replace(news_config, masking_phases=bad), ModelConfig())
