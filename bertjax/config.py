@@ -358,6 +358,11 @@ class TrainConfig:
     objective: str = "mlm"
     generator_size: float = 0.25
     discriminator_weight: float = 50.0
+    # > 0: a wall-clock budget (24hBERT, Cramming). The run trains until this many hours of its loop
+    # have passed (or num_train_steps, an upper bound), and the learning-rate schedule runs over the
+    # budget: at elapsed share f it is the schedule's value at step f x (optim.schedule_steps, else
+    # num_train_steps). The elapsed time is kept in checkpoints, so a resumed run continues it.
+    time_budget_hours: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -655,6 +660,7 @@ RANGES: dict[type, dict[str, tuple[Callable[[Any], bool], str]]] = {
         "nsp_weight": _NATURAL,
         "generator_size": ((lambda v: 0.0 < v <= 1.0), "in (0, 1]"),
         "discriminator_weight": _NATURAL,
+        "time_budget_hours": _NATURAL,
     },
     FinetuneTrainConfig: {
         "batch_size": _POSITIVE,

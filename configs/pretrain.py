@@ -139,6 +139,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     train.objective = "mlm"
     train.generator_size = 0.25
     train.discriminator_weight = 50.0
+    train.time_budget_hours = 0.0  # > 0: stop after this many hours; the lr schedule runs over the elapsed share
 
     config.mesh = mesh = ml_collections.ConfigDict()
     mesh.preset = ""  # "dp", "fsdp" or "fsdp_tp" set the sizes below; "" = use them as given

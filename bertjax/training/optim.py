@@ -215,12 +215,20 @@ def stable_adamw(schedule: optax.Schedule, optim: OptimConfig) -> optax.Gradient
     return optax.GradientTransformation(_zero_adam_state, update)
 
 
-def make_optimizer(optim: OptimConfig, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def make_optimizer(
+    optim: OptimConfig, total_steps: int, external_rate: bool = False
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """The optax chain (clipping, then AdamW, StableAdamW or LAMB) and its learning-rate schedule: over
-    `optim.schedule_steps` (else the run's `total_steps`), from step `optim.schedule_offset` on."""
+    `optim.schedule_steps` (else the run's `total_steps`), from step `optim.schedule_offset` on.
+
+    With `external_rate` the chain runs at a learning rate of 1 and the caller multiplies its update
+    by the schedule at a position of its own (`update.train_step`'s `position`: a time budget's
+    elapsed share). Every optimizer here is linear in its learning rate, weight decay included, so
+    this is the same update as the schedule inside the chain."""
     schedule = learning_rate_schedule(optim, optim.schedule_steps or total_steps)
     if optim.schedule_offset:
         schedule = _shifted(schedule, optim.schedule_offset)
+    returned, schedule = schedule, (optax.constant_schedule(1.0) if external_rate else schedule)
     if optim.optimizer == "adamw":  # optax.adamw's chain, with the Adam direction chosen above
         base = optax.chain(
             _adam_direction(optim),
@@ -232,4 +240,4 @@ def make_optimizer(optim: OptimConfig, total_steps: int) -> tuple[optax.Gradient
     else:
         base = lamb(schedule, optim)
     parts = [clip_by_global_norm(optim.clip_norm)] if optim.clip_norm > 0 else []
-    return optax.chain(*parts, base), schedule
+    return optax.chain(*parts, base), returned

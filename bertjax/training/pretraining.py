@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -215,10 +216,12 @@ def compile_steps(
     grad_accum_steps: int,
     most_frequent_token: int = 0,
     loss: update.Objective | None = None,
+    external_rate: bool = False,
 ) -> Steps:
-    """The jitted train and eval steps of `loss` (MLM + NSP when None)."""
+    """The jitted train and eval steps of `loss` (MLM + NSP when None); with `external_rate` (a
+    time budget) the train step takes the schedule's position as a fourth argument."""
     loss = loss or objective(model)
-    train = update.compile_train_step(loss, tx, schedule, state_shardings, mesh, grad_accum_steps)
+    train = update.compile_train_step(loss, tx, schedule, state_shardings, mesh, grad_accum_steps, external_rate)
     batch_shard = sharding.batch_sharding(mesh)
     evaluate = jax.jit(
         functools.partial(eval_step, objective=loss, most_frequent_token=most_frequent_token),
@@ -261,18 +264,20 @@ def resolve_model_config(model: ModelConfig, tokenizer_vocab_size: int) -> Model
     return model
 
 
-def pretrain(config: PretrainConfig, workdir: str | Path) -> dict[str, float]:
+def pretrain(
+    config: PretrainConfig, workdir: str | Path, clock: Callable[[], float] = time.monotonic
+) -> dict[str, float]:
     """Pretrains BERT with MLM + NSP as `config` says; resumes from `workdir` if it holds a run.
 
     Returns the final held-out metrics. Bad input found before the first checkpoint leaves
-    `workdir` as it was (`fileio.run_directory`).
+    `workdir` as it was (`fileio.run_directory`). `clock` (seconds) measures a time budget's use.
     """
     workdir = Path(workdir)
     fileio.check_writable_folder(workdir, "workdir")
     if config.data.cache_dir:
         fileio.check_writable_folder(config.data.cache_dir, "config key data.cache_dir:")
     with fileio.run_directory(workdir):
-        return _pretrain(config, workdir)
+        return _pretrain(config, workdir, clock)
 
 
 @dataclasses.dataclass
@@ -319,7 +324,15 @@ def setup_data(config: PretrainConfig, tokenizer: Any, workdir: Path) -> Data:
     return Data(prepared, train, held_out, int(token_counts.argmax()))
 
 
-def _pretrain(config: PretrainConfig, workdir: Path) -> dict[str, float]:
+def schedule_position(config: PretrainConfig, elapsed_seconds: float) -> np.float32:
+    """Where a time-budget run is in its learning-rate schedule: the elapsed share of the budget
+    (at most 1) times the schedule's length in steps."""
+    budget = config.train.time_budget_hours * 3600.0
+    length = config.optim.schedule_steps or config.train.num_train_steps
+    return np.float32(min(elapsed_seconds / budget, 1.0) * length)
+
+
+def _pretrain(config: PretrainConfig, workdir: Path, clock: Callable[[], float]) -> dict[str, float]:
     is_main = jax.process_index() == 0
     config, tokenizer, checkpoint = setup_model_config(config)
     model_config, data_cfg, train_cfg = config.model, config.data, config.train
@@ -330,7 +343,8 @@ def _pretrain(config: PretrainConfig, workdir: Path) -> dict[str, float]:
 
     # The model, its optimizer and its state: born sharded, then resumed or filled from init.
     model = make_model(config)
-    tx, schedule = optim.make_optimizer(config.optim, train_cfg.num_train_steps)
+    on_budget = train_cfg.time_budget_hours > 0
+    tx, schedule = optim.make_optimizer(config.optim, train_cfg.num_train_steps, external_rate=on_budget)
     init_rng, dropout_rng = run_keys(train_cfg.seed)
     init = param_init(model, data_cfg.max_seq_length)
     abstract, shardings = abstract_sharded_state(init_rng, init, tx, mesh, config.mesh)
@@ -343,6 +357,7 @@ def _pretrain(config: PretrainConfig, workdir: Path) -> dict[str, float]:
         config.optim.grad_accum_steps,
         data.most_frequent_token,
         make_objective(model, config),
+        external_rate=on_budget,
     )
     manager = checkpoints.manager(workdir / "checkpoints", train_cfg.keep_checkpoints)
     state, progress, _ = checkpoints.restore_latest(manager, abstract)
@@ -382,16 +397,24 @@ def _pretrain(config: PretrainConfig, workdir: Path) -> dict[str, float]:
     eval_metrics: dict[str, float] = {}
     rules = sharding.rules(config.mesh)
     stopped_at = None
+    # A time budget: the loop's wall-clock time, carried over from the checkpoint it resumes.
+    budget_seconds = train_cfg.time_budget_hours * 3600.0
+    elapsed_before = elapsed = float(progress.get("elapsed_seconds", 0.0))
+    last_step = first_step if on_budget and elapsed >= budget_seconds else train_cfg.num_train_steps
+    started = clock()
 
     def evaluate_now() -> dict[str, float]:
         return evaluate(steps, state.params, data.eval, train_cfg.batch_size, train_cfg.eval_batches)
 
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules), loop.StopSignal(mesh) as stop_signal:
-        for step in range(first_step, train_cfg.num_train_steps):
-            state, metrics = steps.train(state, loop.to_global(next(batches), steps.batch_sharding), dropout_rng)
+        for step in range(first_step, last_step):
+            budget_args = (schedule_position(config, elapsed),) if on_budget else ()
+            batch = loop.to_global(next(batches), steps.batch_sharding)
+            state, metrics = steps.train(state, batch, dropout_rng, *budget_args)
             train_log.add(metrics, train_cfg.batch_size, train_cfg.batch_size * flops_per_row)
             done = step + 1
-            is_last = done == train_cfg.num_train_steps
+            elapsed = elapsed_before + clock() - started
+            is_last = done == train_cfg.num_train_steps or (on_budget and elapsed >= budget_seconds)
             checkpoint_now = done % train_cfg.checkpoint_every_steps == 0 or is_last
             if done % train_cfg.log_every_steps == 0 or is_last or checkpoint_now:
                 summary = train_log.flush(done, manager, progress_bar)
@@ -409,10 +432,13 @@ def _pretrain(config: PretrainConfig, workdir: Path) -> dict[str, float]:
             stop = stop_signal.agreed()
             if checkpoint_now or stop:
                 position = {"step": done, "examples_seen": examples_offset + done * train_cfg.batch_size}
+                position |= {"elapsed_seconds": elapsed} if on_budget else {}
                 checkpoints.save(manager, done, state, {**position, "skipped_steps": train_log.skipped_steps})
             progress_bar.update(1)
             if stop and not is_last:
                 stopped_at = done
+                break
+            if is_last:  # the steps, or the time budget, are used up
                 break
     progress_bar.close()
     pretraining_data.close_batches(batches)  # ends the loader's threads or processes

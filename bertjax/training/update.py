@@ -40,9 +40,14 @@ class Objective:
     summarise: Callable[[dict[str, jax.Array]], dict[str, jax.Array]]
 
 
-def apply_update(tx: optax.GradientTransformation, grads: Any, params: Any, opt_state: Any) -> tuple[Any, Any]:
-    """One optimizer update: (new params, new optimizer state)."""
+def apply_update(
+    tx: optax.GradientTransformation, grads: Any, params: Any, opt_state: Any, rate: jax.Array | None = None
+) -> tuple[Any, Any]:
+    """One optimizer update: (new params, new optimizer state); the update times `rate` when given
+    (a chain made with `optim.make_optimizer(..., external_rate=True)`)."""
     updates, opt_state = tx.update(grads, opt_state, params)
+    if rate is not None:
+        updates = jax.tree.map(lambda u: u * rate.astype(u.dtype), updates)
     return optax.apply_updates(params, updates), opt_state
 
 
@@ -54,6 +59,7 @@ def train_step(
     state: TrainState,
     batch: Batch,
     rng: jax.Array,
+    position: jax.Array | None = None,
     *,
     objective: Objective,
     tx: optax.GradientTransformation,
@@ -65,7 +71,9 @@ def train_step(
     With grad_accum_steps > 1 the batch is split into microbatches scanned in sequence; each one's
     loss is normalised by the whole batch's counts, so the summed gradient equals the full-batch
     gradient. Dropout keys come from `rng` folded with the step (and the microbatch's index).
-    The logged `loss` is the optimised one.
+    The logged `loss` is the optimised one. With `position` (a run on a time budget) the learning
+    rate is `schedule(position)`, applied here to an optimizer made with `external_rate`; else
+    the optimizer's own schedule at the state's step.
     """
     step_rng = jax.random.fold_in(rng, state.step)
     denominators = objective.denominators(batch)
@@ -95,16 +103,18 @@ def train_step(
     # the loop then stops or goes on, as train.nonfinite says. (lax.cond, not a per-leaf
     # jnp.where: the select costs a pass over the parameters and the optimizer state.)
     finite = jnp.isfinite(grad_norm) & jnp.isfinite(loss)
+    learning_rate = schedule(state.step if position is None else position)
+    rate = None if position is None else jnp.asarray(learning_rate, jnp.float32)
     params, opt_state = jax.lax.cond(
         finite,
-        lambda: apply_update(tx, grads, state.params, state.opt_state),
+        lambda: apply_update(tx, grads, state.params, state.opt_state, rate),
         lambda: (state.params, state.opt_state),
     )
     metrics = dict(objective.summarise(sums))
     metrics["loss"] = loss
     metrics["grad_norm"] = grad_norm
     metrics["param_norm"] = optax.global_norm(params)
-    metrics["learning_rate"] = schedule(state.step)
+    metrics["learning_rate"] = learning_rate
     metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
@@ -116,13 +126,16 @@ def compile_train_step(
     state_shardings: Any,
     mesh: jax.sharding.Mesh,
     grad_accum_steps: int,
-) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
+    external_rate: bool = False,
+) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """`train_step` jitted with the state's shardings, the batch split over the data axes, metrics
-    replicated, and the state donated."""
+    replicated, and the state donated; with `external_rate` it takes the schedule's position as a
+    fourth argument (a float32 scalar)."""
     replicated = sharding.replicated(mesh)
+    in_shardings = (state_shardings, sharding.batch_sharding(mesh), replicated)
     return jax.jit(
         functools.partial(train_step, objective=objective, tx=tx, schedule=schedule, grad_accum_steps=grad_accum_steps),
-        in_shardings=(state_shardings, sharding.batch_sharding(mesh), replicated),
+        in_shardings=in_shardings + ((replicated,) if external_rate else ()),
         out_shardings=(state_shardings, replicated),
         donate_argnums=0,
     )
