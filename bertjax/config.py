@@ -324,6 +324,8 @@ class OptimConfig:
     decay_shape: str = "linear"  # wsd: "linear", "cosine" or "1-sqrt" (Hägele et al. 2024)
     warmup_steps: int = 10000
     warmup_fraction: float = 0.0  # > 0: warmup over this share of all steps instead of warmup_steps
+    # Where the warmup starts, as a fraction of the peak (Cramming's budget triangle: 0.25); 0: at 0.
+    initial_learning_rate_fraction: float = 0.0
     # The schedule's length in steps (0: this run's steps) and the schedule step this run starts
     # at: a run that is one part of a longer schedule, e.g. google-research/bert's 1M steps split
     # 900k at length 128 + 100k at 512 (phase 2: schedule_steps 1M, schedule_offset 900k).
@@ -644,6 +646,7 @@ RANGES: dict[type, dict[str, tuple[Callable[[Any], bool], str]]] = {
         "schedule_steps": _NATURAL,
         "schedule_offset": _NATURAL,
         "final_learning_rate_fraction": _PROBABILITY,
+        "initial_learning_rate_fraction": _PROBABILITY,
         "warmup_fraction": _between(0.0, 1.0, high_open=True),
         "clip_norm": _NATURAL,
         "grad_accum_steps": _POSITIVE,

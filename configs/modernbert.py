@@ -13,9 +13,17 @@ it as a Hugging Face ModernBertForMaskedLM; `--config.init=` reads a ModernBERT 
 What differs from the paper's recipe: the tokenizer is the WordPiece vocab of `data.vocab_file`
 unless it names ModernBERT's own byte-level BPE tokenizer.json
 (`--config.data.vocab_file=<folder>/tokenizer.json`; the embedding table has ModernBERT's 50,368
-rows either way); dropout sits where BERT has it (ModernBERT's defaults are 0, as here); the
-optimizer and schedule are this project's AdamW and linear schedule, not StableAdamW,
-warmup-stable-decay and batch-size warmup. Rows are whole sentences of one document
+rows either way); dropout sits where BERT has it (ModernBERT's defaults are 0, as here).
+
+Training follows the paper's first phase: StableAdamW (betas 0.9 / 0.98, eps 1e-6), peak lr 8e-4
+(base) / 5e-4 (large), weight decay 1e-5 fully decoupled from the rate (Composer's decoupled
+decay: optax's 1e-5 / peak), off biases and norms, no gradient clipping; batches of 4608 (base) /
+4928 (large) rows of 1024 tokens for 1.7T tokens (360,286 / 336,885 steps); warmup over 3B / 2B
+tokens (636 / 396 steps); warmup-stable-decay with a 1-sqrt cooldown over the last 50B tokens
+(`optim.decay_fraction` 50/1700). What differs: the paper grows the batch from 768 (base) / 448
+(large) rows over its first 50B / 10B tokens, and extends the context to 8192 tokens at a lower
+rate before the cooldown (a second run here, --config.init= with the longer data.max_seq_length).
+Rows are whole sentences of one document
 (`data.example_format="documents"`), up to 4 documents' ends packed in a row with attention and
 positions kept within each, where ModernBERT packs unpadded documents without a row structure.
 Arguments: `size=base|large` (default base), `runlocal` (a tiny model, seconds).
@@ -28,6 +36,12 @@ from bertjax.config import parse_config_arg, sibling_config
 SHAPES = {  # layers, hidden, heads, GeGLU intermediate (one half)
     "base": (22, 768, 12, 1152),
     "large": (28, 1024, 16, 2624),
+}
+
+
+TRAINING = {  # peak learning rate, batch (rows of 1024 tokens), warmup tokens
+    "base": (8e-4, 4608, 3e9),
+    "large": (5e-4, 4928, 2e9),
 }
 
 
@@ -62,8 +76,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.example_format = "documents"  # [CLS] text [SEP]: masked LM only
     config.data.pack_examples = 4  # documents' short ends share rows (attention kept within each)
     config.train.nsp_weight = 0.0
+    optim, train = config.optim, config.train
+    lr, batch, warmup = TRAINING[size]
+    optim.optimizer = "stable_adamw"
+    optim.learning_rate, optim.b2, optim.eps = lr, 0.98, 1e-6
+    optim.weight_decay = 1e-5 / lr  # Composer's fully decoupled 1e-5: weights x (1 - 1e-5 lr_t / lr_peak)
+    optim.clip_norm = 0.0
+    optim.schedule, optim.decay_shape, optim.decay_fraction = "wsd", "1-sqrt", 50 / 1700
+    optim.final_learning_rate_fraction = 0.0
+    optim.warmup_steps = round(warmup / (batch * 1024))
+    config.data.max_seq_length, config.data.max_predictions_per_seq = 1024, round(0.3 * 1024)
+    train.batch_size, train.num_train_steps = batch, round(1.7e12 / (batch * 1024))
     if "runlocal" in args:
         model.num_hidden_layers, model.hidden_size, model.num_attention_heads, model.intermediate_size = 4, 64, 4, 96
         model.local_attention = 16
         model.vocab_size = 0  # the vocab file's size
+        config.data.max_seq_length, config.data.max_predictions_per_seq = 64, 20
+        train.batch_size, train.num_train_steps, optim.warmup_steps = 8, 20, 5
     return config

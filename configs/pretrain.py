@@ -117,6 +117,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     optim.decay_shape = "linear"  # "wsd": "linear", "cosine" or "1-sqrt"
     optim.warmup_steps = 10000
     optim.warmup_fraction = 0.0  # > 0: warm up over this share of all steps (overrides warmup_steps)
+    optim.initial_learning_rate_fraction = 0.0  # the warmup starts at this fraction of the peak
     optim.schedule_steps = 0  # the schedule's length (0 = num_train_steps); longer when this run is one part
     optim.schedule_offset = 0  # the schedule step this run starts at (two-phase recipes: experiments/)
     optim.final_learning_rate_fraction = 0.0  # where the decay ends, as a fraction of the peak

@@ -4,9 +4,12 @@
     python -m bertjax.pretrain --config=experiments/recipes.py:recipe=bert,size=base,phase=2 --workdir=runs/bert_base_p2 \\
         --config.init=runs/bert_base_p1
 
-recipe=<bert|lamb|academic|mosaic>, size=<base|large> (each recipe has its paper's default),
+recipe=<bert|lamb|academic|mosaic|cramming>, size=<base|large> (each recipe has its paper's default),
 phase=<1|2> for the two-phase recipes (phase 2: sequence length 512, started from phase 1's
-run directory through config.init: its weights and, with init_optimizer, its optimizer moments). The corpus defaults to TFDS English Wikipedia
+run directory through config.init: its weights and, with init_optimizer, its optimizer moments),
+`runlocal` (the recipe's architecture and objective at a tiny size on the sample corpus, seconds).
+RoBERTa, ELECTRA and ModernBERT are config files of their own (configs/roberta.py, electra.py,
+modernbert.py). The corpus defaults to TFDS English Wikipedia
 (`wikipedia/20230601.en`; BookCorpus, the papers' other half, is not in TFDS: add it as text
 files). Batch sizes are global; set mesh.* and optim.grad_accum_steps for your hardware.
 experiments/README.md lists each recipe's source and the figures it should reach.
@@ -18,7 +21,7 @@ import ml_collections
 
 from bertjax.config import load_config_module, parse_config_arg
 
-DEFAULT_SIZE = {"bert": "base", "lamb": "large", "academic": "large", "mosaic": "base"}
+DEFAULT_SIZE = {"bert": "base", "lamb": "large", "academic": "large", "mosaic": "base", "cramming": "base"}
 
 
 def _base(size: str) -> ml_collections.ConfigDict:
@@ -79,12 +82,14 @@ def lamb(config: ml_collections.ConfigDict, phase: int) -> None:
 
 
 def academic(config: ml_collections.ConfigDict, phase: int) -> None:
-    """Izsak et al. 2021 (BERT on an academic budget): BERT-large with pre-LN layers (what lets it
-    train at lr 1e-3), length 128 only, MLM only, batch 4096, peak lr 1e-3 warmed up over 6%,
-    AdamW betas (0.9, 0.98), no gradient clipping (their repository's best configuration). The
-    paper stops on a 24-hour budget on 8 V100s, not at a step count: set num_train_steps to what
-    yours buys."""
+    """Izsak et al. 2021 (24hBERT, BERT on an academic budget): BERT-large with pre-LN layers (what
+    lets it train at lr 1e-3), length 128 only, MLM only, batch 4096, peak lr 1e-3 warmed up over
+    6% then decayed linearly, AdamW betas (0.9, 0.98), no gradient clipping (their repository's
+    best configuration), on a 24-hour budget (8 V100s in the paper): `train.time_budget_hours=24`
+    stops the run after 24 hours and runs the warmup and decay over the elapsed share of them, as
+    their time-based schedule does; num_train_steps is only an upper bound."""
     del phase
+    config.train.time_budget_hours = 24.0
     config.model.layer_norm_position = "pre"
     config.optim.clip_norm = 0.0
     config.optim.learning_rate = 1e-3
@@ -92,7 +97,7 @@ def academic(config: ml_collections.ConfigDict, phase: int) -> None:
     config.optim.warmup_steps = 0
     config.optim.warmup_fraction = 0.06
     config.train.batch_size = 4096
-    config.train.num_train_steps = 20_000
+    config.train.num_train_steps = 1_000_000  # an upper bound: the budget ends the run
     config.train.nsp_weight = 0.0
     config.data.random_next_prob = 0.0
     config.data.max_seq_length, config.data.max_predictions_per_seq = 128, 20
@@ -100,14 +105,22 @@ def academic(config: ml_collections.ConfigDict, phase: int) -> None:
 
 
 def mosaic(config: ml_collections.ConfigDict, phase: int) -> None:
-    """Portes et al. 2023 (MosaicBERT) training recipe on the standard BERT architecture, as
-    mosaicml/examples' mosaic-bert-base-uncased.yaml sets it: 30% masking, lr 5e-4 warmed up over
-    6% and decayed linearly to 2% of it, batch 4096, 70k steps at length 128, MLM only, Composer's
-    DecoupledAdamW (0.9, 0.98, eps 1e-6, weight decay 1e-5 per step at the peak, on every
-    parameter), no gradient clipping, no attention dropout (so model.attention=cudnn may run it on
-    a GPU). (MosaicBERT's own architecture changes, ALiBi, GLU and unpadding, are not part of
-    bertjax.)"""
+    """Portes et al. 2023 (MosaicBERT-base), as mosaicml/examples' mosaic-bert-base-uncased.yaml
+    sets it. Architecture: BERT-base with ALiBi in place of learned positions, a gated feed-forward
+    (GeGLU, 3072 wide per half), the vocabulary padded to 30,528 rows, no attention dropout (so
+    model.attention=cudnn may run it on a GPU); unpadding is bertjax's packing (rows of whole
+    sentences of documents, up to 4 documents' ends per row, attention and ALiBi distances kept
+    within each). Training: 30% masking, MLM only, lr 5e-4 warmed up over 6% and decayed linearly
+    to 2% of it, batch 4096, 70k steps at length 128, Composer's DecoupledAdamW (0.9, 0.98, eps
+    1e-6, weight decay 1e-5 per step at the peak, on every parameter), no gradient clipping. What
+    differs: MosaicBERT's GLU input projection has no bias (bertjax's mlp_bias covers both
+    projections: 73,728 more parameters); its corpus is C4 (set data.*)."""
     del phase
+    config.model.position_embedding_type = "alibi"
+    config.model.mlp_type = "glu"  # GeGLU with hidden_act gelu; intermediate_size 3072 per half
+    config.model.vocab_size = 30528  # a multiple of 64
+    config.data.example_format = "documents"
+    config.data.pack_examples = 4
     config.optim.learning_rate = 5e-4
     config.optim.b2 = 0.98
     # Composer multiplies weights by (1 - 1e-5 * lr_t / lr_peak) each step; optax's AdamW by
@@ -128,14 +141,77 @@ def mosaic(config: ml_collections.ConfigDict, phase: int) -> None:
     config.data.masking = "dynamic"
 
 
-RECIPES = {"bert": bert, "lamb": lamb, "academic": academic, "mosaic": mosaic}
+def cramming(config: ml_collections.ConfigDict, phase: int) -> None:
+    """Geiping and Goldstein 2023 (Cramming: a BERT on one GPU in one day), the crammed-bert
+    architecture and bert-o4 training of their repository. Architecture: 16 pre-LN layers, hidden
+    768, 12 heads, a gated feed-forward (GELU-GLU: 3072 split into two halves of 1536), scaled
+    sinusoidal positions, no token types, no biases in any dense layer nor on the decoder, a norm
+    after the embeddings and after the last layer, no dropout while pretraining. Training: MLM only
+    at 25% (80/10/10), rows of 128 tokens filled from documents, AdamW (0.9, 0.98, eps 1e-12,
+    weight decay 0.01 off biases and norms), gradient clipping at 0.5, batch 8192, lr 1e-3 on a
+    24-hour budget with their budget-triangle2 schedule: from 25% of the peak up to the peak at
+    75% of the budget, then down to 0 at its end. What differs: their MLM head has no dense
+    transform (bertjax's keeps BERT's dense and norm), their batch grows to 8192 over the first 60%
+    of the budget (here 8192 throughout), their tokenizer is their own 32,768-token WordPiece
+    (here data.vocab_file's)."""
+    del phase
+    model = config.model
+    model.num_hidden_layers, model.hidden_size, model.num_attention_heads = 16, 768, 12
+    model.mlp_type, model.intermediate_size = "glu", 1536
+    model.layer_norm_position = "pre"
+    model.position_embedding_type = "scaled_sinusoidal"
+    model.type_vocab_size = 0
+    model.attention_bias = model.mlp_bias = model.head_bias = model.decoder_bias = False
+    model.hidden_dropout_prob = model.attention_probs_dropout_prob = 0.0
+    config.optim.learning_rate = 1e-3
+    config.optim.b2, config.optim.eps, config.optim.weight_decay = 0.98, 1e-12, 0.01
+    config.optim.clip_norm = 0.5
+    config.optim.warmup_steps = 0
+    config.optim.warmup_fraction = 0.75
+    config.optim.initial_learning_rate_fraction = 0.25
+    config.train.time_budget_hours = 24.0
+    config.train.batch_size = 8192
+    config.train.num_train_steps = 900_000  # an upper bound, as theirs: the budget ends the run
+    config.train.nsp_weight = 0.0
+    config.data.example_format = "documents"
+    config.data.pack_examples = 4
+    config.data.masked_lm_prob = 0.25
+    config.data.max_seq_length, config.data.max_predictions_per_seq = 128, 32
+    config.data.masking = "dynamic"
+
+
+RECIPES = {"bert": bert, "lamb": lamb, "academic": academic, "mosaic": mosaic, "cramming": cramming}
+
+
+def runlocal(config: ml_collections.ConfigDict) -> None:
+    """The recipe's architecture and objective at a tiny size, on the sample corpus, for seconds."""
+    model, train = config.model, config.train
+    model.num_hidden_layers, model.hidden_size, model.num_attention_heads = 2, 64, 4
+    model.intermediate_size = 96 if model.mlp_type == "glu" else 128
+    model.vocab_size = 0
+    config.data.train_files = "data/samples/news.txt"
+    config.data.tfds_name = ""
+    config.data.max_seq_length = 64
+    config.data.max_predictions_per_seq = max(10, round(64 * config.data.masked_lm_prob))
+    config.data.max_documents = 200
+    config.data.dupe_factor = 1
+    config.init, config.init_optimizer, config.init_optimizer_count = "", False, "continue"
+    config.optim.schedule_steps, config.optim.schedule_offset = 0, 0
+    config.optim.warmup_steps = 0 if config.optim.warmup_fraction else 5
+    train.batch_size, train.num_train_steps = 8, 20
+    train.eval_every_steps = train.checkpoint_every_steps = 10
+    train.eval_batches, train.log_every_steps = 2, 5
+    if train.time_budget_hours:
+        train.time_budget_hours = 0.05  # three minutes at most
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = parse_config_arg(arg, known=("recipe", "size", "phase"))
+    args = parse_config_arg(arg, known=("recipe", "size", "phase", "runlocal"))
     recipe = args.get("recipe", "bert")
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r} (known: {', '.join(RECIPES)})")
     config = _base(args.get("size", DEFAULT_SIZE[recipe]))
     RECIPES[recipe](config, int(args.get("phase", "1")))
+    if "runlocal" in args:
+        runlocal(config)
     return config

@@ -2,8 +2,8 @@
 and the train steps of the recipes named on the command line (all when none is) lower and compile
 on the 8-device mesh (FSDP, as the launch scripts run it) for a reduced batch of 8 sequences, from
 abstract shapes only (no parameter is materialised); so do the modern architectures at full size
-(ARCHITECTURES: ModernBERT-base, RoBERTa-base, ELECTRA-base's generator) with their masked-LM
-steps. Prints one JSON line: per recipe or architecture, its parameter count, sequence length and
+(ARCHITECTURES: ModernBERT-base, RoBERTa-base, ELECTRA-small and -base, ELECTRA-base's generator)
+with their objectives' steps. Prints one JSON line: per recipe or architecture, its parameter count, sequence length and
 compile seconds (None when not compiled)."""
 
 import os
@@ -37,12 +37,16 @@ RECIPES = [
     "recipe=lamb,phase=2",
     "recipe=academic",
     "recipe=mosaic",
+    "recipe=cramming",
 ]
-# Modern encoder architectures at full size, compiled with their masked-LM step: config file,
-# argument, and fields set on top (ELECTRA-base's generator: 256 wide under 768-wide embeddings).
+# Modern encoder architectures at full size, compiled with their own objective: config file,
+# argument, and fields set on top (ELECTRA-base's generator alone: 256 wide under 768-wide
+# embeddings, as a masked LM; ELECTRA-small and -base: replaced-token detection, both halves).
 ARCHITECTURES = {
     "modernbert-base": ("configs/modernbert.py", "size=base", {}),
     "roberta-base": ("configs/roberta.py", "size=base", {}),
+    "electra-small": ("configs/electra.py", "size=small", {}),
+    "electra-base": ("configs/electra.py", "size=base", {}),
     "electra-base-generator": (
         "configs/pretrain.py",
         "size=base",
@@ -62,7 +66,8 @@ def compile_step(config: config_lib.PretrainConfig, layers: int) -> float:
     mesh = sharding.make_mesh(mesh_config)
     config = dataclasses.replace(config, model=model_config)
     model = pretraining.make_model(config)  # BERT's heads, or ELECTRA's generator and discriminator
-    tx, schedule = optim.make_optimizer(config.optim, config.train.num_train_steps)
+    on_budget = config.train.time_budget_hours > 0  # the schedule's position is the step's 4th argument
+    tx, schedule = optim.make_optimizer(config.optim, config.train.num_train_steps, external_rate=on_budget)
     length, predictions = config.data.max_seq_length, config.data.max_predictions_per_seq
     init = functools.partial(init_state, init_params=pretraining.param_init(model, length), tx=tx)
     boxed = jax.eval_shape(init, jax.random.key(0))
@@ -82,11 +87,12 @@ def compile_step(config: config_lib.PretrainConfig, layers: int) -> float:
     batch = {k: jax.ShapeDtypeStruct(v, jnp.int32, sharding=batch_sharding) for k, v in shapes.items()}
     batch["masked_lm_weights"] = jax.ShapeDtypeStruct((BATCH, predictions), jnp.float32, sharding=batch_sharding)
     steps = pretraining.compile_steps(
-        model, tx, schedule, shardings, mesh, 1, 0, pretraining.make_objective(model, config)
+        model, tx, schedule, shardings, mesh, 1, 0, pretraining.make_objective(model, config), on_budget
     )
+    position = (jax.ShapeDtypeStruct((), jnp.float32),) if on_budget else ()
     start = time.perf_counter()
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules(mesh_config)):
-        steps.train.lower(abstract_state, batch, jax.random.key(0)).compile()
+        steps.train.lower(abstract_state, batch, jax.random.key(0), *position).compile()
     return time.perf_counter() - start
 
 
@@ -113,6 +119,9 @@ def main() -> None:
             config.optim.optimizer,
             config.train.nsp_weight,
             config.model.layer_norm_position,
+            config.model.position_embedding_type,
+            config.model.mlp_type,
+            config.train.time_budget_hours,
         )
         if arg in to_compile and key not in compiled:  # the same program compiles once
             compiled[key] = compile_step(config, layers)
@@ -124,6 +133,7 @@ def main() -> None:
             "batch_size": config.train.batch_size,
             "optimizer": config.optim.optimizer,
             "layer_norm": config.model.layer_norm_position,
+            "time_budget_hours": config.train.time_budget_hours,
             "compile_seconds": round(compiled[key], 1) if key in compiled else None,
         }
     for name, (path, arg, fields) in ARCHITECTURES.items():
@@ -137,6 +147,8 @@ def main() -> None:
             "layers": model.num_hidden_layers,
             "hidden": model.hidden_size,
             "seq_len": config.data.max_seq_length,
+            "optimizer": config.optim.optimizer,
+            "objective": config.train.objective,
             "compile_seconds": round(seconds, 1) if seconds is not None else None,
         }
     print(json.dumps(report))

@@ -42,9 +42,10 @@ def decay_curve(peak: float, end: float, steps: int, shape: str) -> optax.Schedu
 
 
 def learning_rate_schedule(optim: OptimConfig, total_steps: int) -> optax.Schedule:
-    """Linear warmup to the peak learning rate, then linear / polynomial / cosine decay to
-    `final_learning_rate_fraction` of the peak (0 by default), or constant; or, for "wsd", the peak
-    held until the last `decay_fraction` of `total_steps`, which decay as `decay_shape` says."""
+    """Linear warmup to the peak learning rate (from `initial_learning_rate_fraction` of it, 0 by
+    default), then linear / polynomial / cosine decay to `final_learning_rate_fraction` of the peak
+    (0 by default), or constant; or, for "wsd", the peak held until the last `decay_fraction` of
+    `total_steps`, which decay as `decay_shape` says."""
     warmup = round(optim.warmup_fraction * total_steps) if optim.warmup_fraction > 0 else optim.warmup_steps
     warmup = min(warmup, total_steps)
     decay_steps = max(total_steps - warmup, 1)
@@ -65,7 +66,8 @@ def learning_rate_schedule(optim: OptimConfig, total_steps: int) -> optax.Schedu
         after = optax.constant_schedule(peak)
     if warmup == 0:
         return after
-    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after], [warmup])
+    start = peak * optim.initial_learning_rate_fraction
+    return optax.join_schedules([optax.linear_schedule(start, peak, warmup), after], [warmup])
 
 
 def _shifted(schedule: optax.Schedule, offset: int) -> optax.Schedule:

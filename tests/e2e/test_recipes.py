@@ -1,7 +1,7 @@
 """Every paper recipe builds, has its paper's parameter count, and its sharded train step compiles
 on an 8-device CPU mesh (FSDP) at a reduced batch, from abstract shapes.
 
-Compiling all eight programs at full depth takes about 4 minutes on 2 CPU cores, too long for
+Compiling every program at full depth takes about 4 minutes on 2 CPU cores, too long for
 every `make test`: by default two are compiled that between them cover both sizes, both lengths
 and both optimizers (BERT-base phase 1 with AdamW at 128, LAMB BERT-large phase 2 at 512), with
 their encoders cut to 2 layers (each layer is the same program; 24 of them only take longer to
@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bertjax import config as config_lib
@@ -47,7 +48,7 @@ def recipes():
 def test_parameter_counts_match_the_papers(recipes):
     # BERT-base ~110M and BERT-large ~340M (Devlin et al. 2018), heads included.
     for name, recipe in recipes.items():
-        if not name.startswith("recipe="):
+        if not name.startswith("recipe=") or name in ("recipe=mosaic", "recipe=cramming"):
             continue
         expected = {768: 110e6, 1024: 340e6}[recipe["hidden"]]
         assert abs(recipe["params"] - expected) / expected < 0.03, (name, recipe["params"])
@@ -88,8 +89,22 @@ def test_architectures_have_the_published_models_parameter_counts(recipes):
     assert recipes["modernbert-base"]["layers"] == 22 and recipes["roberta-base"]["seq_len"] == 512
 
 
+def test_newer_recipes_have_their_papers_sizes(recipes):
+    """MosaicBERT-base 137M (Portes et al. 2023; bertjax's GLU input bias and pooler/NSP head add
+    ~0.8%); ELECTRA-small 14M and -base 110M discriminators (Clark et al. 2020, Table 1 and 8);
+    crammed BERT's 16 layers (its paper gives no count: 119.0M by bertjax's formula, tested
+    against transformers elsewhere); ModernBERT and the budget recipes' optimizers."""
+    assert abs(recipes["recipe=mosaic"]["params"] - 137e6) / 137e6 < 0.01
+    assert abs(recipes["electra-small"]["params"] - 14e6) / 14e6 < 0.05
+    assert abs(recipes["electra-base"]["params"] - 110e6) / 110e6 < 0.01
+    assert recipes["electra-base"]["objective"] == "electra" and recipes["electra-small"]["seq_len"] == 128
+    assert recipes["recipe=cramming"]["layers"] == 16 and recipes["recipe=cramming"]["time_budget_hours"] == 24
+    assert recipes["recipe=academic"]["time_budget_hours"] == 24
+    assert recipes["modernbert-base"]["optimizer"] == "stable_adamw" and recipes["modernbert-base"]["seq_len"] == 1024
+
+
 def test_train_steps_compile(recipes):
-    assert len([name for name in recipes if name.startswith("recipe=")]) == 8 and len(recipes) == 11
+    assert len([name for name in recipes if name.startswith("recipe=")]) == 9 and len(recipes) == 14
     expected = recipes if os.environ.get("BERTJAX_ALL_RECIPES") else DEFAULT_COMPILED
     for name in expected:
         assert recipes[name]["compile_seconds"] > 0, name
@@ -166,3 +181,45 @@ def test_lamb_phase_2_restarts_the_moments_count_as_nvidia():
     config_dict.init_optimizer, config_dict.init_optimizer_count = True, "reset"
     with pytest.raises(config_lib.ConfigError, match="init_optimizer_count='reset': expected one of continue"):
         config_lib.from_config_dict(config_dict)
+
+
+# Each recipe's `runlocal` variant: its architecture and objective at a tiny size, trained through
+# `python -m bertjax.pretrain` on the sample corpus. make test trains Cramming's (a time budget,
+# scaled sinusoidal positions, a gated feed-forward, no biases); make test-recipes trains them all.
+RUNLOCAL = {
+    "cramming": "experiments/recipes.py:recipe=cramming,runlocal",
+    "mosaic": "experiments/recipes.py:recipe=mosaic,runlocal",
+    "academic": "experiments/recipes.py:recipe=academic,runlocal",
+    "bert": "experiments/recipes.py:recipe=bert,runlocal",
+    "lamb": "experiments/recipes.py:recipe=lamb,runlocal",
+    "electra": "configs/electra.py:runlocal",
+    "modernbert": "configs/modernbert.py:runlocal",
+    "roberta": "configs/roberta.py:runlocal",
+}
+
+
+@pytest.mark.parametrize("name", list(RUNLOCAL))
+def test_runlocal_variant_trains_on_the_sample_corpus(name, sample_files, tmp_path):
+    if name != "cramming" and not os.environ.get("BERTJAX_ALL_RECIPES"):
+        pytest.skip("make test-recipes trains every recipe's runlocal variant")
+    workdir = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "bertjax.pretrain",
+        f"--config={RUNLOCAL[name]}",
+        f"--workdir={workdir}",
+        f"--config.data.train_files={sample_files['news']}",
+        f"--config.data.vocab_file={sample_files['vocab']}",
+        "--config.data.max_documents=200",
+        f"--config.data.cache_dir={tmp_path / 'cache'}",
+    ]
+    result = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    final = json.loads((workdir / "final_eval.json").read_text())
+    assert final["mlm_accuracy"] > 0 and np.isfinite(final["loss"]), final
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    rates = [r["learning_rate"] for r in records if r["split"] == "train"]
+    assert rates and all(np.isfinite(rates)) and max(rates) > 0
