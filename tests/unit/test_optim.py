@@ -260,3 +260,13 @@ def test_warmup_stable_decay_schedule_by_hand():
         schedule = optim.learning_rate_schedule(dataclasses.replace(base, decay_shape=shape), 100)
         for step, rate in points.items():
             assert abs(float(schedule(step)) - rate) < 1e-6, (shape, step, float(schedule(step)), rate)
+
+
+def test_cramming_budget_triangle_is_a_warmup_from_a_quarter_of_the_peak():
+    """Cramming's budget-triangle2 at elapsed share x: peak x min(0.25 + x, 4 (1 - x)), i.e. a
+    warmup from 25% of the peak over 75% of the schedule, then a linear decay to 0."""
+    config = OptimConfig(learning_rate=1e-3, warmup_steps=0, warmup_fraction=0.75, initial_learning_rate_fraction=0.25)
+    schedule = optim.learning_rate_schedule(config, 1000)
+    for step in (0, 100, 500, 750, 800, 900, 1000):
+        x = step / 1000
+        assert abs(float(schedule(step)) - 1e-3 * min(0.25 + x, 4 * (1 - x))) < 1e-9, step
