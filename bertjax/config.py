@@ -129,6 +129,11 @@ class ModelConfig:
     first_attention_norm: bool = True
     head_bias: bool = True  # the MLM head's transform bias (ModernBERT's classifier_bias)
     decoder_bias: bool = True  # the MLM decoder's output bias
+    # The MLM head's dense, activation and norm before the decoder (BERT, ModernBERT); False: the
+    # decoder reads the last hidden state as it is (NeoBERT; Cramming's skip_head_transform).
+    head_transform: bool = True
+    # The decoder is the word-embedding table (BERT); False: a [hidden, vocab] kernel of its own (NeoBERT).
+    tie_word_embeddings: bool = True
     # The fine-tuning heads' transform: "pooler" (BERT: dense and tanh on the first token for a
     # sequence's label, none for tokens' labels and spans) or "prediction" (ModernBERT: dense, the
     # activation and a norm, on the pooled state and before every token's and span's classifier).
@@ -178,7 +183,9 @@ class ModelConfig:
         pooler = h * h + h
         if self.classifier_head == "prediction":  # ModernBERT's: dense (head_bias) and a norm
             pooler = h * h + (h if self.head_bias else 0) + norm
-        heads = (h * e + (e if self.head_bias else 0)) + embed_norm + (v if self.decoder_bias else 0) + (2 * h + 2)
+        transform = (h * e + (e if self.head_bias else 0)) + embed_norm if self.head_transform else 0
+        decoder = (v if self.decoder_bias else 0) + (0 if self.tie_word_embeddings else e * v)
+        heads = transform + decoder + (2 * h + 2)
         final_norm = norm if self.layer_norm_position == "pre" else 0
         layers = self.num_hidden_layers * (attention + mlp + 2 * norm) - skipped
         return embeddings + layers + final_norm + pooler + heads
@@ -772,6 +779,11 @@ def model_config_from_dict(cd: ml_collections.ConfigDict | dict, prefix: str = "
         )
     if model.attention == "cudnn" and model.dtype == "float32":
         raise ConfigError(f"config key {prefix}attention='cudnn' needs {prefix}dtype bfloat16 or float16")
+    if not model.head_transform and model.tie_word_embeddings and model.embedding_width != model.hidden_size:
+        raise ConfigError(
+            f"config key {prefix}head_transform=False with a tied decoder needs {prefix}embedding_size equal to "
+            f"hidden_size (it is {model.embedding_size}): nothing maps the hidden state to the table's width"
+        )
     return model
 
 

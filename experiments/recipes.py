@@ -146,14 +146,14 @@ def cramming(config: ml_collections.ConfigDict, phase: int) -> None:
     architecture and bert-o4 training of their repository. Architecture: 16 pre-LN layers, hidden
     768, 12 heads, a gated feed-forward (GELU-GLU: 3072 split into two halves of 1536), scaled
     sinusoidal positions, no token types, no biases in any dense layer nor on the decoder, a norm
-    after the embeddings and after the last layer, no dropout while pretraining. Training: MLM only
+    after the embeddings and after the last layer, an MLM head that decodes the last hidden state
+    with the tied table directly (their skip_head_transform), no dropout while pretraining. Training: MLM only
     at 25% (80/10/10), rows of 128 tokens filled from documents, AdamW (0.9, 0.98, eps 1e-12,
     weight decay 0.01 off biases and norms), gradient clipping at 0.5, batch 8192, lr 1e-3 on a
     24-hour budget with their budget-triangle2 schedule: from 25% of the peak up to the peak at
-    75% of the budget, then down to 0 at its end. What differs: their MLM head has no dense
-    transform (bertjax's keeps BERT's dense and norm), their batch grows to 8192 over the first 60%
-    of the budget (here 8192 throughout), their tokenizer is their own 32,768-token WordPiece
-    (here data.vocab_file's)."""
+    75% of the budget, then down to 0 at its end. What differs: their batch grows to 8192 over the
+    first 60% of the budget (here 8192 throughout), their tokenizer is their own 32,768-token
+    WordPiece (here data.vocab_file's)."""
     del phase
     model = config.model
     model.num_hidden_layers, model.hidden_size, model.num_attention_heads = 16, 768, 12
@@ -162,6 +162,7 @@ def cramming(config: ml_collections.ConfigDict, phase: int) -> None:
     model.position_embedding_type = "scaled_sinusoidal"
     model.type_vocab_size = 0
     model.attention_bias = model.mlp_bias = model.head_bias = model.decoder_bias = False
+    model.head_transform = False
     model.hidden_dropout_prob = model.attention_probs_dropout_prob = 0.0
     config.optim.learning_rate = 1e-3
     config.optim.b2, config.optim.eps, config.optim.weight_decay = 0.98, 1e-12, 0.01

@@ -2,7 +2,8 @@
 and the train steps of the recipes named on the command line (all when none is) lower and compile
 on the 8-device mesh (FSDP, as the launch scripts run it) for a reduced batch of 8 sequences, from
 abstract shapes only (no parameter is materialised); so do the modern architectures at full size
-(ARCHITECTURES: ModernBERT-base, RoBERTa-base, ELECTRA-small and -base, ELECTRA-base's generator)
+(ARCHITECTURES: ModernBERT-base, RoBERTa-base, NeoBERT, ELECTRA-small and -base and ELECTRA-base's
+generator)
 with their objectives' steps. Prints one JSON line: per recipe or architecture, its parameter count, sequence length and
 compile seconds (None when not compiled)."""
 
@@ -45,6 +46,7 @@ RECIPES = [
 ARCHITECTURES = {
     "modernbert-base": ("configs/modernbert.py", "size=base", {}),
     "roberta-base": ("configs/roberta.py", "size=base", {}),
+    "neobert": ("configs/neobert.py", "", {}),
     "electra-small": ("configs/electra.py", "size=small", {}),
     "electra-base": ("configs/electra.py", "size=base", {}),
     "electra-base-generator": (

@@ -546,7 +546,9 @@ class BertModel(nn.Module):
 
 class MaskedLMHead(nn.Module):
     """Dense + activation + norm transform, decoder tied to the word embeddings, output bias (BERT;
-    ModernBERT's head is the same with `head_bias` off and no norm bias)."""
+    ModernBERT's head is the same with `head_bias` off and no norm bias). Without `head_transform`
+    the decoder reads the hidden state as it is; without `tie_word_embeddings` it is a kernel of
+    its own (NeoBERT)."""
 
     config: ModelConfig
 
@@ -554,10 +556,16 @@ class MaskedLMHead(nn.Module):
     def __call__(self, hidden: Array, decode: Any) -> Array:
         cfg = self.config
         width = cfg.embedding_width  # back to the tied table's width
-        h = dense(cfg, cfg.hidden_size, width, ("embed", "embed_out"), "transform", cfg.head_bias)(hidden)
-        h = activation(cfg.hidden_act)(h)
-        h = layer_norm(cfg, "transform_layer_norm")(h)
-        logits = decode(h).astype(jnp.float32)
+        h = hidden
+        if cfg.head_transform:
+            h = dense(cfg, cfg.hidden_size, width, ("embed", "embed_out"), "transform", cfg.head_bias)(h)
+            h = activation(cfg.hidden_act)(h)
+            h = layer_norm(cfg, "transform_layer_norm")(h)
+        if cfg.tie_word_embeddings:
+            logits = decode(h).astype(jnp.float32)
+        else:
+            logits = dense(cfg, width, cfg.vocab_size, ("embed", "vocab"), "decoder", use_bias=False)(h)
+            logits = logits.astype(jnp.float32)
         if cfg.decoder_bias:
             bias = self.param("bias", _zeros(("vocab",)), (cfg.vocab_size,), _dtype(cfg.param_dtype))
             logits = logits + bias.astype(jnp.float32)

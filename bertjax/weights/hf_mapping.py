@@ -73,6 +73,8 @@ def hf_model_type(config: ModelConfig) -> str | None:
         and c.decoder_bias
         and not c.local_attention
         and c.classifier_head == "pooler"
+        and c.head_transform
+        and c.tie_word_embeddings
     )
     electra = c.hf_model_type == "electra" or c.embedding_width != c.hidden_size or c.pooler_activation == "gelu"
     if bert_like and not c.position_offset and electra:
@@ -88,6 +90,8 @@ def hf_model_type(config: ModelConfig) -> str | None:
         and c.type_vocab_size == 0
         and c.embedding_norm
         and c.classifier_head == "prediction"
+        and c.head_transform
+        and c.tie_word_embeddings
     ):
         return "modernbert"
     return None

@@ -93,18 +93,20 @@ def test_newer_recipes_have_their_papers_sizes(recipes):
     """MosaicBERT-base 137M (Portes et al. 2023; bertjax's GLU input bias and pooler/NSP head add
     ~0.8%); ELECTRA-small 14M and -base 110M discriminators (Clark et al. 2020, Table 1 and 8);
     crammed BERT's 16 layers (its paper gives no count: 119.0M by bertjax's formula, tested
-    against transformers elsewhere); ModernBERT and the budget recipes' optimizers."""
+    against transformers elsewhere); NeoBERT 250M (Le Breton et al. 2025; bertjax counts 245.6M
+    with the pooler and NSP head); ModernBERT and the budget recipes' optimizers."""
     assert abs(recipes["recipe=mosaic"]["params"] - 137e6) / 137e6 < 0.01
     assert abs(recipes["electra-small"]["params"] - 14e6) / 14e6 < 0.05
     assert abs(recipes["electra-base"]["params"] - 110e6) / 110e6 < 0.01
     assert recipes["electra-base"]["objective"] == "electra" and recipes["electra-small"]["seq_len"] == 128
     assert recipes["recipe=cramming"]["layers"] == 16 and recipes["recipe=cramming"]["time_budget_hours"] == 24
     assert recipes["recipe=academic"]["time_budget_hours"] == 24
+    assert abs(recipes["neobert"]["params"] - 250e6) / 250e6 < 0.03 and recipes["neobert"]["layers"] == 28
     assert recipes["modernbert-base"]["optimizer"] == "stable_adamw" and recipes["modernbert-base"]["seq_len"] == 1024
 
 
 def test_train_steps_compile(recipes):
-    assert len([name for name in recipes if name.startswith("recipe=")]) == 9 and len(recipes) == 14
+    assert len([name for name in recipes if name.startswith("recipe=")]) == 9 and len(recipes) == 15
     expected = recipes if os.environ.get("BERTJAX_ALL_RECIPES") else DEFAULT_COMPILED
     for name in expected:
         assert recipes[name]["compile_seconds"] > 0, name
@@ -195,6 +197,7 @@ RUNLOCAL = {
     "electra": "configs/electra.py:runlocal",
     "modernbert": "configs/modernbert.py:runlocal",
     "roberta": "configs/roberta.py:runlocal",
+    "neobert": "configs/neobert.py:runlocal",
 }
 
 

@@ -174,11 +174,38 @@ def test_param_count_formula_holds_for_every_knob():
         dict(embedding_size=16),
         dict(position_embedding_type="scaled_sinusoidal", norm_type="rmsnorm"),
         dict(classifier_head="prediction", head_bias=False, norm_bias=False),
+        dict(head_transform=False, decoder_bias=False),
+        dict(head_transform=False, tie_word_embeddings=False, norm_type="rmsnorm"),
+        dict(embedding_size=16, tie_word_embeddings=False),
     ):
         config = ModelConfig(
             vocab_size=101, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=40, **knobs
         )
         assert _param_count(config) == config.num_params(), knobs
+
+
+def test_mlm_head_without_transform_decodes_the_hidden_state_tied_or_untied():
+    """head_transform=False (NeoBERT, Cramming): logits = last hidden state x the word table (tied)
+    + bias, or x a decoder kernel of its own (tie_word_embeddings=False); the hidden state is
+    BertModel's, computed apart."""
+    for tied in (True, False):
+        config = ModelConfig(
+            vocab_size=53, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
+            head_transform=False, tie_word_embeddings=tied, layer_norm_position="pre",
+        )  # fmt: skip
+        ids = jax.random.randint(jax.random.key(1), (2, 7), 0, 53)
+        positions = jnp.array([[1, 3], [0, 6]])
+        model = BertForPreTraining(config)
+        params = model.init(jax.random.key(0), ids, ids * 0, ids * 0 + 1, positions)["params"]
+        params = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.key(2), x.shape), nn.meta.unbox(params))
+        logits, _ = model.apply({"params": params}, ids, ids * 0, ids * 0 + 1, positions)
+        hidden, _ = BertModel(config).apply({"params": params["bert"]}, ids, ids * 0, ids * 0 + 1)
+        gathered = np.take_along_axis(np.asarray(hidden), np.asarray(positions)[..., None], axis=1)
+        table = params["bert"]["embeddings"]["word_embeddings"]["embedding"]
+        decoder = table.T if tied else params["mlm_head"]["decoder"]["kernel"]
+        expected = gathered @ np.asarray(decoder) + np.asarray(params["mlm_head"]["bias"])
+        np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
+        assert "transform" not in params["mlm_head"] and ("decoder" in params["mlm_head"]) != tied
 
 
 MODERNBERT_LAYERS = dict(
