@@ -1,15 +1,18 @@
 """Hyper-parameter sweeps declared next to their config, run one after another or printed.
 
     python -m bertjax.sweep --config=configs/glue.py:task=rte --config.init=CKPT --workdir=runs/sweeps/rte
+    python -m bertjax.sweep --config=configs/pretrain.py:size=mini --workdir=runs/sweeps/mini
     python -m bertjax.sweep ... --print_only      # one command line per run, for a cluster
 
 A config file declares its sweep as `def sweep(add): ... add(**{"optim.learning_rate": 3e-5, ...})`.
 Each call is a run: the config with those overrides, in `<workdir>/<name>`, the name made of the
-overrides. Runs that already finished (their results.json exists) are skipped and an unfinished
-one resumes from its checkpoint, so a sweep can be started again after an interruption (SIGTERM or
-SIGINT checkpoints the running run and ends the sweep). At the end `<workdir>/sweep_results.{csv,md}` hold every run
-and, per setting (the overrides other than the seed), the mean and standard deviation of the dev
-score over seeds, with the best setting marked.
+overrides. A fine-tuning config's runs are `bertjax.finetune` runs scored by their dev score; a
+pretraining config's (one with a `data` section) are `bertjax.pretrain` runs scored by their final
+held-out MLM accuracy. Runs that already finished (their results.json or final_eval.json exists)
+are skipped and an unfinished one resumes from its checkpoint, so a sweep can be started again
+after an interruption (SIGTERM or SIGINT checkpoints the running run and ends the sweep). At the
+end `<workdir>/sweep_results.{csv,md}` hold every run and, per setting (the overrides other than
+the seed), the mean and standard deviation of the score over seeds, with the best setting marked.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from bertjax import config as config_lib
 from bertjax.errors import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Fine-tuning config file that declares sweep().", lock_config=True
+    "config", None, "Fine-tuning or pretraining config file that declares sweep().", lock_config=True
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Sweep directory: one sub-directory per run, and the results tables.")
 _PRINT_ONLY = flags.DEFINE_boolean("print_only", False, "Print one command line per run instead of running them.")
@@ -101,11 +104,45 @@ def apply_overrides(base: ml_collections.ConfigDict, overrides: dict[str, Any]) 
     return config
 
 
-def command_line(run: Run, config_arg: str, workdir: Path, passed: list[str]) -> str:
-    """The finetune command of one run (the sweep's own overrides, then the run's)."""
-    parts = [sys.executable, "-m", "bertjax.finetune", f"--config={config_arg}", f"--workdir={workdir / run.name}"]
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """What the sweep's runs are: the command, the file a finished run leaves, what scores it."""
+
+    command: str
+    finished_file: str
+    score: str
+
+
+FINETUNE = Kind("bertjax.finetune", "results.json", "the task's score on its first dev split")
+PRETRAIN = Kind("bertjax.pretrain", "final_eval.json", "held-out MLM accuracy at the end of the run")
+
+
+def kind_of(config: ml_collections.ConfigDict) -> Kind:
+    """Pretraining for a config with a `data` section, else fine-tuning."""
+    return PRETRAIN if "data" in config else FINETUNE
+
+
+def command_line(run: Run, config_arg: str, workdir: Path, passed: list[str], kind: Kind = FINETUNE) -> str:
+    """The command of one run (the sweep's own overrides, then the run's)."""
+    parts = [sys.executable, "-m", kind.command, f"--config={config_arg}", f"--workdir={workdir / run.name}"]
     parts += passed + [f"--config.{k}={v}" for k, v in run.overrides.items()]
     return " ".join(shlex.quote(p) for p in parts)
+
+
+def collect_pretraining(runs: list[Run], workdir: Path) -> list[dict[str, Any]]:
+    """One row per finished pretraining run: its overrides and final held-out metrics; the score is
+    the held-out MLM accuracy."""
+    rows = []
+    for run in runs:
+        final_file = workdir / run.name / PRETRAIN.finished_file
+        if not final_file.is_file():
+            continue
+        final = json.loads(final_file.read_text())
+        row: dict[str, Any] = {"run": run.name, "setting": run.setting, **run.overrides}
+        row.update({f"eval_{k}": v for k, v in final.items()})
+        row["dev_score"] = final["mlm_accuracy"]
+        rows.append(row)
+    return rows
 
 
 def collect(runs: list[Run], workdir: Path) -> list[dict[str, Any]]:
@@ -140,7 +177,9 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(summary, key=lambda r: -r["dev_score_mean"])
 
 
-def write_tables(rows: list[dict[str, Any]], workdir: Path, title: str) -> tuple[Path, Path]:
+def write_tables(
+    rows: list[dict[str, Any]], workdir: Path, title: str, score: str = FINETUNE.score
+) -> tuple[Path, Path]:
     """sweep_results.csv (every run) and sweep_results.md (per setting, best first, then every run)."""
     csv_path, md_path = workdir / "sweep_results.csv", workdir / "sweep_results.md"
     columns = list(dict.fromkeys(k for row in rows for k in row))
@@ -149,7 +188,7 @@ def write_tables(rows: list[dict[str, Any]], workdir: Path, title: str) -> tuple
         writer.writeheader()
         writer.writerows(rows)
     summary = summarise(rows)
-    lines = [f"# {title}", "", f"{len(rows)} finished runs; dev score = the task's score on its first dev split.", ""]
+    lines = [f"# {title}", "", f"{len(rows)} finished runs; dev score = {score}.", ""]
     lines += ["| setting | runs | dev score mean | std |", "|---|---|---|---|"]
     for i, s in enumerate(summary):
         mark = " **(best)**" if i == 0 else ""
@@ -165,7 +204,7 @@ def write_tables(rows: list[dict[str, Any]], workdir: Path, title: str) -> tuple
 
 def main(argv: list[str]) -> None:
     del argv
-    from bertjax.training import finetuning
+    from bertjax.training import finetuning, pretraining
 
     base = cli.config_value(_CONFIG)  # the config file loads (or fails with one line) first
     config_file = config_flags.get_config_filename(flags.FLAGS["config"])
@@ -173,23 +212,28 @@ def main(argv: list[str]) -> None:
     runs = expand(load_sweep(config_file))
     workdir = Path(_WORKDIR.value)
     passed = [a for a in sys.argv[1:] if a.startswith("--config.")]
+    kind = kind_of(base)
     if _PRINT_ONLY.value:
         for run in runs:
-            print(command_line(run, config_arg, workdir, passed))
+            print(command_line(run, config_arg, workdir, passed, kind))
         return
-    configs = [config_lib.finetune_config_from_dict(apply_overrides(base, run.overrides)) for run in runs]
-    done = sum((workdir / run.name / "results.json").is_file() for run in runs)
+    if kind is PRETRAIN:
+        build, train, summary = config_lib.from_config_dict, pretraining.pretrain, pretraining.print_summary
+    else:
+        build, train, summary = config_lib.finetune_config_from_dict, finetuning.finetune, finetuning.print_summary
+    configs = [build(apply_overrides(base, run.overrides)) for run in runs]  # every run checked before any starts
+    done = sum((workdir / run.name / kind.finished_file).is_file() for run in runs)
     print(f"sweep of {len(runs)} runs in {workdir}: {done} finished already")
     for index, (run, config) in enumerate(zip(runs, configs), start=1):
-        if (workdir / run.name / "results.json").is_file():
+        if (workdir / run.name / kind.finished_file).is_file():
             continue
         print(f"[{index}/{len(runs)}] {run.name}")
-        results = finetuning.finetune(config, workdir / run.name)
+        results = train(config, workdir / run.name)
         if "stopped_at_step" in results:  # SIGTERM/SIGINT: the run is checkpointed; the sweep stops here
-            finetuning.print_summary(results, workdir / run.name)
+            summary(results, workdir / run.name)
             return
-    rows = collect(runs, workdir)
-    csv_path, md_path = write_tables(rows, workdir, f"Sweep {config_arg}")
+    rows = (collect_pretraining if kind is PRETRAIN else collect)(runs, workdir)
+    csv_path, md_path = write_tables(rows, workdir, f"Sweep {config_arg}", kind.score)
     best = summarise(rows)[0]
     print(f"best setting {best['setting']}: dev score {best['dev_score_mean']:.4f} ± {best['dev_score_std']:.4f}")
     print(f"tables: {csv_path}, {md_path}")

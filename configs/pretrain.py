@@ -8,6 +8,8 @@ command line, e.g. `--config.optim.learning_rate=5e-4 --config.data.masked_lm_pr
 By default the data are the sample corpus and vocab that `make data` fetches into data/samples.
 """
 
+from collections.abc import Callable
+
 import ml_collections
 from ml_collections.config_dict import placeholder
 
@@ -168,3 +170,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         train.log_every_steps = 5
         optim.warmup_steps = 5
     return config
+
+
+def sweep(add: Callable[..., None]) -> None:
+    """`python -m bertjax.sweep --config=configs/pretrain.py:size=mini --workdir=DIR`: peak learning
+    rate x masking rate (with a predictions cap that holds it at length 128) x schedule after
+    warmup, one seed each (12 runs), tabulated by final held-out MLM accuracy."""
+    for learning_rate in (1e-4, 2e-4, 5e-4):
+        for rate, cap in ((0.15, 20), (0.3, 40)):
+            for schedule in ("linear", "wsd"):
+                add(
+                    **{
+                        "optim.learning_rate": learning_rate,
+                        "data.masked_lm_prob": rate,
+                        "data.max_predictions_per_seq": cap,
+                        "optim.schedule": schedule,
+                    }
+                )

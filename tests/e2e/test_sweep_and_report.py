@@ -123,3 +123,61 @@ def test_sweep_runs_skips_finished_and_tabulates(tmp_path, vocab_file):
     summary = sweep.summarise(sweep.collect(sweep.expand(sweep.load_sweep(str(config_file))), tmp_path / "sweep"))
     assert [s["runs"] for s in summary] == [2, 2]
     assert summary[0]["dev_score_mean"] >= summary[1]["dev_score_mean"]
+
+
+def test_pretraining_config_declares_a_sweep_of_rate_masking_and_schedule():
+    runs = sweep.expand(sweep.load_sweep(str(ROOT / "configs" / "pretrain.py")))
+    assert len(runs) == 3 * 2 * 2 and len({r.setting for r in runs}) == 12
+    assert {r.overrides["optim.schedule"] for r in runs} == {"linear", "wsd"}
+    assert {(r.overrides["data.masked_lm_prob"], r.overrides["data.max_predictions_per_seq"]) for r in runs} == {
+        (0.15, 20),
+        (0.3, 40),
+    }
+
+
+def test_pretraining_sweep_runs_in_turn_and_tabulates_held_out_accuracy(tmp_path, sample_files):
+    """A pretraining config's sweep: bertjax.pretrain command lines with --print_only, its runs one
+    after another, a finished run skipped, and the table of final held-out metrics."""
+    config_file = tmp_path / "pretrain_sweep.py"
+    config_file.write_text(
+        "import importlib.util\n"
+        f"spec = importlib.util.spec_from_file_location('pretrain', {str(ROOT / 'configs' / 'pretrain.py')!r})\n"
+        "module = importlib.util.module_from_spec(spec)\nspec.loader.exec_module(module)\n"
+        "def get_config(arg=None):\n    return module.get_config('runlocal')\n"
+        "def sweep(add):\n"
+        "    for lr in (1e-3, 1e-4):\n        add(**{'optim.learning_rate': lr})\n"
+    )
+    common = [
+        f"--config={config_file}",
+        f"--workdir={tmp_path / 'sweep'}",
+        f"--config.data.train_files={sample_files['news']}",
+        f"--config.data.vocab_file={sample_files['vocab']}",
+        "--config.data.max_documents=100",
+        f"--config.data.cache_dir={tmp_path / 'cache'}",
+        "--config.train.num_train_steps=10",
+        "--config.model.num_hidden_layers=1",
+    ]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    printed = subprocess.run(
+        [sys.executable, "-m", "bertjax.sweep", *common, "--print_only"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert printed.returncode == 0, printed.stderr
+    lines = printed.stdout.strip().splitlines()
+    assert len(lines) == 2 and all("-m bertjax.pretrain" in line for line in lines)
+    assert "--config.optim.learning_rate=0.0001" in lines[1]
+    first = subprocess.run(lines[0], shell=True, cwd=ROOT, capture_output=True, text=True, env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    done = subprocess.run(
+        [sys.executable, "-m", "bertjax.sweep", *common], cwd=ROOT, capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "1 finished already" in done.stdout and "[1/2]" not in done.stdout and "[2/2]" in done.stdout
+    rows = sweep.collect_pretraining(sweep.expand(sweep.load_sweep(str(config_file))), tmp_path / "sweep")
+    finals = [json.loads((tmp_path / "sweep" / r["run"] / "final_eval.json").read_text()) for r in rows]
+    assert [r["dev_score"] for r in rows] == [f["mlm_accuracy"] for f in finals] and len(rows) == 2
+    table = (tmp_path / "sweep" / "sweep_results.md").read_text()
+    assert "held-out MLM accuracy" in table and "(best)" in table and "eval_mlm_accuracy" in table
