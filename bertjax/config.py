@@ -261,6 +261,12 @@ class DataConfig:
     random_token_prob: float = 0.1
     max_predictions_per_seq: int = 20
     whole_word_masking: bool = False
+    # SpanBERT's masking (Joshi et al. 2020): spans of whole words, their lengths in words drawn from
+    # a geometric distribution with span_length_p truncated to span_max_words, until masked_lm_prob
+    # of the tokens are chosen; the 80/10/10 choice is made per span.
+    span_masking: bool = False
+    span_length_p: float = 0.2
+    span_max_words: int = 10
     masking: str = "static"  # "static" (fixed per dupe copy) or "dynamic" (fresh each epoch)
     dupe_factor: int = 1
     pack_examples: int = 1  # > 1: up to this many examples share a row (attention kept within each)
@@ -634,6 +640,8 @@ RANGES: dict[type, dict[str, tuple[Callable[[Any], bool], str]]] = {
         "mask_token_prob": _PROBABILITY,
         "random_token_prob": _PROBABILITY,
         "max_predictions_per_seq": _POSITIVE,
+        "span_length_p": _open_unit(),
+        "span_max_words": _POSITIVE,
         "dupe_factor": _POSITIVE,
         "pack_examples": _between(1, 16),
         "seed": _NATURAL,

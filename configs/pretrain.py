@@ -94,6 +94,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     data.random_token_prob = 0.1  # ... or a random token (ELECTRA: 0); else it stays
     data.max_predictions_per_seq = 20
     data.whole_word_masking = False
+    data.span_masking = False  # SpanBERT: spans of whole words (geometric lengths), one 80/10/10 choice each
+    data.span_length_p = 0.2  # the geometric distribution's p (mean span about 3.8 words)
+    data.span_max_words = 10  # its truncation
     # Sequence packing: > 1 puts up to this many short examples in one row, each attending only
     # to itself, with its own positions and NSP prediction (Krell et al. 2021). 1 = one per row.
     data.pack_examples = 1

@@ -516,6 +516,13 @@ def _unit_floats(bits: np.ndarray) -> np.ndarray:
     return (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
+def span_lengths(uniform: np.ndarray, p: float, longest: int) -> np.ndarray:
+    """Span lengths from uniform draws in [0, 1): the inverse CDF of a geometric distribution with
+    parameter `p` truncated to 1..`longest`, P(l) proportional to p (1 - p)^(l - 1) (SpanBERT)."""
+    lengths = 1 + np.floor(np.log1p(-uniform * (1 - (1 - p) ** longest)) / np.log1p(-p)).astype(np.int64)
+    return np.minimum(lengths, longest)
+
+
 class PretrainingExamples:
     """Random access to the masked rows of one prepared split (one pair per row, or packed)."""
 
@@ -593,14 +600,17 @@ class PretrainingExamples:
         hashes = _token_hashes(_pair_keys(cfg.seed, masking_epochs, instance), length)
         rate = cfg.masked_lm_prob if masked_lm_prob is None else masked_lm_prob
         to_predict = np.minimum(cfg.max_predictions_per_seq, np.maximum(1, np.round(pair_len * rate)))
-        if cfg.whole_word_masking:
+        choice_keys = hashes[1]  # the 80/10/10 choice: per token, or per span
+        if cfg.span_masking:
+            chosen, choice_keys = self._spans(ids, candidate, hashes, to_predict.astype(np.int64))
+        elif cfg.whole_word_masking:
             chosen = self._whole_words(ids, candidate, hashes[0], to_predict.astype(np.int64))
         else:  # the `to_predict` candidates with the smallest keys
             keys = np.where(candidate, hashes[0], np.iinfo(np.uint64).max)
             kth = np.take_along_axis(np.sort(keys, axis=1), (to_predict.astype(np.int64) - 1)[:, None], axis=1)
             chosen = candidate & (keys <= kth)
         labels = ids[chosen]
-        draw = _unit_floats(hashes[1][chosen])
+        draw = _unit_floats(choice_keys[chosen])
         # mask_token_prob (80%) [MASK], random_token_prob (10%) a random token, the rest keep theirs
         replacement = np.where(draw < self.config.mask_token_prob, special.mask, labels)
         random_rows = draw >= 1.0 - self.config.random_token_prob
@@ -653,6 +663,64 @@ class PretrainingExamples:
             "next_sentence_weights": next_sentence_weights,
         }
 
+    def _words(self, ids: np.ndarray, candidate: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The words of [pairs, length] `ids` among the `candidate` tokens (a `##` piece, or a
+        byte-level piece without a leading space, joins the word before it): word starts, each
+        token's word number (1, 2, ... within its pair; 0 elsewhere) and each word's length in
+        tokens ([pairs, length + 1], by word number)."""
+        pairs, length = ids.shape
+        previous_candidate = np.pad(candidate[:, :-1], ((0, 0), (1, 0)))
+        starts = candidate & (~self.is_subword[ids] | ~previous_candidate)
+        word = np.where(candidate, np.cumsum(starts, axis=1), 0)
+        flat_word = np.arange(pairs)[:, None] * (length + 1) + word
+        word_len = np.bincount(flat_word[candidate], minlength=pairs * (length + 1)).reshape(pairs, length + 1)
+        return starts, word, word_len
+
+    def _spans(
+        self, ids: np.ndarray, candidate: np.ndarray, hashes: np.ndarray, to_predict: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """SpanBERT's masking (Joshi et al. 2020) of [pairs, length] `ids`: spans of whole words,
+        each of a length in words drawn from a geometric distribution (`span_length_p`) truncated
+        to `span_max_words`, starting at a uniformly drawn word, taken in turn until `to_predict`
+        tokens are chosen (a span that overlaps a taken one or would overshoot is skipped).
+
+        Returns the chosen tokens and, per token, the key of its span's 80/10/10 choice (the
+        span's first token's), so that a whole span is [MASK], random tokens, or kept.
+        """
+        pairs, length = ids.shape
+        starts, word, word_len = self._words(ids, candidate)
+        num_words = word.max(axis=1)
+        ends = np.cumsum(word_len, axis=1)  # tokens in words 0..w (word 0: not a word, length 0)
+        p, longest = self.config.span_length_p, self.config.span_max_words
+        span_words = span_lengths(_unit_floats(_mix64(hashes[0] ^ _GOLDEN)), p, longest)
+        taken = np.zeros((pairs, length + 1), bool)
+        span_start = np.zeros((pairs, length + 1), np.int64)  # each taken word's span's first word
+        count = np.zeros(pairs, np.int64)
+        rows = np.arange(pairs)
+        for attempt in range(length):  # one candidate span per pair per attempt, all pairs at once
+            first = 1 + (hashes[0][:, attempt] % np.maximum(num_words, 1).astype(np.uint64)).astype(np.int64)
+            last = np.minimum(first + span_words[:, attempt] - 1, num_words)
+            tokens = ends[rows, last] - ends[rows, first - 1]
+            taken_before = np.cumsum(taken, axis=1)
+            overlaps = taken_before[rows, last] - taken_before[rows, first - 1] > 0
+            take = (num_words > 0) & ~overlaps & (count + tokens <= to_predict)
+            if not take.any():
+                if (count >= to_predict).all():
+                    break
+                continue
+            in_span = (np.arange(length + 1)[None, :] >= first[:, None]) & (
+                np.arange(length + 1)[None, :] <= last[:, None]
+            )
+            in_span &= take[:, None]
+            taken |= in_span
+            span_start = np.where(in_span, first[:, None], span_start)
+            count += np.where(take, tokens, 0)
+        chosen = candidate & np.take_along_axis(taken, word, axis=1)
+        first_token = np.zeros((pairs, length + 1), np.int64)  # each word's first position
+        first_token[np.nonzero(starts)[0], word[starts]] = np.nonzero(starts)[1]
+        span_first_token = np.take_along_axis(first_token, np.take_along_axis(span_start, word, axis=1), axis=1)
+        return chosen, np.take_along_axis(hashes[1], span_first_token, axis=1)
+
     def _whole_words(
         self, ids: np.ndarray, candidate: np.ndarray, keys: np.ndarray, to_predict: np.ndarray
     ) -> np.ndarray:
@@ -660,11 +728,7 @@ class PretrainingExamples:
         words are taken whole in the order of their first piece's key until `to_predict` tokens
         are chosen (a word that would overshoot the count is skipped), as in google-research/bert."""
         pairs, length = ids.shape
-        previous_candidate = np.pad(candidate[:, :-1], ((0, 0), (1, 0)))
-        starts = candidate & (~self.is_subword[ids] | ~previous_candidate)
-        word = np.where(candidate, np.cumsum(starts, axis=1), 0)  # 1, 2, ... within each pair; 0 elsewhere
-        flat_word = np.arange(pairs)[:, None] * (length + 1) + word
-        word_len = np.bincount(flat_word[candidate], minlength=pairs * (length + 1)).reshape(pairs, length + 1)
+        starts, word, word_len = self._words(ids, candidate)
         word_key = np.full((pairs, length + 1), np.iinfo(np.uint64).max, np.uint64)
         word_key[np.nonzero(starts)[0], word[starts]] = keys[starts]
         order = np.argsort(word_key, axis=1, kind="stable")  # the pair's words by key; absent words (length 0) last

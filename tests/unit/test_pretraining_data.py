@@ -561,3 +561,79 @@ def test_masking_phases_change_the_training_rate_by_step(prepared, tokenizer, ne
     for bad, why in [("2:0.3,1:0.2", "steps must increase"), ("2=0.3", "is not STEP:RATE"), ("5:1.5", "STEP:RATE")]:
         with pytest.raises(ConfigError, match=f"data.masking_phases: .*{why}"):
             validate_data(dataclasses.replace(news_config, masking_phases=bad), ModelConfig())
+
+
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) of each run of True in a 1-D array."""
+    edges = np.diff(np.concatenate([[0], flags.astype(int), [0]]))
+    return list(zip(np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0], strict=True))
+
+
+def _masked_runs(batch, row: int, special) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """Row `row`'s original ids, what each token became (0 [MASK], 1 kept, 2 random), whether it
+    is predicted, and the runs of predicted tokens."""
+    n = int(batch["attention_mask"][row].sum())
+    k = int(batch["masked_lm_weights"][row].sum())
+    positions = batch["masked_lm_positions"][row][:k]
+    chosen = np.zeros(n, bool)
+    chosen[positions] = True
+    originals = batch["input_ids"][row].copy()
+    originals[positions] = batch["masked_lm_ids"][row][:k]
+    inputs = batch["input_ids"][row][:n]
+    kind = np.where(inputs == special.mask, 0, np.where(inputs == originals[:n], 1, 2))
+    return originals, kind, chosen, _runs(chosen)
+
+
+def test_span_masking_masks_whole_word_spans_with_one_choice_each(prepared, tokenizer, news_config):
+    """SpanBERT's masking: 15% of the tokens, in runs that start and end on word boundaries, of
+    geometric lengths (the truncated Geo(0.2) mean is 3.2 words; runs of adjacent spans merge and
+    budget-skipped long spans shorten it: 2.9 measured); each span is all [MASK], all random or
+    all kept (97.7% of multi-token runs uniform), where whole-word masking's per-token choices
+    mix (62.9% uniform)."""
+    special = special_ids(tokenizer)
+    is_subword = pretraining.subword_flags(tokenizer)
+    config = dataclasses.replace(news_config, span_masking=True, max_predictions_per_seq=40)
+    source = pretraining.load_split(prepared, "train", config, tokenizer)
+    batch = source.rows_batch(np.arange(300), np.zeros(300, np.int64))
+    words_per_run, uniform, multi, chosen_total, tokens_total = [], 0, 0, 0, 0
+    for row in range(300):
+        originals, kind, chosen, runs = _masked_runs(batch, row, special)
+        chosen_total, tokens_total = chosen_total + chosen.sum(), tokens_total + len(chosen)
+        for start, end in runs:
+            # A word starts at a piece that is not a `##` piece or that follows [CLS] / [SEP] (a
+            # truncated segment may begin inside a word).
+            after_special = originals[start - 1] in (special.cls, special.sep)
+            assert not is_subword[originals[start]] or after_special, (row, start)
+            assert end == len(chosen) or not is_subword[originals[end]] or originals[end] == special.sep, (row, end)
+            words_per_run.append(int((~is_subword[originals[start:end]]).sum()))
+            if end - start > 1:
+                multi += 1
+                uniform += len(set(kind[start:end].tolist())) == 1
+    assert abs(chosen_total / tokens_total - 0.15) < 0.015
+    assert 2.5 < np.mean(words_per_run) < 4.0, np.mean(words_per_run)
+    assert uniform / multi > 0.9, uniform / multi
+
+    whole_words = dataclasses.replace(config, span_masking=False, whole_word_masking=True)
+    batch = pretraining.load_split(prepared, "train", whole_words, tokenizer).rows_batch(
+        np.arange(300), np.zeros(300, np.int64)
+    )
+    uniform = multi = 0
+    for row in range(300):
+        _, kind, _, runs = _masked_runs(batch, row, special)
+        for start, end in runs:
+            if end - start > 1:
+                multi += 1
+                uniform += len(set(kind[start:end].tolist())) == 1
+    assert uniform / multi < 0.75, uniform / multi
+
+
+def test_span_lengths_follow_the_truncated_geometric_distribution():
+    """The span sampler's inverse CDF against Geo(0.2) truncated to 1..10, over 200k draws."""
+    p, longest = 0.2, 10
+    draws = np.random.default_rng(0).random(200_000)
+    lengths = pretraining.span_lengths(draws, p, longest)
+    pmf = p * (1 - p) ** np.arange(longest)
+    pmf /= pmf.sum()
+    observed = np.bincount(lengths, minlength=longest + 1)[1:] / len(draws)
+    np.testing.assert_allclose(observed, pmf, atol=0.004)
+    assert lengths.max() == longest and lengths.min() == 1
