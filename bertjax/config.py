@@ -355,6 +355,10 @@ class TrainConfig:
     """The loop: batch, duration, evaluation, checkpoints, logs."""
 
     batch_size: int = 256  # global, across all devices and accumulation steps
+    # Batch-size warmup (ModernBERT), "STEP:SIZE,...": from step STEP on the global batch is SIZE
+    # rows; the first phase starts at 0 and the last is batch_size (e.g. "0:64,1000:128,2000:256"
+    # with batch_size 256). Rows are read in order across sizes; each size compiles the step once.
+    batch_size_phases: str = ""
     num_train_steps: int = 1000000
     eval_every_steps: int = 10000
     eval_batches: int = 50
@@ -373,6 +377,44 @@ class TrainConfig:
     objective: str = "mlm"
     generator_size: float = 0.25
     discriminator_weight: float = 50.0
+
+    def batch_schedule(self) -> tuple[tuple[int, int], ...]:
+        """`batch_size_phases` as (first step, size) pairs (one phase of batch_size without any);
+        ConfigError if malformed, if the first does not start at step 0 or the last is not
+        batch_size."""
+        phases: list[tuple[int, int]] = []
+        for part in [p.strip() for p in self.batch_size_phases.split(",") if p.strip()]:
+            step, _, size = part.partition(":")
+            try:
+                phase = (int(step), int(size))
+            except ValueError:
+                phase = None
+            if phase is None or phase[0] < 0 or phase[1] < 1:
+                raise ConfigError(
+                    f"config key train.batch_size_phases: {part!r} is not STEP:SIZE (a step >= 0, a size >= 1)"
+                )
+            if phases and phase[0] <= phases[-1][0]:
+                raise ConfigError(f"config key train.batch_size_phases: steps must increase ({part!r})")
+            phases.append(phase)
+        if not phases:
+            return ((0, self.batch_size),)
+        if phases[0][0] != 0 or phases[-1][1] != self.batch_size:
+            raise ConfigError(
+                f"config key train.batch_size_phases={self.batch_size_phases!r}: the first phase starts at step 0 "
+                f"and the last is train.batch_size={self.batch_size}"
+            )
+        return tuple(phases)
+
+    def batch_size_at(self, step: int) -> int:
+        """The global batch of training step `step`."""
+        return [size for first, size in self.batch_schedule() if first <= step][-1]
+
+    def examples_before(self, step: int) -> int:
+        """Rows that the steps before `step` read: the sum of their batch sizes."""
+        phases = self.batch_schedule()
+        ends = [first for first, _ in phases[1:]] + [max(step, phases[-1][0])]
+        return sum(size * max(0, min(step, end) - first) for (first, size), end in zip(phases, ends, strict=True))
+
     # > 0: a wall-clock budget (24hBERT, Cramming). The run trains until this many hours of its loop
     # have passed (or num_train_steps, an upper bound), and the learning-rate schedule runs over the
     # budget: at elapsed share f it is the schedule's value at step f x (optim.schedule_steps, else
@@ -847,6 +889,12 @@ def from_config_dict(cd: ml_collections.ConfigDict) -> PretrainConfig:
     mesh = mesh_config_from_dict(cd.get("mesh", {}))
     validate_data(data, model)
     _check_choice("train.objective", train.objective, ("mlm", "electra"))
+    for _, size in train.batch_schedule():  # a malformed train.batch_size_phases is a ConfigError here
+        if size % optim.grad_accum_steps:
+            raise ConfigError(
+                f"config key train.batch_size_phases: a batch of {size} is not divisible by "
+                f"optim.grad_accum_steps={optim.grad_accum_steps}"
+            )
     if train.objective == "electra":
         if train.nsp_weight:
             raise ConfigError(

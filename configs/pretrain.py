@@ -131,6 +131,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.train = train = ml_collections.ConfigDict()
     train.batch_size = 256  # global batch, all devices and accumulation steps together
+    train.batch_size_phases = ""  # "STEP:SIZE,...": batch-size warmup; the last SIZE is batch_size
     train.num_train_steps = 1000000
     train.eval_every_steps = 10000
     train.eval_batches = 50

@@ -60,7 +60,7 @@ import tokenizers
 from absl import flags, logging
 
 from bertjax import fileio
-from bertjax.config import DataConfig
+from bertjax.config import DataConfig, TrainConfig
 from bertjax.data import corpus
 from bertjax.data.tokenizer import special_ids, subword_flags
 from bertjax.errors import DataError
@@ -769,9 +769,20 @@ class PretrainingExamples:
         masked_lm_prob: float | None = None,
     ) -> Example:
         """This host's rows of global batch `step` (global positions offset + step * batch_size ...)."""
+        return self.rows_at(offset + step * batch_size, batch_size, process_index, process_count, masked_lm_prob)
+
+    def rows_at(
+        self,
+        start: int,
+        batch_size: int,
+        process_index: int = 0,
+        process_count: int = 1,
+        masked_lm_prob: float | None = None,
+    ) -> Example:
+        """This host's rows of the global batch of `batch_size` rows at global positions start ...:
+        host k reads the k-th of `process_count` equal slices."""
         local = batch_size // process_count
-        start = offset + step * batch_size + process_index * local
-        indices, epochs = self.global_indices(start, local)
+        indices, epochs = self.global_indices(start + process_index * local, local)
         return self.rows_batch(indices, epochs, masked_lm_prob)
 
 
@@ -795,9 +806,12 @@ def batch_iterator(
     process_count: int = 1,
     offset: int = 0,
     num_processes: int = 0,
+    sizes: TrainConfig | None = None,
 ) -> Iterator[Example]:
     """This host's batches for steps first_step .. num_steps - 1, in order, built ahead on threads,
-    or with `num_processes` > 0 in that many processes (each with `num_threads` threads).
+    or with `num_processes` > 0 in that many processes (each with `num_threads` threads). Every
+    batch has `batch_size` rows, or with `sizes` the size `sizes.batch_size_at(step)` gives (a
+    batch-size warmup), its rows following the previous batch's.
 
     A batch is a pure function of its step, so the processes (spawned; grain hands worker k the
     steps k, k + n, ...) give the same batches in the same order as the threads.
@@ -807,7 +821,7 @@ def batch_iterator(
     make_batch = functools.partial(
         _batch_of_step,
         examples=examples,
-        batch_size=batch_size,
+        sizes=sizes or TrainConfig(batch_size=batch_size),
         process_index=process_index,
         process_count=process_count,
         offset=offset,
@@ -843,6 +857,12 @@ def close_batches(batches: Iterator[Example]) -> None:
     pool.join()
 
 
-def _batch_of_step(step: int, *, examples: PretrainingExamples, **kwargs: Any) -> Example:
-    """Training batch `step`, masked at the rate `data.masking_phases` gives that step."""
-    return examples.batch(int(step), masked_lm_prob=examples.config.masking_rate(int(step)), **kwargs)
+def _batch_of_step(
+    step: int, *, examples: PretrainingExamples, sizes: TrainConfig, offset: int, **kwargs: Any
+) -> Example:
+    """Training batch `step`: its size and first row from `sizes`, masked at the rate
+    `data.masking_phases` gives that step."""
+    step = int(step)
+    start = offset + sizes.examples_before(step)
+    rate = examples.config.masking_rate(step)
+    return examples.rows_at(start, sizes.batch_size_at(step), masked_lm_prob=rate, **kwargs)

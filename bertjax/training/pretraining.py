@@ -337,8 +337,9 @@ def _pretrain(config: PretrainConfig, workdir: Path, clock: Callable[[], float])
     config, tokenizer, checkpoint = setup_model_config(config)
     model_config, data_cfg, train_cfg = config.model, config.data, config.train
     mesh = sharding.make_mesh(config.mesh)
-    if train_cfg.batch_size % (jax.process_count() * config.optim.grad_accum_steps):
-        raise ConfigError(f"config key train.batch_size={train_cfg.batch_size} does not split over hosts")
+    for _, size in train_cfg.batch_schedule():  # batch_size, and the sizes of a batch-size warmup
+        if size % (jax.process_count() * config.optim.grad_accum_steps):
+            raise ConfigError(f"config key train.batch_size={size} does not split over hosts")
     data = setup_data(config, tokenizer, workdir)
 
     # The model, its optimizer and its state: born sharded, then resumed or filled from init.
@@ -371,7 +372,7 @@ def _pretrain(config: PretrainConfig, workdir: Path, clock: Callable[[], float])
             state = checkpoints.restore_run_state(checkpoint.path, state, restart_count=restart)
             if is_main:
                 print(f"optimizer state from {checkpoint.path} (init_optimizer)")
-    examples_offset = int(progress.get("examples_seen", 0)) - first_step * train_cfg.batch_size
+    examples_offset = int(progress.get("examples_seen", 0)) - train_cfg.examples_before(first_step)
 
     # Train: step, log, evaluate, checkpoint.
     writer = logs.Writer(workdir, enabled=is_main)
@@ -388,6 +389,7 @@ def _pretrain(config: PretrainConfig, workdir: Path, clock: Callable[[], float])
         jax.process_count(),
         offset=examples_offset,
         num_processes=data_cfg.num_processes,
+        sizes=train_cfg,
     )
     progress_bar = logs.progress_bar(first_step, train_cfg.num_train_steps, enabled=is_main)
     flops_per_row = train_flops(config, data.train.predictions_per_row)
@@ -411,7 +413,8 @@ def _pretrain(config: PretrainConfig, workdir: Path, clock: Callable[[], float])
             budget_args = (schedule_position(config, elapsed),) if on_budget else ()
             batch = loop.to_global(next(batches), steps.batch_sharding)
             state, metrics = steps.train(state, batch, dropout_rng, *budget_args)
-            train_log.add(metrics, train_cfg.batch_size, train_cfg.batch_size * flops_per_row)
+            rows = train_cfg.batch_size_at(step)
+            train_log.add(metrics, rows, rows * flops_per_row)
             done = step + 1
             elapsed = elapsed_before + clock() - started
             is_last = done == train_cfg.num_train_steps or (on_budget and elapsed >= budget_seconds)
@@ -431,7 +434,7 @@ def _pretrain(config: PretrainConfig, workdir: Path, clock: Callable[[], float])
                 train_log.resume()
             stop = stop_signal.agreed()
             if checkpoint_now or stop:
-                position = {"step": done, "examples_seen": examples_offset + done * train_cfg.batch_size}
+                position = {"step": done, "examples_seen": examples_offset + train_cfg.examples_before(done)}
                 position |= {"elapsed_seconds": elapsed} if on_budget else {}
                 checkpoints.save(manager, done, state, {**position, "skipped_steps": train_log.skipped_steps})
             progress_bar.update(1)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bertjax.config import DataConfig, ModelConfig, validate_data
+from bertjax.config import DataConfig, ModelConfig, TrainConfig, validate_data
 from bertjax.data import corpus, pretraining
 from bertjax.data.tokenizer import load_tokenizer, special_ids
 from bertjax.errors import ConfigError, DataError
@@ -637,3 +637,26 @@ def test_span_lengths_follow_the_truncated_geometric_distribution():
     observed = np.bincount(lengths, minlength=longest + 1)[1:] / len(draws)
     np.testing.assert_allclose(observed, pmf, atol=0.004)
     assert lengths.max() == longest and lengths.min() == 1
+
+
+def test_batch_size_warmup_reads_rows_in_order_across_sizes(prepared, tokenizer, news_config):
+    """train.batch_size_phases="0:4,3:8,5:16" (batch_size 16): steps 0-2 take 4 rows, 3-4 take 8,
+    then 16; the batches follow each other through the epoch's order with no row skipped or read
+    twice, a loader started at step 4 gives the same batches, and two hosts split each batch."""
+    sizes = TrainConfig(batch_size=16, batch_size_phases="0:4,3:8,5:16")
+    source = pretraining.load_split(prepared, "train", news_config, tokenizer)
+    batches = list(pretraining.batch_iterator(source, 0, 8, 16, num_threads=1, sizes=sizes))
+    assert [len(b["input_ids"]) for b in batches] == [4, 4, 4, 8, 8, 16, 16, 16]
+    np.testing.assert_array_equal(np.concatenate([b["input_ids"] for b in batches]), source.rows_at(0, 76)["input_ids"])
+    later = list(pretraining.batch_iterator(source, 4, 8, 16, num_threads=1, sizes=sizes))
+    for a, b in zip(batches[4:], later, strict=True):
+        np.testing.assert_array_equal(a["input_ids"], b["input_ids"])
+    hosts = [list(pretraining.batch_iterator(source, 3, 4, 16, 1, k, 2, sizes=sizes))[0] for k in range(2)]
+    np.testing.assert_array_equal(np.concatenate([h["input_ids"] for h in hosts]), batches[3]["input_ids"])
+    for bad, why in [
+        ("0:4,3:8", "the last is train.batch_size=16"),
+        ("1:4,3:16", "starts at step 0"),
+        ("0:4,0:16", "must increase"),
+    ]:
+        with pytest.raises(ConfigError, match=why):
+            TrainConfig(batch_size=16, batch_size_phases=bad).batch_schedule()

@@ -1,7 +1,7 @@
-"""A pretraining run on a wall-clock budget (train.time_budget_hours), in this process with a clock
-that ticks a fixed 360 s per reading: the schedule follows the elapsed share of the budget, the
-run ends when the budget is spent, and a run stopped and resumed ends bitwise equal to one that
-never stopped."""
+"""Pretraining runs whose schedules are not one of steps alone, in this process: a wall-clock budget
+(train.time_budget_hours) with a clock that ticks a fixed 360 s per reading (the schedule follows
+the elapsed share of the budget, the run ends when the budget is spent), and a batch-size warmup
+(train.batch_size_phases); each stopped and resumed ends bitwise equal to a run that never stopped."""
 
 import json
 from pathlib import Path
@@ -27,7 +27,7 @@ class TickingClock:
         return self.now
 
 
-def _config(sample_files, cache: Path, steps: int) -> config_lib.PretrainConfig:
+def _config(sample_files, cache: Path, steps: int, **train: object) -> config_lib.PretrainConfig:
     cd = config_lib.load_config_module(ROOT / "configs" / "pretrain.py").get_config("runlocal")
     cd.data.train_files = str(sample_files["news"])
     cd.data.vocab_file = str(sample_files["vocab"])
@@ -43,6 +43,7 @@ def _config(sample_files, cache: Path, steps: int) -> config_lib.PretrainConfig:
     cd.optim.warmup_steps = 0
     cd.optim.warmup_fraction = 0.5  # Cramming's triangle: up over half the budget, down over the rest
     cd.optim.learning_rate = 1e-3
+    cd.train.update(train)
     return config_lib.from_config_dict(cd)
 
 
@@ -78,3 +79,24 @@ def test_budget_run_follows_the_elapsed_share_and_resumes_exactly(sample_files, 
     # A run whose budget is spent trains no more: it evaluates what it has.
     pretraining.pretrain(_config(sample_files, tmp_path / "cache", 40), resumed, clock=TickingClock())
     assert _final_params(resumed)[0] == 10
+
+
+@pytest.mark.slow
+def test_batch_size_warmup_run_resumes_exactly(sample_files, tmp_path):
+    """Batches of 4, then 8, then 16 rows (three compiled shapes): 8 steps straight equal 4 steps,
+    stop, 4 more resumed; the checkpoint records the rows read (4 x 3 + 8 = 20 after 4 steps)."""
+    warmup = dict(time_budget_hours=0.0, batch_size=16, batch_size_phases="0:4,3:8,5:16")
+    straight = tmp_path / "straight"
+    pretraining.pretrain(_config(sample_files, tmp_path / "cache", 8, **warmup), straight)
+    resumed = tmp_path / "resumed"
+    pretraining.pretrain(_config(sample_files, tmp_path / "cache", 4, **warmup), resumed)
+    progress = json.loads((resumed / "checkpoints" / "4" / "progress" / "metadata").read_text())
+    assert progress["examples_seen"] == 20
+    pretraining.pretrain(_config(sample_files, tmp_path / "cache", 8, **warmup), resumed)
+    (step, params), (step_again, params_again) = _final_params(straight), _final_params(resumed)
+    assert step == step_again == 8
+    for a, b in zip(params, params_again, strict=True):
+        np.testing.assert_array_equal(a, b)
+    records = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    seen = [r for r in records if r.get("split") == "train"]
+    assert len(seen) == 8
