@@ -17,12 +17,13 @@ rows either way); dropout sits where BERT has it (ModernBERT's defaults are 0, a
 
 Training follows the paper's first phase: StableAdamW (betas 0.9 / 0.98, eps 1e-6), peak lr 8e-4
 (base) / 5e-4 (large), weight decay 1e-5 fully decoupled from the rate (Composer's decoupled
-decay: optax's 1e-5 / peak), off biases and norms, no gradient clipping; batches of 4608 (base) /
-4928 (large) rows of 1024 tokens for 1.7T tokens (360,286 / 336,885 steps); warmup over 3B / 2B
-tokens (636 / 396 steps); warmup-stable-decay with a 1-sqrt cooldown over the last 50B tokens
-(`optim.decay_fraction` 50/1700). What differs: the paper grows the batch from 768 (base) / 448
-(large) rows over its first 50B / 10B tokens, and extends the context to 8192 tokens at a lower
-rate before the cooldown (a second run here, --config.init= with the longer data.max_seq_length).
+decay: optax's 1e-5 / peak), off biases and norms, no gradient clipping; 1.7T tokens in rows of
+1024; the batch grows from 768 (base) / 448 (large) rows in equal steps of that size over the
+first 50B / 10B tokens (an equal share of them at each size) to 4608 / 4928 rows
+(`train.batch_size_phases`); warmup over the first 3B / 2B tokens; warmup-stable-decay with a
+1-sqrt cooldown over the last 50B tokens. What differs: ModernBERT's batch grows continuously
+(here in those steps), and the paper extends the context to 8192 tokens at a lower rate before
+the cooldown (a second run here, --config.init= with the longer data.max_seq_length).
 Rows are whole sentences of one document
 (`data.example_format="documents"`), up to 4 documents' ends packed in a row with attention and
 positions kept within each, where ModernBERT packs unpadded documents without a row structure.
@@ -39,10 +40,32 @@ SHAPES = {  # layers, hidden, heads, GeGLU intermediate (one half)
 }
 
 
-TRAINING = {  # peak learning rate, batch (rows of 1024 tokens), warmup tokens
-    "base": (8e-4, 4608, 3e9),
-    "large": (5e-4, 4928, 2e9),
+TRAINING = {  # peak learning rate, batch (rows of 1024 tokens), warmup tokens, first batch, its ramp's tokens
+    "base": (8e-4, 4608, 3e9, 768, 50e9),
+    "large": (5e-4, 4928, 2e9, 448, 10e9),
 }
+TOKENS, COOLDOWN_TOKENS, ROW = 1.7e12, 50e9, 1024
+
+
+def batch_warmup(batch: int, first: int, ramp_tokens: float) -> list[tuple[int, int]]:
+    """(first step, size) of each batch size: first, 2 x first, ... up to batch, the sizes below
+    batch sharing ramp_tokens equally."""
+    phases, step = [], 0
+    sizes = list(range(first, batch, first))
+    for size in sizes:
+        phases.append((step, size))
+        step += round(ramp_tokens / len(sizes) / (size * ROW))
+    return [*phases, (step, batch)]
+
+
+def steps_for_tokens(phases: list[tuple[int, int]], tokens: float) -> int:
+    """The steps that read `tokens` tokens under the batch phases."""
+    for (first, size), (end, _) in zip(phases, phases[1:] + [(None, None)], strict=True):
+        rows = tokens / ROW
+        if end is None or rows <= (end - first) * size:
+            return first + round(rows / size)
+        tokens -= (end - first) * size * ROW
+    raise AssertionError("unreachable")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -77,20 +100,24 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.pack_examples = 4  # documents' short ends share rows (attention kept within each)
     config.train.nsp_weight = 0.0
     optim, train = config.optim, config.train
-    lr, batch, warmup = TRAINING[size]
+    lr, batch, warmup, first_batch, ramp_tokens = TRAINING[size]
+    phases = batch_warmup(batch, first_batch, ramp_tokens)
+    train.batch_size_phases = ",".join(f"{step}:{rows}" for step, rows in phases)
     optim.optimizer = "stable_adamw"
     optim.learning_rate, optim.b2, optim.eps = lr, 0.98, 1e-6
     optim.weight_decay = 1e-5 / lr  # Composer's fully decoupled 1e-5: weights x (1 - 1e-5 lr_t / lr_peak)
     optim.clip_norm = 0.0
-    optim.schedule, optim.decay_shape, optim.decay_fraction = "wsd", "1-sqrt", 50 / 1700
+    train.batch_size, train.num_train_steps = batch, steps_for_tokens(phases, TOKENS)
+    optim.schedule, optim.decay_shape = "wsd", "1-sqrt"
+    optim.decay_fraction = round(COOLDOWN_TOKENS / (batch * ROW)) / train.num_train_steps
     optim.final_learning_rate_fraction = 0.0
-    optim.warmup_steps = round(warmup / (batch * 1024))
-    config.data.max_seq_length, config.data.max_predictions_per_seq = 1024, round(0.3 * 1024)
-    train.batch_size, train.num_train_steps = batch, round(1.7e12 / (batch * 1024))
+    optim.warmup_steps = steps_for_tokens(phases, warmup)
+    config.data.max_seq_length, config.data.max_predictions_per_seq = ROW, round(0.3 * ROW)
     if "runlocal" in args:
         model.num_hidden_layers, model.hidden_size, model.num_attention_heads, model.intermediate_size = 4, 64, 4, 96
         model.local_attention = 16
         model.vocab_size = 0  # the vocab file's size
         config.data.max_seq_length, config.data.max_predictions_per_seq = 64, 20
         train.batch_size, train.num_train_steps, optim.warmup_steps = 8, 20, 5
+        train.batch_size_phases = "0:4,5:8"
     return config
