@@ -430,7 +430,8 @@ def _pretrain(config: PretrainConfig, workdir: Path, clock: Callable[[], float])
             if done % train_cfg.eval_every_steps == 0 or is_last:
                 train_log.pause()  # evaluation time is not training throughput
                 eval_metrics = evaluate_now()
-                writer.write_scalars(done, "eval", eval_metrics)
+                budget_time = {"elapsed_seconds": elapsed} if on_budget else {}  # a budget run's curves
+                writer.write_scalars(done, "eval", {**eval_metrics, **budget_time})
                 train_log.resume()
             stop = stop_signal.agreed()
             if checkpoint_now or stop:
