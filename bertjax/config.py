@@ -7,6 +7,7 @@ the ConfigDict. Unknown keys and bad values raise `ConfigError` with the key's d
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.util
 import types
@@ -583,6 +584,25 @@ def parse_config_arg(arg: str | None, known: tuple[str, ...]) -> dict[str, str]:
     if unknown:
         raise ValueError(f"unknown config argument {sorted(unknown)[0]!r} (known: {', '.join(known)})")
     return out
+
+
+def apply_overrides(base: ml_collections.ConfigDict, overrides: dict[str, Any]) -> ml_collections.ConfigDict:
+    """A copy of `base` with dotted keys set (a sweep's run, a preflight suggestion); an unknown key
+    is a ConfigError."""
+    config = copy.deepcopy(base)
+    with config.unlocked():
+        for key, value in overrides.items():
+            *parents, leaf = key.split(".")
+            node = config
+            for part in parents:
+                if part not in node:
+                    raise ConfigError(f"sweep override {key}: unknown config key")
+                node = node[part]
+            if leaf not in node:
+                raise ConfigError(f"sweep override {key}: unknown config key")
+            current = node[leaf]
+            node[leaf] = float(value) if isinstance(current, float) and isinstance(value, int) else value
+    return config
 
 
 def load_config_module(path: str | Path) -> types.ModuleType:

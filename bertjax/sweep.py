@@ -17,7 +17,6 @@ the seed), the mean and standard deviation of the score over seeds, with the bes
 
 from __future__ import annotations
 
-import copy
 import csv
 import dataclasses
 import json
@@ -84,24 +83,6 @@ def load_sweep(config_file: str) -> Callable[[Callable[..., None]], None]:
     if not hasattr(module, "sweep"):
         raise ConfigError(f"config file {path} declares no sweep(add) function")
     return module.sweep
-
-
-def apply_overrides(base: ml_collections.ConfigDict, overrides: dict[str, Any]) -> ml_collections.ConfigDict:
-    """A copy of `base` with dotted keys set; an unknown key is a ConfigError."""
-    config = copy.deepcopy(base)
-    with config.unlocked():
-        for key, value in overrides.items():
-            *parents, leaf = key.split(".")
-            node = config
-            for part in parents:
-                if part not in node:
-                    raise ConfigError(f"sweep override {key}: unknown config key")
-                node = node[part]
-            if leaf not in node:
-                raise ConfigError(f"sweep override {key}: unknown config key")
-            current = node[leaf]
-            node[leaf] = float(value) if isinstance(current, float) and isinstance(value, int) else value
-    return config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,7 +202,9 @@ def main(argv: list[str]) -> None:
         build, train, summary = config_lib.from_config_dict, pretraining.pretrain, pretraining.print_summary
     else:
         build, train, summary = config_lib.finetune_config_from_dict, finetuning.finetune, finetuning.print_summary
-    configs = [build(apply_overrides(base, run.overrides)) for run in runs]  # every run checked before any starts
+    configs = [
+        build(config_lib.apply_overrides(base, run.overrides)) for run in runs
+    ]  # every run checked before any starts
     done = sum((workdir / run.name / kind.finished_file).is_file() for run in runs)
     print(f"sweep of {len(runs)} runs in {workdir}: {done} finished already")
     for index, (run, config) in enumerate(zip(runs, configs), start=1):

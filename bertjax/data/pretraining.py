@@ -516,6 +516,16 @@ def _unit_floats(bits: np.ndarray) -> np.ndarray:
     return (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
+def predictions_per_row(config: DataConfig) -> int:
+    """The masked-LM slots of a row: max_predictions_per_seq, or for packed rows the most that up to
+    pack_examples pairs can take. Each pair predicts at most max(1, round(len * p)) (capped)
+    tokens, so a row of max_seq_length tokens at most ceil(p * max_seq_length) + one per pair."""
+    if config.pack_examples == 1:
+        return config.max_predictions_per_seq
+    bound = int(np.ceil(config.max_masking_rate() * config.max_seq_length)) + config.pack_examples
+    return min(config.pack_examples * config.max_predictions_per_seq, bound)
+
+
 def span_lengths(uniform: np.ndarray, p: float, longest: int) -> np.ndarray:
     """Span lengths from uniform draws in [0, 1): the inverse CDF of a geometric distribution with
     parameter `p` truncated to 1..`longest`, P(l) proportional to p (1 - p)^(l - 1) (SpanBERT)."""
@@ -539,15 +549,11 @@ class PretrainingExamples:
         self.random_tokens = np.setdiff1d(np.arange(vocab_size), specials).astype(np.int32)
         lengths = self.instances[:, 1] - self.instances[:, 0] + self.instances[:, 3] - self.instances[:, 2]
         lengths += self.special_tokens
+        self.predictions_per_row = predictions_per_row(config)
         if config.pack_examples == 1:
             self.rows = np.arange(len(self.instances))[:, None]
-            self.predictions_per_row = config.max_predictions_per_seq
         else:
             self.rows = pack(lengths, config.max_seq_length, config.pack_examples)
-            # Each pair predicts at most max(1, round(len * p)) (capped) tokens: a row of
-            # max_seq_length tokens at most ceil(p * max_seq_length) + one per pair.
-            bound = int(np.ceil(config.max_masking_rate() * config.max_seq_length)) + config.pack_examples
-            self.predictions_per_row = min(config.pack_examples * config.max_predictions_per_seq, bound)
         self.fill = float(lengths.sum()) / (len(self.rows) * config.max_seq_length) if len(self.rows) else 0.0
 
     def __len__(self) -> int:
