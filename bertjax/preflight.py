@@ -159,29 +159,15 @@ def compile_steps(config: config_lib.PretrainConfig, devices: list[Any]) -> dict
     import jax.numpy as jnp
 
     from bertjax.parallel import hlo, sharding
-    from bertjax.training import optim, pretraining
-    from bertjax.training.state import abstract_sharded_state
+    from bertjax.training import pretraining
 
     model_config = dataclasses.replace(config.model, vocab_size=config.model.vocab_size or 30522)
     config = dataclasses.replace(config, model=model_config)
     mesh = sharding.make_mesh(config.mesh, devices)
-    model = pretraining.make_model(config)
-    on_budget = config.train.time_budget_hours > 0
-    tx, schedule = optim.make_optimizer(config.optim, config.train.num_train_steps, external_rate=on_budget)
-    init = pretraining.param_init(model, config.data.max_seq_length)
     with jax.default_device(jax.devices("cpu")[0]):
-        abstract, shardings = abstract_sharded_state(jax.random.key(0), init, tx, mesh, config.mesh)
-    steps = pretraining.compile_steps(
-        model,
-        tx,
-        schedule,
-        shardings,
-        mesh,
-        config.optim.grad_accum_steps,
-        0,
-        pretraining.make_objective(model, config),
-        on_budget,
-    )
+        built = pretraining.build(config, mesh, jax.random.key(0))
+    abstract, shardings, steps = built.abstract, built.shardings, built.steps
+    on_budget = config.train.time_budget_hours > 0
     rows = max(size for _, size in config.train.batch_schedule())
     batch_sharding = sharding.batch_sharding(mesh)
     batch = {

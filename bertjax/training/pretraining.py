@@ -231,6 +231,35 @@ def compile_steps(
     return Steps(train, evaluate, batch_shard, loss)
 
 
+@dataclasses.dataclass
+class Built:
+    """A run's model, optimizer, parameter init, abstract sharded state and jitted steps."""
+
+    model: nn.Module
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    init: Callable[[jax.Array], Any]
+    abstract: TrainState
+    shardings: Any
+    steps: Steps
+
+
+def build(config: PretrainConfig, mesh: jax.sharding.Mesh, init_rng: jax.Array, most_frequent_token: int = 0) -> Built:
+    """The model of `config` (its final shape), its optimizer (rate applied by the step on a time
+    budget), its state's shapes and shardings on `mesh` (nothing computed) and its jitted steps:
+    what a run trains with, and what `preflight` compiles for a topology."""
+    model = make_model(config)
+    on_budget = config.train.time_budget_hours > 0
+    tx, schedule = optim.make_optimizer(config.optim, config.train.num_train_steps, external_rate=on_budget)
+    init = param_init(model, config.data.max_seq_length)
+    abstract, shardings = abstract_sharded_state(init_rng, init, tx, mesh, config.mesh)
+    loss = make_objective(model, config)
+    steps = compile_steps(
+        model, tx, schedule, shardings, mesh, config.optim.grad_accum_steps, most_frequent_token, loss, on_budget
+    )
+    return Built(model, tx, schedule, init, abstract, shardings, steps)
+
+
 def evaluate(
     steps: Steps, params: Any, examples: pretraining_data.PretrainingExamples, batch_size: int, num_batches: int
 ) -> dict[str, float]:
@@ -343,23 +372,10 @@ def _pretrain(config: PretrainConfig, workdir: Path, clock: Callable[[], float])
     data = setup_data(config, tokenizer, workdir)
 
     # The model, its optimizer and its state: born sharded, then resumed or filled from init.
-    model = make_model(config)
-    on_budget = train_cfg.time_budget_hours > 0
-    tx, schedule = optim.make_optimizer(config.optim, train_cfg.num_train_steps, external_rate=on_budget)
     init_rng, dropout_rng = run_keys(train_cfg.seed)
-    init = param_init(model, data_cfg.max_seq_length)
-    abstract, shardings = abstract_sharded_state(init_rng, init, tx, mesh, config.mesh)
-    steps = compile_steps(
-        model,
-        tx,
-        schedule,
-        shardings,
-        mesh,
-        config.optim.grad_accum_steps,
-        data.most_frequent_token,
-        make_objective(model, config),
-        external_rate=on_budget,
-    )
+    built = build(config, mesh, init_rng, data.most_frequent_token)
+    tx, init, abstract, shardings, steps = built.tx, built.init, built.abstract, built.shardings, built.steps
+    on_budget = train_cfg.time_budget_hours > 0
     manager = checkpoints.manager(workdir / "checkpoints", train_cfg.keep_checkpoints)
     state, progress, _ = checkpoints.restore_latest(manager, abstract)
     first_step = int(progress.get("step", 0))

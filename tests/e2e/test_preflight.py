@@ -57,9 +57,12 @@ def test_bert_base_state_per_device_matches_the_sharding_check(tmp_path):
 
 
 def test_a_run_that_does_not_fit_exits_1_and_suggest_finds_a_change(tmp_path):
+    """The compiled step is written for the launch to reuse; one byte less memory than it needs is
+    DOES NOT FIT, exit 1 and one line on stderr, and --suggest names a change under which it fits."""
     args = ["--config=configs/pretrain.py:runlocal", "--topology=cpu-8", "--config.mesh.preset=dp"]
-    result, report = _preflight(tmp_path, *args)
+    result, report = _preflight(tmp_path, *args, f"--save_executable={tmp_path / 'step.bin'}")
     assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "step.bin").stat().st_size > 10_000  # the serialised compiled train step
     tight = (report["total"] - 1) / 2**30  # one byte short for the step as configured
     result, _ = _preflight(tmp_path, *args, f"--hbm_gib={tight}", "--suggest")
     assert result.returncode == 1
