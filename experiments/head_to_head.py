@@ -141,8 +141,9 @@ def main(argv: list[str] | None = None) -> None:
     cache = ROOT / "data" / "cache"
     files = samples.fetch_samples(ROOT / "data" / "samples", cache)
     r8 = samples.fetch_r8(ROOT / "data" / "samples", cache)
-    results = {}
-    for name in args.recipes.split(","):
+    previous = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else {}
+    results = previous.get("recipes", {}) if previous.get("minutes") == args.minutes else {}
+    for name in args.recipes.split(","):  # a run left in <out>/runs is reused; delete it to run again
         config_file, arg = RECIPES[name]
         config = small_config(config_file, arg, args.minutes, files["news"], files["vocab"])
         print(f"{name}: pretraining for {args.minutes} minutes", flush=True)
