@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bertjax import preflight
+from bertjax.training import preflight
 from bertjax.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
