@@ -224,7 +224,7 @@ def print_report(report: dict[str, Any], topology: Topology, config_arg: str) ->
     verdict = "FITS" if report["fits"] else "DOES NOT FIT"
     print(f"  {verdict} in {gib(report['hbm'])} per device (margin {gib(margin)})")
     print(
-        f"  XLA cost per device and step: {report['flops'] / 1e12:.3f} TFLOP, {report['bytes_accessed'] / GIB:.2f} GiB accessed"
+        f"  XLA cost per device and step: {report['flops'] / 1e9:.1f} GFLOP, {gib(report['bytes_accessed'])} accessed"
     )
     if report["collectives"]:
         moved = ", ".join(f"{kind} {value / 2**20:.1f} MiB" for kind, value in sorted(report["collectives"].items()))
