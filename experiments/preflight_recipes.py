@@ -4,7 +4,9 @@
 
 Each recipe is compiled for a TPU slice of about the paper's compute (the papers' V100, A100,
 H100 and TPU v3 machines are not TPU topologies jax describes: the slice is named beside each),
-with FSDP over the slice as the launch scripts run it, its global batch as the paper's. Writes
+with FSDP over the slice as the launch scripts run it, its layers scanned (`model.scan_layers`:
+one layer compiled, as one would launch it; XLA then counts one layer's FLOPs and bytes, so the
+step-time bound rests on the model's FLOP count), its global batch as the paper's. Writes
 preflight.md (recipe, topology, batch, mesh, memory per chip, fits, step-time bound, MFU bound)
 and one JSON report per recipe. Needs libtpu (`pip install -e '.[tpu]'`).
 """
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         report_file = out / f"{topology}-{name.replace(' ', '_')}.json"
         command = [
             sys.executable, "-m", "bertjax.preflight", f"--config={config}", f"--topology={topology}",
-            "--config.mesh.preset=fsdp", f"--json={report_file}", "--suggest",
+            "--config.mesh.preset=fsdp", "--config.model.scan_layers=True", f"--json={report_file}", "--suggest",
         ]  # fmt: skip
         result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
         (out / f"{topology}-{name.replace(' ', '_')}.log").write_text(result.stdout + result.stderr)

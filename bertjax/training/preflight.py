@@ -185,10 +185,13 @@ def pretraining_predictions(config: config_lib.PretrainConfig) -> int:
 
 
 def estimate(report: dict[str, Any], chip: Chip | None, steps: int) -> dict[str, float]:
-    """Step-time bounds from the chip's datasheet: FLOPs at peak, bytes at HBM bandwidth."""
+    """Step-time bounds from the chip's datasheet: FLOPs at peak (the model's count, or XLA's where
+    larger: XLA counts a scanned layer's body once, so under `scan_layers` its FLOPs and bytes are
+    one layer's and the bounds are looser), bytes at HBM bandwidth. Both are lower bounds, so the
+    MFU they allow is an upper bound."""
     if chip is None:
         return {}
-    compute = report["flops"] / (chip.bf16_tflops * 1e12)
+    compute = max(report["flops"], report["model_flops"]) / (chip.bf16_tflops * 1e12)
     memory = report["bytes_accessed"] / (chip.hbm_gb_per_s * 1e9)
     step = max(compute, memory)
     return {
