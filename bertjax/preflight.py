@@ -58,7 +58,7 @@ def main(argv: list[str]) -> None:
     config_arg = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--config=")), "config")
     report = preflight.check(config, topology, devices, hbm_gib)
     preflight.print_report(report, topology, config_arg)
-    if _SAVE.value:
+    if _SAVE.value and report["executable"] is not None:
         from jax.experimental import serialize_executable
 
         payload, _, _ = serialize_executable.serialize(report["executable"])
@@ -75,7 +75,7 @@ def main(argv: list[str]) -> None:
             name, overrides = found
             print(f"  fits with {name}: " + " ".join(f"--config.{k}={v}" for k, v in overrides.items()))
         else:
-            print("  none of remat, FSDP and up to 16 microbatches makes it fit: a larger topology, or a smaller batch")
+            print("  none of remat, FSDP and up to 64 microbatches makes it fit: a larger topology, or a smaller batch")
     print(
         f"error: does not fit: the train step needs {report['total'] / preflight.GIB:.2f} GiB per device, "
         f"{hbm_gib:.2f} GiB available on {topology.name}",

@@ -146,9 +146,23 @@ def compile_steps(config: config_lib.PretrainConfig, devices: list[Any]) -> dict
     }
     key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=sharding.replicated(mesh))
     position = (jax.ShapeDtypeStruct((), jnp.float32, sharding=sharding.replicated(mesh)),) if on_budget else ()
+    common = {
+        "devices": len(devices),
+        "mesh": dict(mesh.shape),
+        "global_batch": rows,
+        "parameters": sharding.bytes_per_device(abstract.params, shardings.params),
+        "optimizer_state": sharding.bytes_per_device(abstract.opt_state, shardings.opt_state),
+        "model_flops": pretraining.train_flops(config, pretraining_predictions(config)) * rows / len(devices),
+    }
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules(config.mesh)):
-        train = steps.train.lower(abstract, batch, key, *position).compile()
-        evaluate = steps.evaluate.lower(abstract.params, batch).compile()
+        try:
+            train = steps.train.lower(abstract, batch, key, *position).compile()
+            evaluate = steps.evaluate.lower(abstract.params, batch).compile()
+        except jax.errors.JaxRuntimeError as e:
+            refused = out_of_memory(str(e))
+            if refused is None:
+                raise
+            return common | refused
     memory = train.memory_analysis()
     cost = train.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
@@ -158,12 +172,7 @@ def compile_steps(config: config_lib.PretrainConfig, devices: list[Any]) -> dict
     eval_memory = evaluate.memory_analysis()
     peak = memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
     peak += memory.temp_size_in_bytes
-    return {
-        "devices": len(devices),
-        "mesh": dict(mesh.shape),
-        "global_batch": rows,
-        "parameters": sharding.bytes_per_device(abstract.params, shardings.params),
-        "optimizer_state": sharding.bytes_per_device(abstract.opt_state, shardings.opt_state),
+    return common | {
         "arguments": memory.argument_size_in_bytes,
         "temporaries": memory.temp_size_in_bytes,
         "total": peak,
@@ -173,8 +182,34 @@ def compile_steps(config: config_lib.PretrainConfig, devices: list[Any]) -> dict
         "flops": float(cost.get("flops", 0.0)),
         "bytes_accessed": float(cost.get("bytes accessed", 0.0)),
         "collectives": collectives,
-        "model_flops": pretraining.train_flops(config, pretraining_predictions(config)) * rows / len(devices),
         "executable": train,
+    }
+
+
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+_REFUSED = re.compile(
+    r"memory required for HLO temporaries \(([\d.]+)([KMGT]?)\) exceeds available HBM \(([\d.]+)([KMGT]?)\)"
+)
+
+
+def out_of_memory(message: str) -> dict[str, Any] | None:
+    """The figures of a compile the TPU compiler refused for want of HBM (RESOURCE_EXHAUSTED: "the
+    total memory required for HLO temporaries (169.33G) exceeds available HBM (15.75G)"), or None
+    for any other error."""
+    match = _REFUSED.search(message)
+    if "RESOURCE_EXHAUSTED" not in message or match is None:
+        return None
+    needed = float(match.group(1)) * _UNITS[match.group(2)]
+    return {
+        "arguments": 0,
+        "temporaries": needed,
+        "total": needed,
+        "eval_total": 0,
+        "flops": 0.0,
+        "bytes_accessed": 0.0,
+        "collectives": {},
+        "executable": None,
+        "compiler": match.group(0),
     }
 
 
@@ -223,6 +258,8 @@ def print_report(report: dict[str, Any], topology: Topology, config_arg: str) ->
     print(
         f"  temporaries (activations) {gib(report['temporaries'])}; train step total {gib(report['total'])}, eval {gib(report['eval_total'])}"
     )
+    if "compiler" in report:
+        print(f"  the TPU compiler refused the step: {report['compiler']}")
     margin = report["hbm"] - max(report["total"], report["eval_total"])
     verdict = "FITS" if report["fits"] else "DOES NOT FIT"
     print(f"  {verdict} in {gib(report['hbm'])} per device (margin {gib(margin)})")
@@ -252,18 +289,23 @@ SUGGESTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
             f"fsdp + remat full + {n} microbatches",
             {"mesh.preset": "fsdp", "model.remat": "full", "optim.grad_accum_steps": n},
         )
-        for n in (2, 4, 8, 16)
+        for n in (2, 4, 8, 16, 32, 64)
     ),
 )
 
 
 def suggest(base: Any, topology: Topology, devices: list[Any], hbm_gib: float) -> tuple[str, dict[str, Any]] | None:
     """The first of SUGGESTIONS under which the run fits, or None."""
+    as_given = config_lib.from_config_dict(base)
+    tried = [as_given]
     for name, overrides in SUGGESTIONS:
         try:
             config = config_lib.from_config_dict(config_lib.apply_overrides(base, overrides))
         except ConfigError:
             continue  # e.g. a batch that does not split into that many microbatches
+        if config in tried:  # no change here (e.g. FSDP where the mesh already is)
+            continue
+        tried.append(config)
         report = check(config, topology, devices, hbm_gib)
         print(
             f"  try {name}: train step {report['total'] / GIB:.2f} GiB: {'fits' if report['fits'] else 'does not fit'}"

@@ -34,6 +34,16 @@ def test_topology_names_give_the_slices_chips_and_shape():
             preflight.parse_topology(bad)
 
 
+def test_a_compile_refused_for_hbm_is_read_as_does_not_fit():
+    message = (
+        "RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO temporaries "
+        "(169.33G) exceeds available HBM (15.75G)."
+    )
+    refused = preflight.out_of_memory(message)
+    assert refused["temporaries"] == 169.33 * 2**30 and refused["executable"] is None
+    assert preflight.out_of_memory("INTERNAL: something else") is None
+
+
 def test_bert_base_state_per_device_matches_the_sharding_check(tmp_path):
     """BERT-base's parameters + AdamW state per device on 8 CPU devices: 1,260 MiB replicated (dp)
     and 158 MiB under FSDP, as the sharding check measures them (README, Scaling out); the step
