@@ -44,7 +44,13 @@ flags.mark_flags_as_required(["config", "topology"])
 
 def main(argv: list[str]) -> None:
     del argv
+    import jax
+
     from bertjax.training import preflight  # after _simulated_cpu_devices: it imports jax
+
+    # One compile per check, for a topology this host does not run: nothing to keep in a
+    # persistent cache, whose CPU client cannot load a TPU executable anyway.
+    jax.config.update("jax_enable_compilation_cache", False)
 
     base = cli.config_value(_CONFIG)
     if "data" not in base:
@@ -99,6 +105,7 @@ def _simulated_cpu_devices(argv: list[str]) -> None:
 def run() -> None:
     """The console script's entry point (`pip install` puts it on the PATH)."""
     _simulated_cpu_devices(sys.argv[1:])
+    os.environ.setdefault("BERTJAX_COMPILATION_CACHE", "0")  # see main
     cli.run(main)
 
 
