@@ -13,20 +13,15 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import dataclasses  # noqa: E402
-import functools  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 
 from bertjax import config as config_lib  # noqa: E402
-from bertjax.parallel import sharding  # noqa: E402
-from bertjax.training import optim, pretraining  # noqa: E402
-from bertjax.training.state import init_state  # noqa: E402
+from bertjax.training import preflight  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = [
@@ -59,42 +54,18 @@ BATCH = 8
 
 
 def compile_step(config: config_lib.PretrainConfig, layers: int) -> float:
-    """Seconds to lower and compile the sharded train step for BATCH sequences, with the recipe's
-    encoder cut to `layers` layers (0: all of them)."""
+    """Seconds to lower and compile the sharded train and eval steps for BATCH sequences (packed
+    rows where the recipe packs), with the recipe's encoder cut to `layers` layers (0: all of
+    them): what `bertjax.preflight` compiles, here on the 8 CPU devices."""
     model_config = dataclasses.replace(config.model, vocab_size=config.model.vocab_size or 30522)
     if layers:
         model_config = dataclasses.replace(model_config, num_hidden_layers=layers)
     mesh_config = dataclasses.replace(config.mesh, **config_lib.MESH_PRESETS["fsdp"])
-    mesh = sharding.make_mesh(mesh_config)
-    config = dataclasses.replace(config, model=model_config)
-    model = pretraining.make_model(config)  # BERT's heads, or ELECTRA's generator and discriminator
-    on_budget = config.train.time_budget_hours > 0  # the schedule's position is the step's 4th argument
-    tx, schedule = optim.make_optimizer(config.optim, config.train.num_train_steps, external_rate=on_budget)
-    length, predictions = config.data.max_seq_length, config.data.max_predictions_per_seq
-    init = functools.partial(init_state, init_params=pretraining.param_init(model, length), tx=tx)
-    boxed = jax.eval_shape(init, jax.random.key(0))
-    shardings = sharding.state_shardings(boxed, mesh, mesh_config)
-    abstract_state = jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.meta.unbox(boxed), shardings
-    )
-    batch_sharding = sharding.batch_sharding(mesh)
-    shapes = {
-        "input_ids": (BATCH, length),
-        "token_type_ids": (BATCH, length),
-        "attention_mask": (BATCH, length),
-        "masked_lm_positions": (BATCH, predictions),
-        "masked_lm_ids": (BATCH, predictions),
-        "next_sentence_labels": (BATCH,),
-    }
-    batch = {k: jax.ShapeDtypeStruct(v, jnp.int32, sharding=batch_sharding) for k, v in shapes.items()}
-    batch["masked_lm_weights"] = jax.ShapeDtypeStruct((BATCH, predictions), jnp.float32, sharding=batch_sharding)
-    steps = pretraining.compile_steps(
-        model, tx, schedule, shardings, mesh, 1, 0, pretraining.make_objective(model, config), on_budget
-    )
-    position = (jax.ShapeDtypeStruct((), jnp.float32),) if on_budget else ()
+    train_config = dataclasses.replace(config.train, batch_size=BATCH, batch_size_phases="")
+    optim_config = dataclasses.replace(config.optim, grad_accum_steps=1)
+    config = dataclasses.replace(config, model=model_config, mesh=mesh_config, train=train_config, optim=optim_config)
     start = time.perf_counter()
-    with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules(mesh_config)):
-        steps.train.lower(abstract_state, batch, jax.random.key(0), *position).compile()
+    preflight.compile_steps(config, jax.devices())
     return time.perf_counter() - start
 
 

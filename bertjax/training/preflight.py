@@ -11,8 +11,15 @@ import os
 import re
 from typing import Any
 
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
 from bertjax import config as config_lib
+from bertjax.data.pretraining import predictions_per_row
 from bertjax.errors import ConfigError
+from bertjax.parallel import hlo, sharding
+from bertjax.training import pretraining
 
 GIB = 1024**3
 
@@ -75,8 +82,6 @@ def parse_topology(name: str) -> Topology:
 
 def topology_devices(topology: Topology) -> list[Any]:
     """The devices to compile for: a TPU topology's description, or this host's CPU devices."""
-    import jax
-
     if topology.chip is None:
         devices = jax.devices("cpu")
         if len(devices) != topology.devices:
@@ -102,8 +107,6 @@ def topology_devices(topology: Topology) -> list[Any]:
 
 
 def _batch_shapes(config: config_lib.PretrainConfig, rows: int) -> dict[str, tuple[tuple[int, ...], str]]:
-    from bertjax.data.pretraining import predictions_per_row
-
     length, predictions = config.data.max_seq_length, predictions_per_row(config.data)
     shapes = {
         "input_ids": ((rows, length), "int32"),
@@ -124,12 +127,6 @@ def _batch_shapes(config: config_lib.PretrainConfig, rows: int) -> dict[str, tup
 
 def compile_steps(config: config_lib.PretrainConfig, devices: list[Any]) -> dict[str, Any]:
     """Compiles the config's train and eval steps on `devices`; the per-device figures."""
-    import flax.linen as nn
-    import jax
-    import jax.numpy as jnp
-
-    from bertjax.parallel import hlo, sharding
-    from bertjax.training import pretraining
 
     model_config = dataclasses.replace(config.model, vocab_size=config.model.vocab_size or 30522)
     config = dataclasses.replace(config, model=model_config)
@@ -152,7 +149,7 @@ def compile_steps(config: config_lib.PretrainConfig, devices: list[Any]) -> dict
         "global_batch": rows,
         "parameters": sharding.bytes_per_device(abstract.params, shardings.params),
         "optimizer_state": sharding.bytes_per_device(abstract.opt_state, shardings.opt_state),
-        "model_flops": pretraining.train_flops(config, pretraining_predictions(config)) * rows / len(devices),
+        "model_flops": pretraining.train_flops(config, predictions_per_row(config.data)) * rows / len(devices),
     }
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules(config.mesh)):
         try:
@@ -211,12 +208,6 @@ def out_of_memory(message: str) -> dict[str, Any] | None:
         "executable": None,
         "compiler": match.group(0),
     }
-
-
-def pretraining_predictions(config: config_lib.PretrainConfig) -> int:
-    from bertjax.data.pretraining import predictions_per_row
-
-    return predictions_per_row(config.data)
 
 
 def estimate(report: dict[str, Any], chip: Chip | None, steps: int) -> dict[str, float]:
