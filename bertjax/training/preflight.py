@@ -299,7 +299,8 @@ def suggest(base: Any, topology: Topology, devices: list[Any], hbm_gib: float) -
         tried.append(config)
         report = check(config, topology, devices, hbm_gib)
         print(
-            f"  try {name}: train step {report['total'] / GIB:.2f} GiB: {'fits' if report['fits'] else 'does not fit'}"
+            f"  try {name}: train step {report['total'] / GIB:.2f} GiB, eval step {report['eval_total'] / GIB:.2f} GiB: "
+            f"{'fits' if report['fits'] else 'does not fit'}"
         )
         if report["fits"]:
             return name, overrides
