@@ -363,6 +363,12 @@ class TrainConfig:
     num_train_steps: int = 1000000
     eval_every_steps: int = 10000
     eval_batches: int = 50
+    # A train step compiled ahead of time for this run's topology (`bertjax.preflight
+    # --save_executable=FILE`): run instead of compiling one; refused if its shapes differ.
+    compiled_step_file: str = ""
+    # Rows per held-out batch (the eval step runs them at once, with no accumulation); 0 = batch_size.
+    # Large batches at long lengths need it smaller than the train batch to fit in memory.
+    eval_batch_size: int = 0
     checkpoint_every_steps: int = 10000
     keep_checkpoints: int = 3
     log_every_steps: int = 100
@@ -405,6 +411,10 @@ class TrainConfig:
                 f"and the last is train.batch_size={self.batch_size}"
             )
         return tuple(phases)
+
+    def eval_rows(self) -> int:
+        """Rows per held-out batch: eval_batch_size, or batch_size when it is 0."""
+        return self.eval_batch_size or self.batch_size
 
     def batch_size_at(self, step: int) -> int:
         """The global batch of training step `step`."""
@@ -559,6 +569,10 @@ class FinetuneTrainConfig:
     # Batches of rows of similar length (Hugging Face's group_by_length): with task.pad_to_multiple_of,
     # each batch is cut to its own longest row, so short rows stop paying for long ones.
     group_by_length: bool = False
+
+    def eval_rows(self) -> int:
+        """Rows per prediction batch (as TrainConfig.eval_rows)."""
+        return self.eval_batch_size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -733,6 +747,7 @@ RANGES: dict[type, dict[str, tuple[Callable[[Any], bool], str]]] = {
         "num_train_steps": _POSITIVE,
         "eval_every_steps": _POSITIVE,
         "eval_batches": _POSITIVE,
+        "eval_batch_size": _NATURAL,
         "checkpoint_every_steps": _POSITIVE,
         "keep_checkpoints": _POSITIVE,
         "log_every_steps": _POSITIVE,

@@ -33,7 +33,7 @@ from bertjax import cli
 from bertjax import config as config_lib
 from bertjax.errors import ConfigError
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Pretraining config file.", lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Pretraining or fine-tuning config file.", lock_config=True)
 _TOPOLOGY = flags.DEFINE_string("topology", None, "v4-N, v5p-N, v5e-N, v6e-N (TPU) or cpu-N (simulated CPU devices).")
 _SUGGEST = flags.DEFINE_boolean("suggest", False, "If it does not fit: find the smallest change that does.")
 _HBM_GIB = flags.DEFINE_float("hbm_gib", 0.0, "Memory per device to check against (0: the chip's HBM).")
@@ -53,30 +53,40 @@ def main(argv: list[str]) -> None:
     jax.config.update("jax_enable_compilation_cache", False)
 
     base = cli.config_value(_CONFIG)
-    if "data" not in base:
-        raise ConfigError("preflight checks pretraining configs (a config with a data section)")
-    config = config_lib.from_config_dict(base)
+    if _SAVE.value and Path(_SAVE.value).exists():
+        raise ConfigError(f"--save_executable={_SAVE.value}: the file exists (choose a new name)")
+    if _SAVE.value and "task" in base:
+        raise ConfigError(
+            "--save_executable: fine-tuning batches change width from batch to batch; pretraining runs reuse a step"
+        )
+    run_setup = None
+    if "task" in base:  # fine-tuning: its data read and encoded as the run would (label set, steps)
+        from bertjax.training import finetuning
+
+        config = config_lib.finetune_config_from_dict(base)
+        run_setup = finetuning.setup(config)
+    else:
+        config = config_lib.from_config_dict(base)
     topology = preflight.parse_topology(_TOPOLOGY.value)
     devices = preflight.topology_devices(topology)
     hbm_gib = _HBM_GIB.value or (
         topology.chip.hbm_gib if topology.chip else preflight.host_memory_gib() / topology.devices
     )
     config_arg = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--config=")), "config")
-    report = preflight.check(config, topology, devices, hbm_gib)
+    report = preflight.check(config, topology, devices, hbm_gib, run_setup)
     preflight.print_report(report, topology, config_arg)
     if _SAVE.value and report["executable"] is not None:
-        from jax.experimental import serialize_executable
+        from bertjax.training import executables
 
-        payload, _, _ = serialize_executable.serialize(report["executable"])
-        Path(_SAVE.value).write_bytes(payload)
-        print(f"  compiled train step written to {_SAVE.value}")
+        executables.save(*report["executable"], _SAVE.value)
+        print(f"  compiled train step written to {_SAVE.value} (run it with --config.train.compiled_step_file)")
     if _JSON.value:
         saved = {k: v for k, v in report.items() if k != "executable"}
         Path(_JSON.value).write_text(json.dumps({"topology": topology.name, "config": config_arg, **saved}, indent=2))
     if report["fits"]:
         return
     if _SUGGEST.value:
-        found = preflight.suggest(base, topology, devices, hbm_gib)
+        found = preflight.suggest(base, topology, devices, hbm_gib, run_setup)
         if found:
             name, overrides = found
             print(f"  fits with {name}: " + " ".join(f"--config.{k}={v}" for k, v in overrides.items()))

@@ -135,6 +135,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     train.num_train_steps = 1000000
     train.eval_every_steps = 10000
     train.eval_batches = 50
+    train.eval_batch_size = 0  # rows per held-out batch, run at once (no accumulation); 0 = batch_size
+    train.compiled_step_file = ""  # a train step compiled by `bertjax.preflight --save_executable`
     train.checkpoint_every_steps = 10000
     train.keep_checkpoints = 3
     train.log_every_steps = 100

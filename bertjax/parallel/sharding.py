@@ -91,6 +91,15 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
 
 
+def check_batch_splits(mesh: Mesh, rows: int, key: str, microbatches: int = 1) -> None:
+    """ConfigError naming config key `key` unless `rows` (in `microbatches`) split evenly over the
+    data-parallel devices (the data and fsdp mesh axes)."""
+    shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    if rows % (microbatches * shards):
+        split = f" in {microbatches} microbatches" if microbatches > 1 else ""
+        raise ConfigError(f"config key {key}={rows} does not split{split} over the {shards} data-parallel devices")
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 

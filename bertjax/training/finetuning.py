@@ -351,19 +351,52 @@ class Run:
         return self.config.optim.grad_accum_steps * self.mesh.devices.size
 
 
+@dataclasses.dataclass(frozen=True)
+class Parts:
+    """What a run is made of before any array exists: the task model, its optimizer, the abstract
+    sharded state, and the jitted (not yet compiled) train and predict steps."""
+
+    model: nn.Module
+    tx: Any
+    init_params: Any
+    abstract: TrainState
+    shardings: Any
+    train_step: Any
+    predict_fn: Any
+    steps_per_epoch: int
+    total_steps: int
+
+
+def parts(config: FinetuneConfig, run_setup: Setup, mesh: jax.sharding.Mesh, init_rng: jax.Array) -> Parts:
+    """The run's model, optimizer, abstract state and steps on `mesh` (`bertjax.preflight`
+    compiles these for a topology without running them)."""
+    train_cfg, task = config.train, run_setup.task
+    steps_per_epoch = len(run_setup.data.train) // train_cfg.batch_size
+    total_steps = max(1, round(train_cfg.num_epochs * steps_per_epoch))
+    check_batch_sizes(config, mesh)
+    model = task.model(run_setup.model_config)
+    tx, schedule = optim.make_optimizer(config.optim, total_steps)
+    init_params = param_init(task, model, config.task.max_seq_length)
+    abstract, shardings = abstract_sharded_state(init_rng, init_params, tx, mesh, config.mesh)
+    train_step = update.compile_train_step(
+        objective(task, model), tx, schedule, shardings, mesh, config.optim.grad_accum_steps
+    )
+    predict_fn = jax.jit(
+        functools.partial(task.predict, model=model),
+        in_shardings=(shardings.params, sharding.batch_sharding(mesh)),
+        out_shardings=sharding.replicated(mesh),
+    )
+    return Parts(model, tx, init_params, abstract, shardings, train_step, predict_fn, steps_per_epoch, total_steps)
+
+
 def build(config: FinetuneConfig, run_setup: Setup, workdir: Path) -> tuple[Run, TrainState, Progress]:
     """The model, its optimizer and its state (born sharded, then resumed from the latest
     checkpoint or filled from init), and the compiled train and predict steps."""
     train_cfg, task, is_main = config.train, run_setup.task, jax.process_index() == 0
-    steps_per_epoch = len(run_setup.data.train) // train_cfg.batch_size
-    total_steps = max(1, round(train_cfg.num_epochs * steps_per_epoch))
     mesh = sharding.make_mesh(config.mesh)
-    check_batch_sizes(config, mesh)
-    model = task.model(run_setup.model_config)
-    tx, schedule = optim.make_optimizer(config.optim, total_steps)
     init_rng, dropout_rng = run_keys(train_cfg.seed)
-    init_params = param_init(task, model, config.task.max_seq_length)
-    abstract, shardings = abstract_sharded_state(init_rng, init_params, tx, mesh, config.mesh)
+    made = parts(config, run_setup, mesh, init_rng)
+    tx, init_params, abstract, shardings = made.tx, made.init_params, made.abstract, made.shardings
     # The latest checkpoint holds the state, the progress and the best epoch's parameters.
     manager = checkpoints.manager(workdir / "checkpoints", 1, trees=("best_params",))
     state, saved, trees = checkpoints.restore_latest(manager, abstract, best_params=abstract.params)
@@ -385,24 +418,17 @@ def build(config: FinetuneConfig, run_setup: Setup, workdir: Path) -> tuple[Run,
             state = fresh_state(init_rng, init_params, tx, shardings, mesh, config.mesh)
 
     batch_sharding = sharding.batch_sharding(mesh)
-    predict_fn = jax.jit(
-        functools.partial(task.predict, model=model),
-        in_shardings=(shardings.params, batch_sharding),
-        out_shardings=sharding.replicated(mesh),
-    )
     run = Run(
         config=config,
         setup=run_setup,
         workdir=workdir,
         mesh=mesh,
         shardings=shardings,
-        train_step=update.compile_train_step(
-            objective(task, model), tx, schedule, shardings, mesh, config.optim.grad_accum_steps
-        ),
+        train_step=made.train_step,
         dropout_rng=dropout_rng,
         predict_split=functools.partial(
             predict,
-            predict_fn,
+            made.predict_fn,
             batch_size=train_cfg.eval_batch_size,
             batch_sharding=batch_sharding,
             input_keys=task.input_keys,
@@ -411,8 +437,8 @@ def build(config: FinetuneConfig, run_setup: Setup, workdir: Path) -> tuple[Run,
             packing=config.task.max_seq_length if config.task.packing else 0,
         ),
         batch_sharding=batch_sharding,
-        steps_per_epoch=steps_per_epoch,
-        total_steps=total_steps,
+        steps_per_epoch=made.steps_per_epoch,
+        total_steps=made.total_steps,
         manager=manager,
         writer=logs.Writer(workdir, enabled=is_main),
     )
@@ -421,7 +447,7 @@ def build(config: FinetuneConfig, run_setup: Setup, workdir: Path) -> tuple[Run,
         run.writer.write_config(config_lib.to_dict(config), num_params, Path(run_setup.vocab_file))
         print(
             task.describe(run_setup.data, config.task.max_seq_length)
-            + f"; {total_steps} steps of {train_cfg.batch_size}"
+            + f"; {made.total_steps} steps of {train_cfg.batch_size}"
         )
     return run, state, progress
 

@@ -9,6 +9,7 @@ import dataclasses
 import math
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
@@ -19,7 +20,7 @@ from bertjax import config as config_lib
 from bertjax.data.pretraining import predictions_per_row
 from bertjax.errors import ConfigError
 from bertjax.parallel import hlo, sharding
-from bertjax.training import pretraining
+from bertjax.training import finetuning, pretraining
 
 GIB = 1024**3
 
@@ -106,60 +107,102 @@ def topology_devices(topology: Topology) -> list[Any]:
     ).devices
 
 
-def _batch_shapes(config: config_lib.PretrainConfig, rows: int) -> dict[str, tuple[tuple[int, ...], str]]:
-    length, predictions = config.data.max_seq_length, predictions_per_row(config.data)
-    shapes = {
-        "input_ids": ((rows, length), "int32"),
-        "token_type_ids": ((rows, length), "int32"),
-        "attention_mask": ((rows, length), "int32"),
-        "masked_lm_positions": ((rows, predictions), "int32"),
-        "masked_lm_ids": ((rows, predictions), "int32"),
-        "masked_lm_weights": ((rows, predictions), "float32"),
-        "next_sentence_labels": ((rows,), "int32"),
-    }
-    if config.data.pack_examples > 1:
-        slots = (rows, config.data.pack_examples)
-        shapes["next_sentence_labels"] = (slots, "int32")
-        shapes["next_sentence_positions"] = (slots, "int32")
-        shapes["next_sentence_weights"] = (slots, "float32")
-    return shapes
-
-
 def compile_steps(config: config_lib.PretrainConfig, devices: list[Any]) -> dict[str, Any]:
-    """Compiles the config's train and eval steps on `devices`; the per-device figures."""
-
-    model_config = dataclasses.replace(config.model, vocab_size=config.model.vocab_size or 30522)
-    config = dataclasses.replace(config, model=model_config)
+    """Compiles the config's train and eval steps on `devices`; the per-device figures. The model's
+    shape is the run's where its vocab (and `init`) are on this host; without them, a vocab_size
+    of 0 is taken as BERT's 30,522."""
+    if Path(config.data.vocab_file).exists() and (not config.init or Path(config.init).exists()):
+        config, _, _ = pretraining.setup_model_config(config)
+    else:
+        model_config = dataclasses.replace(config.model, vocab_size=config.model.vocab_size or 30522)
+        config = dataclasses.replace(config, model=model_config)
     mesh = sharding.make_mesh(config.mesh, devices)
     with jax.default_device(jax.devices("cpu")[0]):
         built = pretraining.build(config, mesh, jax.random.key(0))
     abstract, shardings, steps = built.abstract, built.shardings, built.steps
     on_budget = config.train.time_budget_hours > 0
     rows = max(size for _, size in config.train.batch_schedule())
+    sharding.check_batch_splits(mesh, rows, "train.batch_size")
+    sharding.check_batch_splits(mesh, config.train.eval_rows(), "train.eval_batch_size")
     batch_sharding = sharding.batch_sharding(mesh)
-    batch = {
-        k: jax.ShapeDtypeStruct(shape, jnp.dtype(dtype), sharding=batch_sharding)
-        for k, (shape, dtype) in _batch_shapes(config, rows).items()
-    }
+    batch, eval_batch = (
+        pretraining.abstract_batch(config, size, batch_sharding) for size in (rows, config.train.eval_rows())
+    )
     key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=sharding.replicated(mesh))
     position = (jax.ShapeDtypeStruct((), jnp.float32, sharding=sharding.replicated(mesh)),) if on_budget else ()
     common = {
         "devices": len(devices),
         "mesh": dict(mesh.shape),
         "global_batch": rows,
+        "eval_batch": config.train.eval_rows(),
         "parameters": sharding.bytes_per_device(abstract.params, shardings.params),
         "optimizer_state": sharding.bytes_per_device(abstract.opt_state, shardings.opt_state),
         "model_flops": pretraining.train_flops(config, predictions_per_row(config.data)) * rows / len(devices),
+        "train_steps": config.train.num_train_steps,
     }
-    with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules(config.mesh)):
+    return common | _compiled(
+        mesh,
+        config.mesh,
+        lambda: steps.train.trace(abstract, batch, key, *position),
+        lambda: steps.evaluate.lower(abstract.params, eval_batch),
+    )
+
+
+def compile_finetune_steps(
+    config: config_lib.FinetuneConfig, run_setup: finetuning.Setup, devices: list[Any]
+) -> dict[str, Any]:
+    """Compiles a fine-tuning run's train and predict steps on `devices` for batches of its
+    longest rows (`task.max_seq_length`: grouped or packed batches are never wider); the
+    per-device figures. `run_setup` is the run's own (`finetuning.setup`: its data read and encoded,
+    which fix the label set and the steps)."""
+    mesh = sharding.make_mesh(config.mesh, devices)
+    with jax.default_device(jax.devices("cpu")[0]):
+        made = finetuning.parts(config, run_setup, mesh, jax.random.key(0))
+    batch_sharding = sharding.batch_sharding(mesh)
+    features = run_setup.data.train.features
+    rows, eval_rows = config.train.batch_size, config.train.eval_batch_size
+
+    def batch_of(count: int, keys: Any) -> dict[str, jax.ShapeDtypeStruct]:
+        # The split's arrays are encoded max_seq_length wide; a batch has `count` of their rows.
+        shapes = {k: ((count, *features[k].shape[1:]), features[k].dtype) for k in keys}
+        shapes["weights"] = ((count,), jnp.float32)
+        return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding) for k, (shape, dtype) in shapes.items()}
+
+    batch = batch_of(rows, features)
+    eval_batch = {k: v for k, v in batch_of(eval_rows, run_setup.task.input_keys).items() if k != "weights"}
+    key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=sharding.replicated(mesh))
+    common = {
+        "devices": len(devices),
+        "mesh": dict(mesh.shape),
+        "global_batch": rows,
+        "eval_batch": eval_rows,
+        "parameters": sharding.bytes_per_device(made.abstract.params, made.shardings.params),
+        "optimizer_state": sharding.bytes_per_device(made.abstract.opt_state, made.shardings.opt_state),
+        "model_flops": run_setup.model_config.train_flops(config.task.max_seq_length) * rows / len(devices),
+        "train_steps": made.total_steps,
+    }
+    return common | _compiled(
+        mesh,
+        config.mesh,
+        lambda: made.train_step.trace(made.abstract, batch, key),
+        lambda: made.predict_fn.lower(made.abstract.params, eval_batch),
+    )
+
+
+def _compiled(mesh: jax.sharding.Mesh, mesh_config: Any, trace_train: Any, lower_eval: Any) -> dict[str, Any]:
+    """Compiles the lowered train and eval steps; their memory, cost and collectives per device,
+    or the TPU compiler's refusal for want of HBM."""
+    with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules(mesh_config)):
         try:
-            train = steps.train.lower(abstract, batch, key, *position).compile()
-            evaluate = steps.evaluate.lower(abstract.params, batch).compile()
+            traced = trace_train()
+            lowered = traced.lower()
+            train = lowered.compile()
+            evaluate = lower_eval().compile()
         except jax.errors.JaxRuntimeError as e:
             refused = out_of_memory(str(e))
             if refused is None:
                 raise
-            return common | refused
+            return refused
     memory = train.memory_analysis()
     cost = train.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
@@ -169,7 +212,7 @@ def compile_steps(config: config_lib.PretrainConfig, devices: list[Any]) -> dict
     eval_memory = evaluate.memory_analysis()
     peak = memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
     peak += memory.temp_size_in_bytes
-    return common | {
+    return {
         "arguments": memory.argument_size_in_bytes,
         "temporaries": memory.temp_size_in_bytes,
         "total": peak,
@@ -179,7 +222,7 @@ def compile_steps(config: config_lib.PretrainConfig, devices: list[Any]) -> dict
         "flops": float(cost.get("flops", 0.0)),
         "bytes_accessed": float(cost.get("bytes accessed", 0.0)),
         "collectives": collectives,
-        "executable": train,
+        "executable": (train, traced, lowered),
     }
 
 
@@ -229,11 +272,22 @@ def estimate(report: dict[str, Any], chip: Chip | None, steps: int) -> dict[str,
     }
 
 
-def check(config: config_lib.PretrainConfig, topology: Topology, devices: list[Any], hbm_gib: float) -> dict[str, Any]:
-    report = compile_steps(config, devices)
+def check(
+    config: config_lib.PretrainConfig | config_lib.FinetuneConfig,
+    topology: Topology,
+    devices: list[Any],
+    hbm_gib: float,
+    run_setup: finetuning.Setup | None = None,
+) -> dict[str, Any]:
+    """A pretraining config's steps, or a fine-tuning config's (with its `run_setup`), compiled on
+    `devices` and checked against `hbm_gib` per device, with the datasheet estimate."""
+    if isinstance(config, config_lib.FinetuneConfig):
+        report = compile_finetune_steps(config, run_setup, devices)
+    else:
+        report = compile_steps(config, devices)
     report["hbm"] = hbm_gib * GIB
     report["fits"] = report["total"] <= report["hbm"] and report["eval_total"] <= report["hbm"]
-    report["estimate"] = estimate(report, topology.chip, config.train.num_train_steps)
+    report["estimate"] = estimate(report, topology.chip, report["train_steps"])
     return report
 
 
@@ -243,7 +297,8 @@ def print_report(report: dict[str, Any], topology: Topology, config_arg: str) ->
 
     mesh = " x ".join(f"{axis} {size}" for axis, size in report["mesh"].items())
     print(
-        f"{config_arg} on {topology.name} ({report['devices']} devices; mesh {mesh}; global batch {report['global_batch']})"
+        f"{config_arg} on {topology.name} ({report['devices']} devices; mesh {mesh}; global batch {report['global_batch']}"
+        + (f", eval batch {report['eval_batch']})" if report["eval_batch"] != report["global_batch"] else ")")
     )
     print(f"  per device: parameters {gib(report['parameters'])}, optimizer state {gib(report['optimizer_state'])}, ")
     print(
@@ -265,8 +320,12 @@ def print_report(report: dict[str, Any], topology: Topology, config_arg: str) ->
         print(
             f"  estimated step time >= {est['step_s'] * 1e3:.1f} ms (compute-bound {est['compute_bound_s'] * 1e3:.1f} ms, "
             f"HBM-bound {est['hbm_bound_s'] * 1e3:.1f} ms; collectives not counted): MFU at most {est['mfu_bound']:.0%}, "
-            f"{est['train_hours']:.1f} h for the configured steps (an estimate from datasheet rates)"
+            f"{_duration(est['train_hours'])} for the configured steps (an estimate from datasheet rates)"
         )
+
+
+def _duration(hours: float) -> str:
+    return f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.1f} min"
 
 
 # The changes --suggest tries, smallest first: (what, config overrides).
@@ -285,19 +344,28 @@ SUGGESTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 
 
-def suggest(base: Any, topology: Topology, devices: list[Any], hbm_gib: float) -> tuple[str, dict[str, Any]] | None:
-    """The first of SUGGESTIONS under which the run fits, or None."""
-    as_given = config_lib.from_config_dict(base)
+def suggest(
+    base: Any, topology: Topology, devices: list[Any], hbm_gib: float, run_setup: finetuning.Setup | None = None
+) -> tuple[str, dict[str, Any]] | None:
+    """The first of SUGGESTIONS under which the run fits, or None. With N microbatches the held-out
+    batches shrink to the microbatch (train.eval_batch_size) unless they are smaller already: the
+    eval step runs its whole batch at once. `run_setup`: a fine-tuning run's (see `check`)."""
+    parse = config_lib.finetune_config_from_dict if run_setup is not None else config_lib.from_config_dict
+    as_given = parse(base)
     tried = [as_given]
     for name, overrides in SUGGESTIONS:
+        microbatches = overrides.get("optim.grad_accum_steps", 1)
+        eval_rows = min(as_given.train.eval_rows(), as_given.train.batch_size // microbatches)
+        if eval_rows != as_given.train.eval_rows():
+            overrides = {**overrides, "train.eval_batch_size": eval_rows}
         try:
-            config = config_lib.from_config_dict(config_lib.apply_overrides(base, overrides))
+            config = parse(config_lib.apply_overrides(base, overrides))
+            if config in tried:  # no change here (e.g. FSDP where the mesh already is)
+                continue
+            tried.append(config)
+            report = check(config, topology, devices, hbm_gib, run_setup)
         except ConfigError:
-            continue  # e.g. a batch that does not split into that many microbatches
-        if config in tried:  # no change here (e.g. FSDP where the mesh already is)
-            continue
-        tried.append(config)
-        report = check(config, topology, devices, hbm_gib)
+            continue  # e.g. a batch that does not split into that many microbatches over the devices
         print(
             f"  try {name}: train step {report['total'] / GIB:.2f} GiB, eval step {report['eval_total'] / GIB:.2f} GiB: "
             f"{'fits' if report['fits'] else 'does not fit'}"

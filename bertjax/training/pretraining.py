@@ -33,7 +33,7 @@ from bertjax.errors import ConfigError
 from bertjax.model.bert import BertForPreTraining
 from bertjax.model.electra import ElectraForPreTraining
 from bertjax.parallel import distributed, sharding
-from bertjax.training import checkpoints, electra, logs, loop, optim, update
+from bertjax.training import checkpoints, electra, executables, logs, loop, optim, update
 from bertjax.training.state import TrainState, abstract_sharded_state, fresh_state, init_from_checkpoint, run_keys
 from bertjax.weights import pretrained
 
@@ -260,6 +260,28 @@ def build(config: PretrainConfig, mesh: jax.sharding.Mesh, init_rng: jax.Array, 
     return Built(model, tx, schedule, init, abstract, shardings, steps)
 
 
+def abstract_batch(
+    config: PretrainConfig, rows: int, batch_sharding: jax.sharding.NamedSharding
+) -> dict[str, jax.ShapeDtypeStruct]:
+    """The shapes and dtypes of a global batch of `rows` rows, placed by `batch_sharding`."""
+    length, predictions = config.data.max_seq_length, pretraining_data.predictions_per_row(config.data)
+    shapes = {
+        "input_ids": ((rows, length), jnp.int32),
+        "token_type_ids": ((rows, length), jnp.int32),
+        "attention_mask": ((rows, length), jnp.int32),
+        "masked_lm_positions": ((rows, predictions), jnp.int32),
+        "masked_lm_ids": ((rows, predictions), jnp.int32),
+        "masked_lm_weights": ((rows, predictions), jnp.float32),
+        "next_sentence_labels": ((rows,), jnp.int32),
+    }
+    if config.data.pack_examples > 1:
+        slots = (rows, config.data.pack_examples)
+        shapes["next_sentence_labels"] = (slots, jnp.int32)
+        shapes["next_sentence_positions"] = (slots, jnp.int32)
+        shapes["next_sentence_weights"] = (slots, jnp.float32)
+    return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding) for k, (shape, dtype) in shapes.items()}
+
+
 def evaluate(
     steps: Steps, params: Any, examples: pretraining_data.PretrainingExamples, batch_size: int, num_batches: int
 ) -> dict[str, float]:
@@ -369,6 +391,9 @@ def _pretrain(config: PretrainConfig, workdir: Path, clock: Callable[[], float])
     for _, size in train_cfg.batch_schedule():  # batch_size, and the sizes of a batch-size warmup
         if size % (jax.process_count() * config.optim.grad_accum_steps):
             raise ConfigError(f"config key train.batch_size={size} does not split over hosts")
+    if train_cfg.eval_rows() % jax.process_count():
+        raise ConfigError(f"config key train.eval_batch_size={train_cfg.eval_rows()} does not split over hosts")
+    sharding.check_batch_splits(mesh, train_cfg.eval_rows(), "train.eval_batch_size")
     data = setup_data(config, tokenizer, workdir)
 
     # The model, its optimizer and its state: born sharded, then resumed or filled from init.
@@ -376,6 +401,19 @@ def _pretrain(config: PretrainConfig, workdir: Path, clock: Callable[[], float])
     built = build(config, mesh, init_rng, data.most_frequent_token)
     tx, init, abstract, shardings, steps = built.tx, built.init, built.abstract, built.shardings, built.steps
     on_budget = train_cfg.time_budget_hours > 0
+    if train_cfg.compiled_step_file:  # the train step bertjax.preflight compiled for this topology
+        key = "train.compiled_step_file"
+        if len(train_cfg.batch_schedule()) > 1:
+            raise ConfigError(
+                f"config key {key}: one compiled step serves one batch size (train.batch_size_phases is set)"
+            )
+        position = (jax.ShapeDtypeStruct((), jnp.float32, sharding=sharding.replicated(mesh)),) if on_budget else ()
+        batch = abstract_batch(config, train_cfg.batch_size, steps.batch_sharding)
+        with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules(config.mesh)):
+            traced = steps.train.trace(abstract, batch, dropout_rng, *position)
+            steps = dataclasses.replace(steps, train=executables.load(train_cfg.compiled_step_file, key, traced))
+        if is_main:
+            print(f"train step from {train_cfg.compiled_step_file} (compiled ahead of time)")
     manager = checkpoints.manager(workdir / "checkpoints", train_cfg.keep_checkpoints)
     state, progress, _ = checkpoints.restore_latest(manager, abstract)
     first_step = int(progress.get("step", 0))
@@ -422,7 +460,7 @@ def _pretrain(config: PretrainConfig, workdir: Path, clock: Callable[[], float])
     started = clock()
 
     def evaluate_now() -> dict[str, float]:
-        return evaluate(steps, state.params, data.eval, train_cfg.batch_size, train_cfg.eval_batches)
+        return evaluate(steps, state.params, data.eval, train_cfg.eval_rows(), train_cfg.eval_batches)
 
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules), loop.StopSignal(mesh) as stop_signal:
         for step in range(first_step, last_step):

@@ -45,10 +45,12 @@ def test_pretrain_learns_writes_everything_and_resumes_exactly(tmp_path, sample_
         "--config.optim.learning_rate=2e-3",
         "--config.optim.schedule=constant",
         "--config.train.num_train_steps=30",
+        "--config.train.eval_batch_size=4",  # held-out batches of their own size (runlocal: 2 of them)
     ]
     straight = tmp_path / "straight"
     result = _run(straight, *common, sample_files=sample_files)
     assert "held-out MLM accuracy" in result.stdout
+    assert json.loads((straight / "final_eval.json").read_text())["examples"] == 2 * 4
     train_metrics = _metrics(straight, "train")
     assert train_metrics[30]["loss"] < train_metrics[5]["loss"] - 0.5
     assert sorted(p.name for p in (straight / "checkpoints").iterdir()) == ["10", "20", "30"]
