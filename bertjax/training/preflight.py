@@ -98,13 +98,22 @@ def topology_devices(topology: Topology) -> list[Any]:
 
     chip = topology.chip
     bounds = (2, 2, 1) if topology.devices >= 4 else (1, 1, 1)
-    return topologies.get_topology_desc(
-        platform="tpu",
-        topology_name=f"{chip.family}:{'x'.join(map(str, topology.shape))}",
-        chip_config_name=chip.chip_config,
-        chips_per_host_bounds=bounds,
-        num_slices=1,
-    ).devices
+    try:
+        return topologies.get_topology_desc(
+            platform="tpu",
+            topology_name=f"{chip.family}:{'x'.join(map(str, topology.shape))}",
+            chip_config_name=chip.chip_config,
+            chips_per_host_bounds=bounds,
+            num_slices=1,
+        ).devices
+    except jax.errors.JaxRuntimeError as e:
+        if "lockfile" not in str(e):
+            raise
+        # libtpu serves one process per host: a second preflight waits for the first one.
+        raise ConfigError(
+            f"--topology={topology.name}: another process holds the TPU compiler (libtpu's /tmp/libtpu_lockfile); "
+            "run one preflight at a time"
+        ) from None
 
 
 def compile_steps(config: config_lib.PretrainConfig, devices: list[Any]) -> dict[str, Any]:
