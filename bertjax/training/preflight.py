@@ -375,8 +375,9 @@ def suggest(
             report = check(config, topology, devices, hbm_gib, run_setup)
         except ConfigError:
             continue  # e.g. a batch that does not split into that many microbatches over the devices
+        evaluated = "not compiled" if "compiler" in report else f"{report['eval_total'] / GIB:.2f} GiB"
         print(
-            f"  try {name}: train step {report['total'] / GIB:.2f} GiB, eval step {report['eval_total'] / GIB:.2f} GiB: "
+            f"  try {name}: train step {report['total'] / GIB:.2f} GiB, eval step {evaluated}: "
             f"{'fits' if report['fits'] else 'does not fit'}"
         )
         if report["fits"]:
