@@ -199,7 +199,14 @@ def main() -> None:
     run_setup = finetuning.setup(cfg)  # bertjax's checkpoint, tokenizer and encoded splits
     task, data = run_setup.task, run_setup.data
     kind = kind_of(run_setup)
-    model = hf_model(kind, task, cfg.init)
+    model_config = run_setup.model_config
+    model = hf_model(  # the config's dropout, as the bertjax run uses it
+        kind,
+        task,
+        cfg.init,
+        hidden_dropout_prob=model_config.hidden_dropout_prob,
+        attention_probs_dropout_prob=model_config.attention_probs_dropout_prob,
+    )
     if args.same_head:
         drawn = time.time()
         model.load_state_dict(bertjax_start(cfg, run_setup), strict=True)
