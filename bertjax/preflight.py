@@ -1,21 +1,24 @@
-"""Check a pretraining run before launching it: compile its steps for the target topology here.
+"""Check a run before launching it: compile its steps for the target topology here.
 
     python -m bertjax.preflight --config=experiments/recipes.py:recipe=bert,size=large --topology=v5p-256
     python -m bertjax.preflight --config=configs/modernbert.py --topology=v6e-64 --suggest
     python -m bertjax.preflight --config=configs/pretrain.py:size=base --topology=cpu-8 --config.mesh.preset=fsdp
+    python -m bertjax.preflight --config=configs/squad.py --config.init=CKPT --topology=v5e-8
 
 A TPU topology (`v4-N`, `v5p-N`: N TensorCores, two per chip; `v5e-N`, `v6e-N`: N chips) is built
 from its description with the TPU compiler of the `libtpu` wheel (`pip install -e '.[tpu]'`), so
 no TPU is needed; `cpu-N` is N simulated CPU devices. The train and eval steps are lowered and
 compiled from abstract sharded state (`jax.ShapeDtypeStruct`s: nothing is materialised), for the
-config's global batch (its largest, with a batch-size warmup) and mesh. Printed per device: the
+config's global batch (its largest, with a batch-size warmup) and mesh; a fine-tuning config's data
+are read and encoded as its run would (its labels and steps), and its steps compiled for batches
+`task.max_seq_length` wide. Printed per device: the
 parameters', optimizer state's and the compiler's temporary (activation) memory and the total
 against the chip's HBM, FITS or DOES NOT FIT with the margin (exit 1 when it does not fit); XLA's
 FLOPs and bytes; the collectives by kind; a step-time estimate from the chip's datasheet rates
 (the larger of the compute-bound and the HBM-bound times: a lower bound, collectives not
 counted), the MFU that bound allows and the time to train. `--suggest` compiles the smallest
 changes among remat, FSDP and gradient accumulation until one fits; `--save_executable=FILE`
-writes the serialised train step for the launch to reuse.
+writes the compiled pretraining train step, which a launch runs with `train.compiled_step_file`.
 """
 
 from __future__ import annotations

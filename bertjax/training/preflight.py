@@ -1,4 +1,4 @@
-"""What a pretraining run needs on a topology it is not running on: its train and eval steps
+"""What a pretraining or fine-tuning run needs on a topology it is not running on: its train and eval steps
 compiled for a TPU slice's description (libtpu's compiler, no TPU needed) or for N CPU devices,
 from abstract sharded state; memory per device against the chip's HBM, XLA's cost, collectives,
 datasheet step-time bounds, and the smallest change that fits (`bertjax.preflight` prints it)."""
