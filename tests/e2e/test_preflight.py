@@ -136,6 +136,10 @@ def test_fine_tuning_configs_compile_with_their_heads(tmp_path, vocab_file, task
             report["optimizer_state"],
         )
         assert report["flops"] > 0 and report["temporaries"] > 0 and report["train_steps"] > 0
+    # Fine-tuning batches change width from batch to batch: no single compiled step to hand a launch.
+    result, _ = _preflight(tmp_path, *args, f"--save_executable={tmp_path / 'step.bin'}")
+    assert result.returncode == 2 and "--save_executable: fine-tuning batches" in result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "step.bin").exists()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("libtpu") is None, reason="no libtpu: pip install -e '.[tpu]'")
