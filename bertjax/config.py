@@ -364,7 +364,8 @@ class TrainConfig:
     eval_every_steps: int = 10000
     eval_batches: int = 50
     # A train step compiled ahead of time for this run's topology (`bertjax.preflight
-    # --save_executable=FILE`): run instead of compiling one; refused if its shapes differ.
+    # --save_executable=FILE`): run instead of compiling one; refused if it was compiled from
+    # another program (this run's traced step is checked against the file's digest).
     compiled_step_file: str = ""
     # Rows per held-out batch (the eval step runs them at once, with no accumulation); 0 = batch_size.
     # Large batches at long lengths need it smaller than the train batch to fit in memory.

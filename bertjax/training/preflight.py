@@ -129,7 +129,6 @@ def compile_steps(config: config_lib.PretrainConfig, devices: list[Any]) -> dict
     with jax.default_device(jax.devices("cpu")[0]):
         built = pretraining.build(config, mesh, jax.random.key(0))
     abstract, shardings, steps = built.abstract, built.shardings, built.steps
-    on_budget = config.train.time_budget_hours > 0
     rows = max(size for _, size in config.train.batch_schedule())
     sharding.check_batch_splits(mesh, rows, "train.batch_size")
     sharding.check_batch_splits(mesh, config.train.eval_rows(), "train.eval_batch_size")
@@ -137,8 +136,7 @@ def compile_steps(config: config_lib.PretrainConfig, devices: list[Any]) -> dict
     batch, eval_batch = (
         pretraining.abstract_batch(config, size, batch_sharding) for size in (rows, config.train.eval_rows())
     )
-    key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=sharding.replicated(mesh))
-    position = (jax.ShapeDtypeStruct((), jnp.float32, sharding=sharding.replicated(mesh)),) if on_budget else ()
+    key, position = _abstract_key(mesh), pretraining.abstract_position(config, mesh)  # outside the mesh context
     common = {
         "devices": len(devices),
         "mesh": dict(mesh.shape),
@@ -179,7 +177,7 @@ def compile_finetune_steps(
 
     batch = batch_of(rows, features)
     eval_batch = {k: v for k, v in batch_of(eval_rows, run_setup.task.input_keys).items() if k != "weights"}
-    key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=sharding.replicated(mesh))
+    key = _abstract_key(mesh)  # outside the mesh context: it draws a key on the default device
     common = {
         "devices": len(devices),
         "mesh": dict(mesh.shape),
@@ -196,6 +194,11 @@ def compile_finetune_steps(
         lambda: made.train_step.trace(made.abstract, batch, key),
         lambda: made.predict_fn.lower(made.abstract.params, eval_batch),
     )
+
+
+def _abstract_key(mesh: jax.sharding.Mesh) -> jax.ShapeDtypeStruct:
+    """The train step's dropout key, replicated."""
+    return jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=sharding.replicated(mesh))
 
 
 def _compiled(mesh: jax.sharding.Mesh, mesh_config: Any, trace_train: Any, lower_eval: Any) -> dict[str, Any]:

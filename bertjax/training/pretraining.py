@@ -282,6 +282,14 @@ def abstract_batch(
     return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding) for k, (shape, dtype) in shapes.items()}
 
 
+def abstract_position(config: PretrainConfig, mesh: jax.sharding.Mesh) -> tuple[jax.ShapeDtypeStruct, ...]:
+    """The train step's schedule-position argument, replicated: one float32 scalar for a run on a
+    time budget (see `compile_steps`), none otherwise."""
+    if config.train.time_budget_hours <= 0:
+        return ()
+    return (jax.ShapeDtypeStruct((), jnp.float32, sharding=sharding.replicated(mesh)),)
+
+
 def evaluate(
     steps: Steps, params: Any, examples: pretraining_data.PretrainingExamples, batch_size: int, num_batches: int
 ) -> dict[str, float]:
@@ -407,10 +415,9 @@ def _pretrain(config: PretrainConfig, workdir: Path, clock: Callable[[], float])
             raise ConfigError(
                 f"config key {key}: one compiled step serves one batch size (train.batch_size_phases is set)"
             )
-        position = (jax.ShapeDtypeStruct((), jnp.float32, sharding=sharding.replicated(mesh)),) if on_budget else ()
         batch = abstract_batch(config, train_cfg.batch_size, steps.batch_sharding)
         with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules(config.mesh)):
-            traced = steps.train.trace(abstract, batch, dropout_rng, *position)
+            traced = steps.train.trace(abstract, batch, dropout_rng, *abstract_position(config, mesh))
             steps = dataclasses.replace(steps, train=executables.load(train_cfg.compiled_step_file, key, traced))
         if is_main:
             print(f"train step from {train_cfg.compiled_step_file} (compiled ahead of time)")
