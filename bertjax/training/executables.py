@@ -33,7 +33,9 @@ def save(
     compiled: jax.stages.Compiled, traced: jax.stages.Traced, lowered: jax.stages.Lowered, path: str | Path
 ) -> None:
     """Writes `compiled` (traced and lowered as `traced` and `lowered`) to `path`, a new file: an
-    existing one is never overwritten."""
+    existing one is never overwritten. `compiled` must come from the compiler, not from JAX's
+    persistent compilation cache (XLA:CPU serialises a cached executable without its functions),
+    which is why bertjax.preflight compiles with that cache off."""
     path = Path(path)
     if path.exists():
         raise ConfigError(f"--save_executable={path}: the file exists (choose a new name)")

@@ -7,9 +7,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.experimental.compilation_cache import compilation_cache
 
 from bertjax.errors import ConfigError
 from bertjax.training import executables
+
+
+@pytest.fixture(autouse=True)
+def _compiled_afresh():
+    """Steps compiled here, not loaded from a persistent compilation cache (as bertjax.preflight
+    compiles them): XLA:CPU cannot serialise an executable it loaded from that cache whole."""
+    enabled = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    compilation_cache.reset_cache()  # jax decides once per process whether the cache is used
+    yield
+    jax.config.update("jax_enable_compilation_cache", enabled)
+    compilation_cache.reset_cache()
 
 
 def _step(scale: float):
