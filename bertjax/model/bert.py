@@ -346,16 +346,20 @@ class SelfAttention(nn.Module):
         """Softmax attention over [batch, length, heads, head_dim] operands, dropout on the probabilities.
 
         Scores and softmax in float32 (as flax's dot_product_attention with force_fp32_for_softmax),
-        plus ALiBi's `bias` if any, masked keys at float32's minimum. The batched matmuls run
-        head-major ([batch, heads, length, head_dim] operands), which XLA's CPU runs faster than
-        [batch, length, heads, head_dim] ones, for one transpose of q, k, v and the context each.
+        plus ALiBi's `bias` if any. Masked keys get float32's minimum added (Hugging Face's additive
+        mask) rather than selected in: their probability is exactly 0 either way (a row with no
+        allowed key attends uniformly, as a select would make it), and an add passes its gradient
+        through unchanged, where a select costs the backward pass one more sweep over the
+        [batch, heads, query, key] scores. The batched matmuls run head-major ([batch, heads,
+        length, head_dim] operands), which XLA's CPU runs faster than [batch, length, heads,
+        head_dim] ones, for one transpose of q, k, v and the context each.
         """
         cfg = self.config
         dtype = _dtype(cfg.dtype)
         query, key, value = (t.transpose(0, 2, 1, 3) for t in (query, key, value))
         scores = einsum("bhqd,bhkd->bhqk", query / jnp.sqrt(cfg.head_dim).astype(dtype), key, dtype)
         scores = scores.astype(jnp.float32) if bias is None else scores.astype(jnp.float32) + bias
-        scores = jnp.where(allowed, scores, jnp.finfo(jnp.float32).min)
+        scores = scores + jnp.where(allowed, 0.0, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
         probs = Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic)
         return einsum("bhqk,bhkd->bhqd", probs, value, dtype).transpose(0, 2, 1, 3)

@@ -108,6 +108,18 @@ def test_padding_does_not_change_real_positions():
     # The mask matters: unmasked garbage changes the outputs.
     mlm_c, _ = jax.jit(model.apply)({"params": params}, padded_ids, padded_types, np.ones_like(padded_mask), positions)
     assert np.abs(np.asarray(mlm_c) - np.asarray(mlm_a)).max() > 1e-3
+    # Nor does padding change the gradients: masked keys pass none back.
+    weights = np.random.default_rng(3).normal(size=np.shape(mlm_a))
+
+    def grads(ids, types, mask):
+        return jax.jit(
+            jax.grad(lambda p: (model.apply({"params": p}, ids, types, mask, positions)[0] * weights).sum())
+        )(params)
+
+    for got, want in zip(
+        jax.tree.leaves(grads(padded_ids, padded_types, padded_mask)), jax.tree.leaves(grads(ids, types, mask))
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
 def test_param_count_matches_formula():
