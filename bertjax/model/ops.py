@@ -47,10 +47,14 @@ def einsum(spec: str, x: Array, w: Array, dtype: Any) -> Array:
     matmuls (as flax's Dense in bf16 and MaxText do): float32 results would double the bytes that
     the elementwise kernels after each matmul read and write (docs/performance.md).
 
-    On a CPU, below float32 this is mixed precision done by hand: the products accumulate in
-    float32 in the forward pass and in both backward matmuls, whose incoming gradient is cast to
-    `dtype` (as under torch autocast). XLA's own transpose of a bf16 einsum would give bf16 x bf16
-    -> bf16 matmuls, which the CPU backend upcasts to float32; these run at the bf16 rate.
+    On a CPU a weight's einsum has a VJP of its own. In float32 its weight gradient is one 2-D
+    matmul that contracts the leading (token) axis of both operands, which XLA:CPU runs as an Eigen
+    dot on the operands as they lie; the transpose XLA derives itself goes to YNNPACK behind a
+    transposed copy of one operand (or a transposed rerun of the fusion that made it), about 13% of
+    a MiniLM train step. Below float32 the products accumulate in float32 in the forward pass and in both backward
+    matmuls, whose incoming gradient is cast to `dtype` (as under torch autocast): XLA's own
+    transpose of a bf16 einsum would give bf16 x bf16 -> bf16 matmuls, which the CPU backend
+    upcasts to float32. Batched (attention) products are plain float32 einsums on a CPU.
     `spec` is a two-operand einsum with an explicit output in which every index of one
     operand appears in the other or in the output, so both gradients are einsums of the same kind;
     a leading `...` on `x` and the output stands for x's leading axes.
@@ -59,20 +63,18 @@ def einsum(spec: str, x: Array, w: Array, dtype: Any) -> Array:
         x_spec = _specs(spec)[0]
         spec = spec.replace("...", "ABCDEFG"[: x.ndim - len(x_spec) + 3])
     dtype = jnp.dtype(dtype)
-    if dtype != jnp.float32 and native_low_precision_dots():
+    if native_low_precision_dots():
         return jnp.einsum(spec, x.astype(dtype), w.astype(dtype))
-    if dtype != jnp.float32 and _batched(spec):
-        # Batched (attention) matmuls stay float32 on the CPU: XLA:CPU's bf16 x bf16 -> f32 kernels
-        # for them are no faster over a whole step, and those with a transposed operand in the
-        # backward pass are slower (docs/performance.md).
-        dtype = jnp.dtype(jnp.float32)
-    if dtype == jnp.float32:
-        return jnp.einsum(spec, x.astype(dtype), w.astype(dtype))
-    return _mixed_einsum(spec, x.astype(dtype), w.astype(dtype))
+    if _batched(spec):
+        # XLA:CPU's bf16 x bf16 -> f32 kernels for the batched (attention) products are no faster
+        # over a whole step, and those with a transposed operand in the backward pass are slower
+        # (docs/performance.md).
+        return jnp.einsum(spec, x.astype(jnp.float32), w.astype(jnp.float32))
+    return _cpu_einsum(spec, x.astype(dtype), w.astype(dtype))
 
 
 def native_low_precision_dots() -> bool:
-    """Whether `einsum` below float32 is XLA's own (GPUs, TPUs) rather than the CPU's mixed form."""
+    """Whether `einsum` is XLA's own (GPUs, TPUs) rather than the CPU's form with its own VJP."""
     return jax.default_backend() != "cpu"
 
 
@@ -89,24 +91,48 @@ def _batched(spec: str) -> bool:
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _mixed_einsum(spec: str, x: Array, w: Array) -> Array:
+def _cpu_einsum(spec: str, x: Array, w: Array) -> Array:
     return jnp.einsum(spec, x, w, preferred_element_type=jnp.float32)
 
 
-def _mixed_einsum_fwd(spec: str, x: Array, w: Array) -> tuple[Array, tuple[Array, Array]]:
-    return _mixed_einsum(spec, x, w), (x, w)
+def _cpu_einsum_fwd(spec: str, x: Array, w: Array) -> tuple[Array, tuple[Array, Array]]:
+    return _cpu_einsum(spec, x, w), (x, w)
 
 
-def _mixed_einsum_bwd(spec: str, residuals: tuple[Array, Array], grad: Array) -> tuple[Array, Array]:
+def _cpu_einsum_bwd(spec: str, residuals: tuple[Array, Array], grad: Array) -> tuple[Array, Array]:
     x, w = residuals
     x_spec, w_spec, out = _specs(spec)
     grad = grad.astype(x.dtype)
     dx = jnp.einsum(f"{out},{w_spec}->{x_spec}", grad, w, preferred_element_type=jnp.float32)
-    dw = jnp.einsum(f"{x_spec},{out}->{w_spec}", x, grad, preferred_element_type=jnp.float32)
+    if x.dtype == jnp.float32:
+        dw = _weight_gradient(spec, x, grad)
+    else:  # YNNPACK's bf16 kernels, behind the transposed copy, beat Eigen's bf16 dot
+        dw = jnp.einsum(f"{x_spec},{out}->{w_spec}", x, grad, preferred_element_type=jnp.float32)
     return dx.astype(x.dtype), dw.astype(w.dtype)
 
 
-_mixed_einsum.defvjp(_mixed_einsum_fwd, _mixed_einsum_bwd)
+_cpu_einsum.defvjp(_cpu_einsum_fwd, _cpu_einsum_bwd)
+
+
+def _weight_gradient(spec: str, x: Array, grad: Array) -> Array:
+    """The gradient of `w` in `einsum(spec, x, w)`: x's and the output gradient's summed axes
+    flattened into one leading axis, then a matmul contracting that axis of both (a weight's
+    layout of [x's axes, the output's axes] or the reverse, a transpose otherwise)."""
+    x_spec, w_spec, out = _specs(spec)
+    summed = [a for a in x_spec if a not in w_spec]
+    x_kept = [a for a in x_spec if a in w_spec]
+    g_kept = [a for a in out if a in w_spec]
+    sizes = dict(zip(x_spec, x.shape)) | dict(zip(out, grad.shape))
+    x2 = jnp.transpose(x, [x_spec.index(a) for a in summed + x_kept]).reshape(-1, math.prod(sizes[a] for a in x_kept))
+    g2 = jnp.transpose(grad, [out.index(a) for a in summed + g_kept]).reshape(-1, math.prod(sizes[a] for a in g_kept))
+
+    def contract(a: Array, b: Array) -> Array:
+        return jax.lax.dot_general(a, b, (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+
+    if "".join(g_kept + x_kept) == w_spec:
+        return contract(g2, x2).reshape([sizes[a] for a in w_spec])
+    dw = contract(x2, g2).reshape([sizes[a] for a in x_kept + g_kept])
+    return jnp.transpose(dw, [(x_kept + g_kept).index(a) for a in w_spec])
 
 
 def _mix32(x: Array) -> Array:

@@ -198,6 +198,46 @@ def test_mixed_precision_einsum_gradients_match_float32(spec):
         assert float(jnp.linalg.norm(g16 - g32) / jnp.linalg.norm(g32)) < 2e-2
 
 
+@pytest.mark.parametrize(
+    "spec, shapes",
+    [
+        ("...i,io->...o", ((2, 8, 32), (32, 16))),
+        ("...d,vd->...v", ((2, 5, 32), (50, 32))),  # the tied decoder: [vocab, hidden]
+        ("btd,dhk->bthk", ((2, 8, 32), (32, 4, 8))),
+        ("tbd,hdk->bthk", ((8, 2, 32), (4, 32, 8))),  # summed axes not leading, weight axes mixed
+        ("i,io->o", ((32,), (32, 16))),  # nothing summed
+    ],
+)
+def test_float32_einsum_gradients_equal_jnps(spec, shapes):
+    """The CPU einsum's own VJP (the weight gradient as one flattened 2-D matmul) gives jnp.einsum's
+    gradients."""
+    rng = np.random.default_rng(0)
+    x, w = (jnp.asarray(rng.normal(size=s), jnp.float32) for s in shapes)
+    target = jnp.asarray(rng.normal(size=jnp.einsum(spec, x, w).shape), jnp.float32)
+
+    def loss(x, w, product):
+        return ((product(spec, x, w) - target) ** 2).sum()
+
+    got = jax.grad(loss, argnums=(0, 1))(x, w, lambda *a: einsum(*a, jnp.float32))
+    want = jax.grad(loss, argnums=(0, 1))(x, w, lambda *a: jnp.einsum(*a, precision="highest"))
+    for g, r in zip(got, want):
+        assert g.shape == r.shape and g.dtype == jnp.float32
+        np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5 * float(jnp.abs(r).max()))
+
+
+def test_dense_weight_gradients_read_the_activations_as_they_lie():
+    """On the CPU no activation is copied transposed for a weight gradient: XLA's own transpose of
+    the einsum hands YNNPACK a transposed copy of one operand (or reruns the GELU fusion transposed)."""
+    x, w1, w2 = jnp.ones((2, 64, 32)), jnp.ones((32, 96)), jnp.ones((96, 32))
+
+    def loss(w1, w2):
+        h = gelu(einsum("...i,io->...o", x, w1, jnp.float32))
+        return (einsum("...i,io->...o", h, w2, jnp.float32) ** 2).sum()
+
+    hlo = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(w1, w2).compile().as_text()
+    assert re.findall(r"f32\[96,128\]|f32\[32,128\]", hlo) == []  # [features, tokens]: transposed
+
+
 def test_einsum_on_gpus_and_tpus_is_xlas_own_in_the_compute_dtype(monkeypatch):
     """Off the CPU `einsum` below float32 is jnp.einsum in that dtype (bf16 results, the matrix
     units accumulating in float32); the model's loss and gradients stay those of the CPU form."""
