@@ -50,11 +50,12 @@ def einsum(spec: str, x: Array, w: Array, dtype: Any) -> Array:
     On a CPU a weight's einsum has a VJP of its own. In float32 its weight gradient is one 2-D
     matmul that contracts the leading (token) axis of both operands, which XLA:CPU runs as an Eigen
     dot on the operands as they lie; the transpose XLA derives itself goes to YNNPACK behind a
-    transposed copy of one operand (or a transposed rerun of the fusion that made it), about 13% of
-    a MiniLM train step. Below float32 the products accumulate in float32 in the forward pass and in both backward
-    matmuls, whose incoming gradient is cast to `dtype` (as under torch autocast): XLA's own
-    transpose of a bf16 einsum would give bf16 x bf16 -> bf16 matmuls, which the CPU backend
-    upcasts to float32. Batched (attention) products are plain float32 einsums on a CPU.
+    transposed copy of one operand (or a transposed rerun of the fusion that made it), about 13%
+    of a MiniLM train step. Below float32 the products accumulate in float32 in the forward pass
+    and in both backward matmuls, whose incoming gradient is cast to `dtype` (as under torch
+    autocast): XLA's own transpose of a bf16 einsum would give bf16 x bf16 -> bf16 matmuls, which
+    the CPU backend upcasts to float32. Batched (attention) products are plain float32 einsums on
+    a CPU.
     `spec` is a two-operand einsum with an explicit output in which every index of one
     operand appears in the other or in the output, so both gradients are einsums of the same kind;
     a leading `...` on `x` and the output stands for x's leading axes.
