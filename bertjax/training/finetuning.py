@@ -354,7 +354,11 @@ class Run:
 @dataclasses.dataclass(frozen=True)
 class Parts:
     """What a run is made of before any array exists: the task model, its optimizer, the abstract
-    sharded state, and the jitted (not yet compiled) train and predict steps."""
+    sharded state, and the jitted (not yet compiled) train and predict steps. `train_step` is one
+    jitted function (what `bertjax.preflight` compiles); `loop_step`, what the training loop runs,
+    is the same unless batches come in several shapes (cut to their longest row, or packed): then
+    the gradient is compiled per shape and the update once (`update.compile_train_step`'s
+    `update_apart`)."""
 
     model: nn.Module
     tx: Any
@@ -362,6 +366,7 @@ class Parts:
     abstract: TrainState
     shardings: Any
     train_step: Any
+    loop_step: Any
     predict_fn: Any
     steps_per_epoch: int
     total_steps: int
@@ -378,15 +383,18 @@ def parts(config: FinetuneConfig, run_setup: Setup, mesh: jax.sharding.Mesh, ini
     tx, schedule = optim.make_optimizer(config.optim, total_steps)
     init_params = param_init(task, model, config.task.max_seq_length)
     abstract, shardings = abstract_sharded_state(init_rng, init_params, tx, mesh, config.mesh)
-    train_step = update.compile_train_step(
-        objective(task, model), tx, schedule, shardings, mesh, config.optim.grad_accum_steps
-    )
+    step_parts = (objective(task, model), tx, schedule, shardings, mesh, config.optim.grad_accum_steps)
+    train_step = update.compile_train_step(*step_parts)
+    shapes_vary = bool(config.task.packing or config.task.pad_to_multiple_of)
+    loop_step = update.compile_train_step(*step_parts, update_apart=True) if shapes_vary else train_step
     predict_fn = jax.jit(
         functools.partial(task.predict, model=model),
         in_shardings=(shardings.params, sharding.batch_sharding(mesh)),
         out_shardings=sharding.replicated(mesh),
     )
-    return Parts(model, tx, init_params, abstract, shardings, train_step, predict_fn, steps_per_epoch, total_steps)
+    return Parts(
+        model, tx, init_params, abstract, shardings, train_step, loop_step, predict_fn, steps_per_epoch, total_steps
+    )
 
 
 def build(config: FinetuneConfig, run_setup: Setup, workdir: Path) -> tuple[Run, TrainState, Progress]:
@@ -424,7 +432,7 @@ def build(config: FinetuneConfig, run_setup: Setup, workdir: Path) -> tuple[Run,
         workdir=workdir,
         mesh=mesh,
         shardings=shardings,
-        train_step=made.train_step,
+        train_step=made.loop_step,
         dropout_rng=dropout_rng,
         predict_split=functools.partial(
             predict,

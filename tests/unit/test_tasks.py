@@ -77,6 +77,40 @@ def test_accumulated_fine_tuning_steps_equal_the_full_batch(kind):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), acc_state.params, full_state.params)
 
 
+@pytest.mark.parametrize("accumulate, external_rate", [(1, False), (2, True)])
+def test_update_apart_from_the_gradient_equals_the_one_jitted_step(accumulate, external_rate):
+    """`compile_train_step(update_apart=True)` (the gradient and the update jitted apart, as the
+    fine-tuning loop runs batches of several widths) gives the one jitted step's state and metrics,
+    step after step, with accumulation and with an external schedule position; a non-finite
+    gradient is dropped by both."""
+    task = _task(ClassificationTask, "classification")
+    model = task.model(MODEL)
+    tx, schedule = optim.make_optimizer(
+        OptimConfig(warmup_steps=2, learning_rate=1e-3), 10, external_rate=external_rate
+    )
+    ids = jax.numpy.zeros((1, 16), jax.numpy.int32)
+    mesh = sharding.make_mesh(MeshConfig())
+    init = lambda key: model.init({"params": key}, ids, ids, ids)["params"]  # noqa: E731
+    state, shardings = create_sharded_state(jax.random.key(0), init, tx, mesh, MeshConfig())
+    parts = (finetuning.objective(task, model), tx, schedule, shardings, mesh, accumulate, external_rate)
+    one, apart = update.compile_train_step(*parts), update.compile_train_step(*parts, update_apart=True)
+    assert hasattr(one, "lower") and not hasattr(apart, "lower")
+    rng = np.random.default_rng(0)
+    batches = [_batch(rng, length=length) for length in (16, 8, 16)]
+    batches[1]["input_ids"][0, 0] = MODEL.vocab_size + 5  # out of range: gathers NaN, a non-finite step
+    position = (jax.numpy.float32(3.0),) if external_rate else ()
+    copy = lambda tree: jax.tree.map(lambda x: x.copy(), tree)  # noqa: E731  (the steps donate the state)
+    state_one, state_apart = copy(state), copy(state)
+    for index, batch in enumerate(batches):
+        state_one, metrics_one = one(state_one, batch, jax.random.key(1), *position)
+        state_apart, metrics_apart = apart(state_apart, batch, jax.random.key(1), *position)
+        assert float(metrics_apart["nonfinite"]) == float(index == 1)
+        for name in metrics_one:
+            np.testing.assert_allclose(metrics_apart[name], metrics_one[name], rtol=1e-6, err_msg=name)
+    assert int(state_apart.step) == 3
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), state_apart, state_one)
+
+
 def test_span_loss_is_over_the_window_tokens_however_far_the_batch_is_padded():
     from scipy.special import log_softmax
 
