@@ -508,6 +508,10 @@ class TaskConfig:
     # Each batch is cut to its longest row rounded up to a multiple of this (few shapes to
     # compile, no work on padding columns); 0 = every batch is max_seq_length long.
     pad_to_multiple_of: int = 32
+    # At most this many widths (multiples of pad_to_multiple_of, max_seq_length one of them), the
+    # ones that leave the run's training batches the fewest padding columns; each width is a
+    # shape to compile. 0 = every multiple.
+    length_buckets: int = 0
     # Token classification: each batch's examples packed one after another into rows of
     # max_seq_length tokens (attention and positions stay within an example: the same outputs as
     # one padded row each), and the eval splits packed whole into full rows.
@@ -769,6 +773,7 @@ RANGES: dict[type, dict[str, tuple[Callable[[Any], bool], str]]] = {
     TaskConfig: {
         "max_seq_length": _at_least(8),
         "pad_to_multiple_of": _NATURAL,
+        "length_buckets": _NATURAL,
         "skip_rows": _NATURAL,
         "dev_fraction": _between(0.0, 1.0, high_open=True),
         "doc_stride": _POSITIVE,

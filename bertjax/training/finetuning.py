@@ -62,20 +62,67 @@ def objective(task: Task, model: nn.Module) -> update.Objective:
 # Batches
 
 
-def batch_of(split: Split, rows: np.ndarray, pad_to: int, multiple: int = 0) -> dict[str, np.ndarray]:
+def batch_of(split: Split, rows: np.ndarray, pad_to: int, widths: tuple[int, ...] = ()) -> dict[str, np.ndarray]:
     """The features of `rows`, padded with weight-0 copies of row 0 up to `pad_to` rows, and their
-    `weights` (1 for real rows). With `multiple`, arrays as long as the inputs are cut to the
-    longest row rounded up to a multiple of it: the padding columns they drop change no real
-    position's output."""
+    `weights` (1 for real rows). With `widths` (ascending; `batch_widths`), arrays as long as the
+    inputs are cut to the smallest width that holds the longest row: the padding columns they drop
+    change no real position's output."""
     padded = np.concatenate([rows, np.zeros(pad_to - len(rows), rows.dtype)]) if len(rows) < pad_to else rows
     batch = {k: v[padded] for k, v in split.features.items()}
-    if multiple:
+    if widths:
         length = batch["input_ids"].shape[1]
         longest = int(batch["attention_mask"].sum(1).max())
-        keep = min(-(-longest // multiple) * multiple, length)
+        keep = next((w for w in widths if w >= longest), length)
         batch = {k: v[:, :keep] if v.ndim > 1 and v.shape[1] == length else v for k, v in batch.items()}
     batch["weights"] = (np.arange(pad_to) < len(rows)).astype(np.float32)
     return batch
+
+
+def batch_widths(maxima: np.ndarray, multiple: int, length: int, buckets: int = 0) -> tuple[int, ...]:
+    """The widths batches are cut to: the multiples of `multiple` below `length`, and `length`.
+
+    With `buckets`, at most that many of them (`length` always one): those that leave the fewest
+    padding columns when each batch, whose longest rows are `maxima`, is cut to the smallest width
+    that holds it (dynamic programming over the candidates). Each width is a shape to compile.
+    """
+    candidates = np.array([*range(multiple, length, multiple), length])
+    count = len(candidates)
+    if not buckets or buckets >= count or not len(maxima):
+        return tuple(int(w) for w in candidates)
+    # below[j]: the batches that fit a candidate before candidates[j]; those whose smallest fitting
+    # candidate is one of candidates[i + 1 .. j] number below[j + 1] - below[i + 1].
+    below = np.concatenate([[0], np.cumsum(np.bincount(np.searchsorted(candidates, maxima), minlength=count))])
+    # columns[k, j]: the fewest columns of the batches up to candidates[j] with k widths, the largest
+    # candidates[j]; previous[k, j]: the width below it.
+    columns = np.full((buckets + 1, count), np.inf)
+    previous = np.zeros((buckets + 1, count), int)
+    columns[1] = below[1:] * candidates
+    for k in range(2, buckets + 1):
+        for j in range(1, count):
+            options = columns[k - 1, :j] + (below[j + 1] - below[1 : j + 1]) * candidates[j]
+            previous[k, j] = int(np.argmin(options))
+            columns[k, j] = options[previous[k, j]]
+    k, j = int(np.argmin(columns[1:, -1])) + 1, count - 1  # the fewest widths that reach the minimum
+    chosen = []
+    while k:
+        chosen.append(int(candidates[j]))
+        j, k = previous[k, j], k - 1
+    return tuple(sorted(chosen))
+
+
+def train_batch_maxima(
+    lengths: np.ndarray, batch_size: int, seed: int, epochs: int, group_by_length: bool
+) -> np.ndarray:
+    """The longest row of every full training batch of `epochs` epochs (`epoch_order`)."""
+    full = len(lengths) // batch_size * batch_size
+    return np.concatenate(
+        [
+            lengths[epoch_order(lengths, batch_size, seed, epoch, group_by_length)[:full]]
+            .reshape(-1, batch_size)
+            .max(1)
+            for epoch in range(epochs)
+        ]
+    )
 
 
 def _slots(plan: np.ndarray, lengths: np.ndarray) -> Iterator[tuple[int, int, int, int, int]]:
@@ -163,13 +210,13 @@ def predict(
     batch_size: int,
     batch_sharding: jax.sharding.NamedSharding,
     input_keys: tuple[str, ...],
-    pad_to_multiple_of: int = 0,
+    widths: tuple[int, ...] = (),
     per_token: bool = False,
     packing: int = 0,
 ) -> np.ndarray:
-    """The model's outputs for every row of a split, in order, on every host. Rows are batched
-    shortest first, so that batches cut to their longest row (`pad_to_multiple_of`) carry little
-    padding; per-token outputs are padded back (with zeros) to the split's length. With `packing`
+    """The model's outputs for every row of a split, in order, on every host. With `widths`, rows
+    are batched shortest first and each batch is cut to the smallest width that holds its longest
+    row (`batch_of`); per-token outputs are padded back (with zeros) to the split's length. With `packing`
     (a row length), the whole split is packed into rows of that many tokens (`packed_batch`),
     predicted `batch_size` rows at a time (one shape), and unpacked."""
     length = split.features["input_ids"].shape[1]
@@ -181,13 +228,13 @@ def predict(
             inputs = loop.to_global({k: batch[k] for k in input_keys}, batch_sharding)
             outputs.append(np.asarray(jax.device_get(predict_fn(params, inputs))))
         return unpacked(np.concatenate(outputs), plan, split.features["attention_mask"].sum(1), length)
-    order = np.argsort(split.features["attention_mask"].sum(1), kind="stable") if pad_to_multiple_of else None
+    order = np.argsort(split.features["attention_mask"].sum(1), kind="stable") if widths else None
     outputs = []
     for start in range(0, len(split), batch_size):
         rows = np.arange(start, min(start + batch_size, len(split)))
         if order is not None:
             rows = order[rows]
-        batch = local_batch(batch_of(split, rows, batch_size, pad_to_multiple_of))
+        batch = local_batch(batch_of(split, rows, batch_size, widths))
         inputs = loop.to_global({k: batch[k] for k in input_keys}, batch_sharding)
         out = np.asarray(jax.device_get(predict_fn(params, inputs)))[: len(rows)]
         if per_token and out.shape[1] < length:
@@ -340,6 +387,7 @@ class Run:
     total_steps: int
     manager: Any
     writer: logs.Writer
+    widths: tuple[int, ...] = ()  # what unpacked batches are cut to (`batch_widths`); () = not cut
 
     @property
     def is_main(self) -> bool:
@@ -397,6 +445,21 @@ def parts(config: FinetuneConfig, run_setup: Setup, mesh: jax.sharding.Mesh, ini
     )
 
 
+def run_widths(config: FinetuneConfig, train: Split, total_steps: int, steps_per_epoch: int) -> tuple[int, ...]:
+    """The widths a run's unpacked batches are cut to: multiples of `task.pad_to_multiple_of`, at most
+    `task.length_buckets` of them fitted to the run's training batches (`batch_widths`)."""
+    task_cfg, train_cfg = config.task, config.train
+    if not task_cfg.pad_to_multiple_of or task_cfg.packing:
+        return ()
+    lengths = train.features["attention_mask"].sum(1)
+    maxima = np.zeros(0, lengths.dtype)
+    if task_cfg.length_buckets:
+        epochs = -(-total_steps // max(steps_per_epoch, 1))
+        maxima = train_batch_maxima(lengths, train_cfg.batch_size, train_cfg.seed, epochs, train_cfg.group_by_length)
+    length = train.features["input_ids"].shape[1]
+    return batch_widths(maxima, task_cfg.pad_to_multiple_of, length, task_cfg.length_buckets)
+
+
 def build(config: FinetuneConfig, run_setup: Setup, workdir: Path) -> tuple[Run, TrainState, Progress]:
     """The model, its optimizer and its state (born sharded, then resumed from the latest
     checkpoint or filled from init), and the compiled train and predict steps."""
@@ -426,6 +489,7 @@ def build(config: FinetuneConfig, run_setup: Setup, workdir: Path) -> tuple[Run,
             state = fresh_state(init_rng, init_params, tx, shardings, mesh, config.mesh)
 
     batch_sharding = sharding.batch_sharding(mesh)
+    widths = run_widths(config, run_setup.data.train, made.total_steps, made.steps_per_epoch)
     run = Run(
         config=config,
         setup=run_setup,
@@ -440,7 +504,7 @@ def build(config: FinetuneConfig, run_setup: Setup, workdir: Path) -> tuple[Run,
             batch_size=train_cfg.eval_batch_size,
             batch_sharding=batch_sharding,
             input_keys=task.input_keys,
-            pad_to_multiple_of=config.task.pad_to_multiple_of,
+            widths=widths,
             per_token=task.per_token,
             packing=config.task.max_seq_length if config.task.packing else 0,
         ),
@@ -449,13 +513,15 @@ def build(config: FinetuneConfig, run_setup: Setup, workdir: Path) -> tuple[Run,
         total_steps=made.total_steps,
         manager=manager,
         writer=logs.Writer(workdir, enabled=is_main),
+        widths=widths,
     )
     if is_main:
         num_params = sum(x.size for x in jax.tree.leaves(state.params))
         run.writer.write_config(config_lib.to_dict(config), num_params, Path(run_setup.vocab_file))
+        cut = f"; batches cut to widths {'/'.join(map(str, widths))}" if config.task.length_buckets else ""
         print(
             task.describe(run_setup.data, config.task.max_seq_length)
-            + f"; {made.total_steps} steps of {train_cfg.batch_size}"
+            + f"; {made.total_steps} steps of {train_cfg.batch_size}{cut}"
         )
     return run, state, progress
 
@@ -510,7 +576,7 @@ def train(run: Run, state: TrainState, progress: Progress) -> int | None:
                     data.train, rows, task_cfg.max_seq_length, run.row_multiple, task.feature_padding
                 )
             else:
-                batch = batch_of(data.train, rows, len(rows), task_cfg.pad_to_multiple_of)
+                batch = batch_of(data.train, rows, len(rows), run.widths)
             state, metrics = run.train_step(
                 state, loop.to_global(local_batch(batch), run.batch_sharding), run.dropout_rng
             )

@@ -67,7 +67,7 @@ def main() -> None:
     lengths = data.train.features["attention_mask"].sum(1)
     order = finetuning.epoch_order(lengths, batch_size, cfg.train.seed, 0, cfg.train.group_by_length)
     rows = order[args.batch * batch_size : (args.batch + 1) * batch_size]
-    batch = {k: jnp.asarray(v) for k, v in finetuning.batch_of(data.train, rows, len(rows), 0).items()}
+    batch = {k: jnp.asarray(v) for k, v in finetuning.batch_of(data.train, rows, len(rows)).items()}
     denominator = task.denominator(batch)
 
     def loss(params: Any, rng: jax.Array | None) -> jax.Array:

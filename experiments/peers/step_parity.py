@@ -62,7 +62,7 @@ def main() -> None:
     with jax.set_mesh(run.mesh), nn.logical_axis_rules(sharding.rules(cfg.mesh)):
         for step in range(min(args.steps, run.steps_per_epoch)):
             rows = order[step * train_cfg.batch_size : (step + 1) * train_cfg.batch_size]
-            batch = finetuning.batch_of(data.train, rows, len(rows), cfg.task.pad_to_multiple_of)
+            batch = finetuning.batch_of(data.train, rows, len(rows), run.widths)
             state, metrics = run.train_step(state, loop.to_global(batch, run.batch_sharding), run.dropout_rng)
             lr = schedule.get_last_lr()[0]
             inputs = peer.model_inputs(peer.padded_batch(data.train.features, rows), kind, train=True)

@@ -46,11 +46,12 @@ def main() -> None:
     model.load_state_dict(peer.bertjax_start(cfg, run_setup), strict=True)
     model.train()
     optimizer, _ = peer.optimizer_and_schedule(model, cfg.optim, run.total_steps)
+    exact = finetuning.batch_widths(np.zeros(0), 1, run_setup.data.train.features["input_ids"].shape[1])  # every width
     print("width | bertjax step (s) | torch step (s)")
     with jax.set_mesh(run.mesh), nn.logical_axis_rules(sharding.rules(cfg.mesh)):
         for width in (int(w) for w in args.widths.split(",")):
             rows = order[np.searchsorted(lengths[order], width) :][:size]
-            batch = loop.to_global(finetuning.batch_of(run_setup.data.train, rows, size, 1), run.batch_sharding)
+            batch = loop.to_global(finetuning.batch_of(run_setup.data.train, rows, size, exact), run.batch_sharding)
             for i in range(args.warmup + args.steps):
                 if i == args.warmup:
                     jax.block_until_ready(state)

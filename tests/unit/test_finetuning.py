@@ -1,5 +1,5 @@
-"""The fine-tuning loop's batches: cut to their longest row without changing a logit; the epoch
-order, grouped by length or not."""
+"""The fine-tuning loop's batches: cut to their longest row without changing a logit, to widths
+fitted to the data; the epoch order, grouped by length or not."""
 
 import functools
 
@@ -28,7 +28,9 @@ def test_batches_cut_to_their_longest_row_give_the_same_logits():
         "labels": rng.integers(0, 2, n).astype(np.float32),
     }
     encoded = Split("test", features, examples=None, source="test")
-    batch = finetuning.batch_of(encoded, np.arange(5), 8, multiple=32)
+    widths = finetuning.batch_widths(np.zeros(0), 32, length)
+    assert widths == (32, 64, 96, 128)
+    batch = finetuning.batch_of(encoded, np.arange(5), 8, widths)
     assert batch["input_ids"].shape == (8, 32 if lengths[:5].max() <= 32 else 64)
     config = ModelConfig(
         vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
@@ -39,8 +41,34 @@ def test_batches_cut_to_their_longest_row_give_the_same_logits():
     predict_fn = jax.jit(lambda p, b: model.apply({"params": p}, *(b[k] for k in INPUT_KEYS)))
     batch_sharding = sharding.batch_sharding(sharding.make_mesh(MeshConfig()))
     full = finetuning.predict(predict_fn, params, encoded, 4, batch_sharding, INPUT_KEYS)
-    cut = finetuning.predict(predict_fn, params, encoded, 4, batch_sharding, INPUT_KEYS, pad_to_multiple_of=32)
+    cut = finetuning.predict(predict_fn, params, encoded, 4, batch_sharding, INPUT_KEYS, widths=widths)
     np.testing.assert_allclose(cut, full, atol=2e-6)
+
+
+def test_batch_widths_leave_the_fewest_padding_columns_of_any_choice():
+    import itertools
+
+    from bertjax.training import finetuning
+
+    def columns(widths, maxima):
+        return sum(min(w for w in widths if w >= m) for m in maxima)
+
+    rng = np.random.default_rng(2)
+    for multiple, length in ((16, 128), (24, 100)):
+        candidates = finetuning.batch_widths(np.zeros(0), multiple, length)
+        assert candidates == (*range(multiple, length, multiple), length)
+        for trial in range(3):
+            maxima = np.minimum(rng.gamma(4.0, length / 6, 60).astype(int) + 1, length)
+            for buckets in (1, 2, 3, 5):
+                widths = finetuning.batch_widths(maxima, multiple, length, buckets)
+                assert len(widths) <= buckets and widths[-1] == length and set(widths) <= set(candidates)
+                best = min(
+                    columns((*others, length), maxima)
+                    for k in range(buckets)
+                    for others in itertools.combinations(candidates[:-1], k)
+                )
+                assert columns(widths, maxima) == best, (multiple, trial, buckets, widths)
+            assert finetuning.batch_widths(maxima, multiple, length, len(candidates)) == candidates
 
 
 def test_epoch_order_grouped_by_length_trains_the_same_rows_with_less_padding():
