@@ -168,6 +168,20 @@ def test_random_words_have_uniform_bits():
     assert len(np.unique(words)) > 0.999 * words.size  # 2**20 draws from 2**32 values: ~128 repeats
 
 
+def test_random_words_take_their_keys_from_the_key_not_from_another_prng_call():
+    # A threefry call per dropout site is a loop XLA:CPU compiles at every site of every step.
+    jaxpr = str(jax.make_jaxpr(lambda key: random_words(key, (4, 8)))(jax.random.key(0)))
+    assert "threefry" not in jaxpr and "random_bits" not in jaxpr
+    # Keys that differ in either word give unrelated words.
+    words = [
+        np.asarray(random_words(jax.random.wrap_key_data(np.array(d, np.uint32)), (64, 64)))
+        for d in ([0, 3], [0, 4], [1, 3])
+    ]
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        assert np.mean(words[a] == words[b]) < 0.01
+        assert abs(np.mean((words[a] ^ words[b]) & 1) - 0.5) < 0.05
+
+
 def test_dropout_preserves_the_mean():
     x = jnp.ones((256, 512))
     y = np.asarray(Dropout(0.25).apply({}, x, False, rngs={"dropout": jax.random.key(0)}))
