@@ -89,6 +89,10 @@ class ModelConfig:
     # attention_probs_dropout_prob=0. "splash": the TPU kernel that skips masked blocks of packed
     # rows and sliding windows (bertjax/model/splash.py; interpreted off TPUs), no dropout, no ALiBi.
     attention: str = "einsum"
+    # "einsum" attention computed for this many slices of the batch in turn, so that each slice's
+    # [rows, heads, query, key] scores stay in a CPU's caches (one CPU device: the batch is not
+    # sharded). 1 = the whole batch at once.
+    attention_batch_chunks: int = 1
     # "post": BERT's LayerNorm after each residual add. "pre": before each sublayer, plus one on the
     # last layer's output (pre-LN: stable at the high learning rates of Izsak et al. 2021). Hugging
     # Face's BertModel is post-LN only, so a pre-LN model does not export to it.
@@ -698,6 +702,7 @@ RANGES: dict[type, dict[str, tuple[Callable[[Any], bool], str]]] = {
         "hidden_size": _POSITIVE,
         "num_hidden_layers": _POSITIVE,
         "num_attention_heads": _POSITIVE,
+        "attention_batch_chunks": _POSITIVE,
         "intermediate_size": _POSITIVE,
         "max_position_embeddings": _POSITIVE,
         "type_vocab_size": _NATURAL,  # 0: no token types (RoBERTa, ModernBERT)

@@ -616,6 +616,7 @@ RUN_FIELDS = (
     "param_dtype",
     "remat",
     "attention",
+    "attention_batch_chunks",
     "scan_layers",
 )
 

@@ -451,6 +451,24 @@ def test_pre_layer_norm_encoder_equals_torch_roberta_prelayernorm():
     assert np.abs(np.asarray(post_sequence) - np.asarray(sequence))[real].max() > 0.1
 
 
+def test_attention_in_batch_slices_equals_the_whole_batch_at_once():
+    """model.attention_batch_chunks: attention over slices of the batch in turn (3 rows in 3 slices,
+    and in 1 when 2 are asked for, which do not divide 3; every mask kind: one example, two packed
+    examples, padding) gives the whole batch's loss and gradients without dropout; with dropout it
+    runs, each slice drawing its own masks."""
+    batch = _packed_batch(np.random.default_rng(4), CONFIG)
+    params = _init(CONFIG)
+    value, grads = _value_and_grads(CONFIG, params, batch, dropout=False)
+    for chunks in (2, 3):
+        config = dataclasses.replace(CONFIG, attention_batch_chunks=chunks)
+        value_chunked, grads_chunked = _value_and_grads(config, params, batch, dropout=False)
+        np.testing.assert_allclose(value_chunked, value, rtol=1e-6)
+        for got, want in zip(jax.tree.leaves(grads_chunked), jax.tree.leaves(grads)):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+        value_dropout, _ = _value_and_grads(config, params, batch)
+        assert np.isfinite(value_dropout) and value_dropout != value
+
+
 def test_scanned_layers_equal_the_unrolled_layers():
     """model.scan_layers: the same parameters stacked along a layer axis (`stack_layers`) give the
     unrolled encoder's loss and gradients (without dropout: the scan draws each layer's masks
