@@ -327,15 +327,7 @@ class SelfAttention(nn.Module):
             chunks = math.gcd(batch, cfg.attention_batch_chunks)
             masks = jnp.split(allowed, chunks) if allowed.shape[0] == batch else [allowed] * chunks
             parts = [
-                einsum_attention(
-                    q,
-                    k,
-                    v,
-                    m,
-                    bias,
-                    functools.partial(Dropout(cfg.attention_probs_dropout_prob), deterministic=deterministic),
-                    cfg,
-                )
+                self.einsum_attention(q, k, v, m, bias, deterministic)
                 for q, k, v, m in zip(*(jnp.split(t, chunks) for t in (query, key, value)), masks)
             ]
             context = parts[0] if chunks == 1 else jnp.concatenate(parts)
@@ -357,34 +349,29 @@ class SelfAttention(nn.Module):
         )(context)
         return nn.with_logical_constraint(out, BATCH_LENGTH_EMBED)
 
+    def einsum_attention(
+        self, query: Array, key: Array, value: Array, allowed: Array, bias: Array | None, deterministic: bool
+    ) -> Array:
+        """Softmax attention over [batch, length, heads, head_dim] operands, dropout on the probabilities.
 
-def einsum_attention(
-    query: Array,
-    key: Array,
-    value: Array,
-    allowed: Array,
-    bias: Array | None,
-    dropout: Any,
-    cfg: ModelConfig,
-) -> Array:
-    """Softmax attention over [batch, length, heads, head_dim] operands, `dropout` on the probabilities.
-
-    Scores and softmax in float32 (as flax's dot_product_attention with force_fp32_for_softmax),
-    plus ALiBi's `bias` if any. Masked keys get float32's minimum added (Hugging Face's additive
-    mask) rather than selected in: their probability is exactly 0 either way (a row with no
-    allowed key attends uniformly, as a select would make it), and an add passes its gradient
-    through unchanged, where a select costs the backward pass one more sweep over the
-    [batch, heads, query, key] scores. The batched matmuls run head-major ([batch, heads,
-    length, head_dim] operands), which XLA's CPU runs faster than [batch, length, heads,
-    head_dim] ones, for one transpose of q, k, v and the context each.
-    """
-    dtype = _dtype(cfg.dtype)
-    query, key, value = (t.transpose(0, 2, 1, 3) for t in (query, key, value))
-    scores = einsum("bhqd,bhkd->bhqk", query / jnp.sqrt(cfg.head_dim).astype(dtype), key, dtype)
-    scores = scores.astype(jnp.float32) if bias is None else scores.astype(jnp.float32) + bias
-    scores = scores + jnp.where(allowed, 0.0, jnp.finfo(jnp.float32).min)
-    probs = dropout(jax.nn.softmax(scores, axis=-1).astype(dtype))
-    return einsum("bhqk,bhkd->bhqd", probs, value, dtype).transpose(0, 2, 1, 3)
+        Scores and softmax in float32 (as flax's dot_product_attention with force_fp32_for_softmax),
+        plus ALiBi's `bias` if any. Masked keys get float32's minimum added (Hugging Face's additive
+        mask) rather than selected in: their probability is exactly 0 either way (a row with no
+        allowed key attends uniformly, as a select would make it), and an add passes its gradient
+        through unchanged, where a select costs the backward pass one more sweep over the
+        [batch, heads, query, key] scores. The batched matmuls run head-major ([batch, heads,
+        length, head_dim] operands), which XLA's CPU runs faster than [batch, length, heads,
+        head_dim] ones, for one transpose of q, k, v and the context each.
+        """
+        cfg = self.config
+        dtype = _dtype(cfg.dtype)
+        query, key, value = (t.transpose(0, 2, 1, 3) for t in (query, key, value))
+        scores = einsum("bhqd,bhkd->bhqk", query / jnp.sqrt(cfg.head_dim).astype(dtype), key, dtype)
+        scores = scores.astype(jnp.float32) if bias is None else scores.astype(jnp.float32) + bias
+        scores = scores + jnp.where(allowed, 0.0, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
+        probs = Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic)
+        return einsum("bhqk,bhkd->bhqd", probs, value, dtype).transpose(0, 2, 1, 3)
 
 
 class EncoderLayer(nn.Module):
