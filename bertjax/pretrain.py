@@ -9,8 +9,6 @@ from ml_collections import config_flags
 
 from bertjax import cli
 from bertjax import config as config_lib
-from bertjax.parallel import distributed
-from bertjax.training import pretraining
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Pretraining config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, logs, plot.")
@@ -19,6 +17,11 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv: list[str]) -> None:
     del argv
+    # Imported here, after cli.run has re-executed the process (huge pages): jax and the model
+    # libraries take over a second to import, which the first process need not spend.
+    from bertjax.parallel import distributed
+    from bertjax.training import pretraining
+
     config = config_lib.from_config_dict(cli.config_value(_CONFIG))
     distributed.initialize(config.distributed)  # before anything else touches JAX
     metrics = pretraining.pretrain(config, _WORKDIR.value)
