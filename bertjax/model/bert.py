@@ -322,7 +322,7 @@ class SelfAttention(nn.Module):
         bias = alibi_bias(heads, x.shape[1]) if cfg.position_embedding_type == "alibi" else None
         if cfg.attention == "einsum":
             # `attention_batch_chunks` equal slices of the batch in turn, each with its own dropout
-            # (Dropout_0, Dropout_1, ...): a slice's [rows, heads, query, key] scores stay in a CPU's caches.
+            # (Dropout_0, Dropout_1, ...): smaller [rows, heads, query, key] scores, faster on a CPU.
             batch = query.shape[0]
             chunks = math.gcd(batch, cfg.attention_batch_chunks)
             masks = jnp.split(allowed, chunks) if allowed.shape[0] == batch else [allowed] * chunks
