@@ -107,6 +107,9 @@ def use_huge_pages() -> None:
 
 
 COMPILATION_CACHE_MAX_BYTES = 4 << 30  # least recently used entries go beyond this (a MiniLM step: 0.6 MB)
+# Programs that compile faster than this are not written (JAX's default, 1 s, would leave out a
+# MiniLM prediction step: 0.7-0.9 s a shape on 2 CPU cores, six shapes in the SQuAD demo).
+COMPILATION_CACHE_MIN_SECONDS = 0.2
 
 
 def compilation_cache_dir(environ: Mapping[str, str]) -> Path | None:
@@ -123,9 +126,11 @@ def use_compilation_cache(environ: Mapping[str, str] = os.environ) -> Path | Non
     """Turns on JAX's persistent compilation cache in `compilation_cache_dir`, as MaxText does by
     default (`jax_cache_dir`), and returns the directory (None: left to JAX's own settings).
 
-    Every batch shape of a train or eval step is a compilation of its own (a MiniLM fine-tuning step
-    takes about 10 s to compile on 2 CPU cores, BERT-base more); with the cache a second run of a
-    config, a resumed run and the runs of a sweep load them instead. Entries are keyed by the
+    Every batch shape of a train or eval step is a compilation of its own (on 2 CPU cores a MiniLM
+    fine-tuning gradient takes 2-3 s a shape to trace and compile, its prediction step about 1 s,
+    BERT-base more); with the cache a second run of a config, a resumed run and the runs of a sweep
+    load them instead. Programs that compile in under `COMPILATION_CACHE_MIN_SECONDS` are not
+    written (`JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS` overrides it). Entries are keyed by the
     program, the devices, the compile options and the JAX version, so a hit is the same executable.
     A directory that cannot be created leaves the cache off.
     """
@@ -141,6 +146,8 @@ def use_compilation_cache(environ: Mapping[str, str] = os.environ) -> Path | Non
     jax.config.update("jax_compilation_cache_dir", str(directory))
     if "JAX_COMPILATION_CACHE_MAX_SIZE" not in environ:
         jax.config.update("jax_compilation_cache_max_size", COMPILATION_CACHE_MAX_BYTES)
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", COMPILATION_CACHE_MIN_SECONDS)
     return directory
 
 

@@ -91,6 +91,26 @@ def test_compilation_cache_serves_a_second_process(tmp_path):
     assert any((tmp_path / "mine").iterdir())
 
 
+SETTINGS_CHILD = """
+import jax
+from bertjax import cli
+cli.use_compilation_cache()
+print(jax.config.jax_persistent_cache_min_compile_time_secs)
+"""
+
+
+def test_compilation_cache_keeps_programs_that_compile_in_under_a_second(tmp_path):
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "BERTJAX_COMPILATION"))}
+
+    def threshold(**extra: str) -> float:
+        env = {**base, "XDG_CACHE_HOME": str(tmp_path), **extra}
+        command = [sys.executable, "-c", SETTINGS_CHILD]
+        return float(subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, check=True).stdout)
+
+    assert threshold() == cli.COMPILATION_CACHE_MIN_SECONDS < 1.0  # JAX's default, 1 s, skips prediction steps
+    assert threshold(JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="3") == 3.0  # the user's own setting
+
+
 def test_compilation_cache_directory_follows_the_environment(tmp_path):
     assert cli.compilation_cache_dir({"XDG_CACHE_HOME": "/c", "HOME": "/h"}) == Path("/c/bertjax/xla")
     assert cli.compilation_cache_dir({"HOME": "/h"}) == Path("/h/.cache/bertjax/xla")
