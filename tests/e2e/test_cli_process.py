@@ -28,12 +28,16 @@ print(os.environ.get("GLIBC_TUNABLES", ""), resource.getrusage(resource.RUSAGE_S
 """
 
 
+def _python(code: str, env: dict[str, str]) -> str:
+    """The standard output of `python -c code` run from the repository with exactly `env`."""
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env, check=True
+    ).stdout
+
+
 def _run(**env: str) -> tuple[list[str], str, int]:
     base = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "BERTJAX_HUGE_PAGES")}
-    result = subprocess.run(
-        [sys.executable, "-c", CHILD], cwd=ROOT, capture_output=True, text=True, env={**base, **env}, check=True
-    )
-    *before, last = result.stdout.strip().splitlines()
+    *before, last = _python(CHILD, {**base, **env}).strip().splitlines()
     tunables, faults = last.rsplit(" ", 1) if " " in last else ("", last)
     return before, tunables, int(faults)
 
@@ -77,10 +81,7 @@ def test_compilation_cache_serves_a_second_process(tmp_path):
     env = {**base, "XDG_CACHE_HOME": str(tmp_path), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
 
     def run(**extra: str) -> list[str]:
-        command = [sys.executable, "-c", CACHE_CHILD]
-        return subprocess.run(
-            command, cwd=ROOT, capture_output=True, text=True, env={**env, **extra}, check=True
-        ).stdout.split()
+        return _python(CACHE_CHILD, {**env, **extra}).split()
 
     directory = tmp_path / "bertjax" / "xla"
     assert run() == [str(directory), "False"]
@@ -103,9 +104,7 @@ def test_compilation_cache_keeps_programs_that_compile_in_under_a_second(tmp_pat
     base = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "BERTJAX_COMPILATION"))}
 
     def threshold(**extra: str) -> float:
-        env = {**base, "XDG_CACHE_HOME": str(tmp_path), **extra}
-        command = [sys.executable, "-c", SETTINGS_CHILD]
-        return float(subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, check=True).stdout)
+        return float(_python(SETTINGS_CHILD, {**base, "XDG_CACHE_HOME": str(tmp_path), **extra}))
 
     assert threshold() == cli.COMPILATION_CACHE_MIN_SECONDS < 1.0  # JAX's default, 1 s, skips prediction steps
     assert threshold(JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="3") == 3.0  # the user's own setting
