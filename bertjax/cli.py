@@ -30,7 +30,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
     except Exception as e:  # flag, config-file and override errors all end here
         cause = e.__cause__ or e.__context__
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "loading config file" in str(e):
+        if "loading config file" in str(e) or "parsing config file" in str(e):
             message, cause = _config_file_error(e), None
         if cause is not None and str(cause).strip() and str(cause).splitlines()[0] not in message:
             message = f"{message}: {str(cause).strip().splitlines()[0]}"

@@ -155,6 +155,7 @@ def test_init_from_hugging_face_reports_fresh_heads(tmp_path, vocab_file):
         "glue_dir_is_a_file",
         "workdir_is_a_file",
         "missing_config_file",
+        "unknown_config_argument",
         "mesh_too_big",
         "batch_not_split_by_accumulation",
     ],
@@ -203,6 +204,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, vocab_file, case):
         workdir, expected = a_file, f"workdir {a_file} is not a folder"
     elif case == "missing_config_file":
         config, expected = "configs/nope.py", "--config: [Errno 2] No such file or directory"
+    elif case == "unknown_config_argument":
+        config, expected = "configs/glue.py:task=rte,fast", "--config: ValueError: unknown config argument 'fast'"
     elif case == "mesh_too_big":
         extra.append("--config.mesh.data=3")
         expected = "need 3 devices, found 1"
