@@ -14,11 +14,12 @@ similar length padded to their longest (its fastest layout: 671 token slots a ba
 
 import ml_collections
 
-from bertjax.config import sibling_config
+from bertjax.config import parse_config_arg, sibling_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    config = sibling_config(__file__, "ner.py", arg)
+    args = parse_config_arg(arg, known=("bf16",))
+    config = sibling_config(__file__, "ner.py")
     config.init = "data/samples/minilm"  # HF folder: the encoder; the token classifier starts fresh
     config.task.max_seq_length = 128
     config.task.max_train_examples = 0  # all 14,041 sentences
@@ -29,4 +30,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.eval_batch_size = 64
     config.train.log_every_steps = 20
     config.train.group_by_length = False  # random batches pack into fewer rows than grouped ones
+    if "bf16" in args:  # configs/demo_ner.py:bf16 computes in bfloat16 (float32 parameters and optimizer)
+        config.model.dtype = "bfloat16"
     return config

@@ -13,11 +13,12 @@ windows with the same settings.
 
 import ml_collections
 
-from bertjax.config import sibling_config
+from bertjax.config import parse_config_arg, sibling_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    config = sibling_config(__file__, "squad.py", arg)
+    args = parse_config_arg(arg, known=("bf16",))
+    config = sibling_config(__file__, "squad.py")
     config.init = "data/samples/minilm"  # HF folder: the encoder; the span head starts fresh
     task = config.task
     task.max_train_examples = 3000
@@ -33,4 +34,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     task.pad_to_multiple_of = 8
     task.length_buckets = 6  # 6 widths fitted to the batches (a compile each): 183.5 columns a batch
     config.model.attention_batch_chunks = 2  # attention for 8 rows at a time: 5-7% off a step, 8 slices no more
+    if "bf16" in args:  # configs/demo_qa.py:bf16 computes in bfloat16 (float32 parameters and optimizer)
+        config.model.dtype = "bfloat16"
     return config

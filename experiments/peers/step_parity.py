@@ -66,7 +66,7 @@ def main() -> None:
             state, metrics = run.train_step(state, loop.to_global(batch, run.batch_sharding), run.dropout_rng)
             lr = schedule.get_last_lr()[0]
             inputs = peer.model_inputs(peer.padded_batch(data.train.features, rows), kind, train=True)
-            loss, norm = peer.torch_step(model, optimizer, inputs, optim_cfg.clip_norm)
+            loss, norm = peer.torch_step(model, optimizer, inputs, optim_cfg.clip_norm, cfg.model.dtype)
             schedule.step()
             print(
                 f"{step} | {float(metrics['loss']):.5f}, {float(metrics['grad_norm']):.4f}, "

@@ -63,7 +63,7 @@ def main() -> None:
             for i in range(args.warmup + args.steps):
                 if i == args.warmup:
                     began = time.perf_counter()
-                peer.torch_step(model, optimizer, inputs, cfg.optim.clip_norm)
+                peer.torch_step(model, optimizer, inputs, cfg.optim.clip_norm, cfg.model.dtype)
             theirs = (time.perf_counter() - began) / args.steps
             print(f"{inputs['input_ids'].shape[1]} | {ours:.3f} | {theirs:.3f}", flush=True)
 

@@ -9,7 +9,8 @@ data (the same sentences, windows and labels), then trains Hugging Face's torch
 the same checkpoint the way transformers' `run_ner` / `run_qa` / `run_glue` examples (their
 Trainer) do: AdamW without decay on biases and LayerNorm weights, linear warmup and decay,
 gradient clipping at 1.0, dropout, batches padded to their longest row, the loss of the HF
-model class. The learning rate, batch size, epochs, warmup share, weight decay and Adam
+model class; with a config that computes in bfloat16 (`configs/demo_qa.py:bf16`), forward passes
+under CPU autocast to bfloat16, as the Trainer's `--bf16` runs them. The learning rate, batch size, epochs, warmup share, weight decay and Adam
 settings are the config's; the batches are bertjax's (`epoch_order`: the same rows in the same
 order, grouped by length when `train.group_by_length` is set, as the Trainer's
 `group_by_length` does; `--group-by-length` sets it for the peer alone: a bertjax run that packs
@@ -26,6 +27,7 @@ wall time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -56,12 +58,25 @@ def config_values(spec: str) -> ml_collections.ConfigDict:
     return config_lib.load_config_module(path).get_config(arg or None)
 
 
+def compute_context(dtype: str) -> contextlib.AbstractContextManager:
+    """Where the model runs: under CPU autocast to bfloat16 when the config computes in bfloat16
+    (as the Trainer's `--bf16` runs forward passes; parameters and optimizer stay float32)."""
+    if dtype == "bfloat16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def torch_step(
-    model: torch.nn.Module, optimizer: torch.optim.Optimizer, inputs: dict[str, torch.Tensor], clip_norm: float
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    inputs: dict[str, torch.Tensor],
+    clip_norm: float,
+    dtype: str = "float32",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One Trainer update: the loss, its gradient clipped to `clip_norm`, the optimizer step.
-    Returns (loss, gradient norm before clipping)."""
-    loss = model(**inputs).loss
+    """One Trainer update: the loss (the forward pass in `dtype`), its gradient clipped to
+    `clip_norm`, the optimizer step. Returns (loss, gradient norm before clipping)."""
+    with compute_context(dtype):
+        loss = model(**inputs).loss
     loss.backward()
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
     optimizer.step()
@@ -150,18 +165,18 @@ def model_inputs(batch: dict[str, torch.Tensor], kind: str, train: bool) -> dict
     return inputs
 
 
-def _outputs(model: torch.nn.Module, split: Split, kind: str, batch_size: int) -> np.ndarray:
+def _outputs(model: torch.nn.Module, split: Split, kind: str, batch_size: int, dtype: str) -> np.ndarray:
     model.eval()
     length = split.features["input_ids"].shape[1]
     outs = []
-    with torch.no_grad():
+    with torch.no_grad(), compute_context(dtype):
         for start in range(0, len(split), batch_size):
             rows = np.arange(start, min(start + batch_size, len(split)))
             out = model(**model_inputs(padded_batch(split.features, rows), kind, train=False))
             if kind == "qa":
-                logits = torch.stack([out.start_logits, out.end_logits], -1).numpy()
+                logits = torch.stack([out.start_logits, out.end_logits], -1).float().numpy()
             else:
-                logits = out.logits.numpy()
+                logits = out.logits.float().numpy()
             if logits.ndim == 3 and logits.shape[1] < length:
                 logits = np.pad(logits, [(0, 0), (0, length - logits.shape[1]), (0, 0)])
             outs.append(logits)
@@ -226,7 +241,7 @@ def main() -> None:
             )
         rows = order[row : row + train_cfg.batch_size]
         inputs = model_inputs(padded_batch(data.train.features, rows), kind, train=True)
-        loss, _ = torch_step(model, optimizer, inputs, optim_cfg.clip_norm)
+        loss, _ = torch_step(model, optimizer, inputs, optim_cfg.clip_norm, cfg.model.dtype)
         schedule.step()
         loss_sum += float(loss)
         if (step + 1) % train_cfg.log_every_steps == 0:
@@ -238,13 +253,15 @@ def main() -> None:
         if (step + 1) % steps_per_epoch == 0 or step + 1 == total:
             record = {"epoch": round((step + 1) / steps_per_epoch, 3)}
             for name, split in data.evals.items():
-                record[name] = task.evaluate(split, _outputs(model, split, kind, train_cfg.eval_batch_size))
+                record[name] = task.evaluate(
+                    split, _outputs(model, split, kind, train_cfg.eval_batch_size, cfg.model.dtype)
+                )
             epochs.append(record)
             print(json.dumps(record), flush=True)
     test = {}
     for name, split in data.tests.items():
         if split.labelled:
-            test[name] = task.evaluate(split, _outputs(model, split, kind, train_cfg.eval_batch_size))
+            test[name] = task.evaluate(split, _outputs(model, split, kind, train_cfg.eval_batch_size, cfg.model.dtype))
     results = {
         "peer": f"transformers {transformers.__version__} / torch {torch.__version__}, {torch.get_num_threads()} threads",
         "config": args.config,

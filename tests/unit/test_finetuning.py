@@ -162,3 +162,21 @@ def test_packed_tagging_batches_give_the_loss_gradients_and_outputs_of_padded_ro
     inside = split.features["attention_mask"] > 0
     np.testing.assert_allclose(packed_out[inside], plain[inside], atol=2e-5)
     assert not packed_out[~inside].any()
+
+
+def test_demo_configs_compute_in_float32_or_in_bfloat16_with_their_bf16_argument():
+    from pathlib import Path
+
+    import pytest
+
+    from bertjax import config as config_lib
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    for name in ("demo_qa.py", "demo_ner.py"):
+        module = config_lib.load_config_module(configs / name)
+        plain = config_lib.finetune_config_from_dict(module.get_config())
+        bf16 = config_lib.finetune_config_from_dict(module.get_config("bf16"))
+        assert (plain.model.dtype, bf16.model.dtype) == ("float32", "bfloat16")
+        assert bf16.optim == plain.optim and bf16.train == plain.train and bf16.task == plain.task
+        with pytest.raises(ValueError, match="unknown config argument 'fp16'"):
+            module.get_config("fp16")
