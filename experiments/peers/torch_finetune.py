@@ -3,20 +3,21 @@
     python experiments/peers/torch_finetune.py --config=configs/demo_ner.py --out=runs/ner-peer.json
     python experiments/peers/torch_finetune.py --config=configs/demo_qa.py --out=runs/qa-peer.json
 
-Reads the same config file as `bertjax.finetune` and lets bertjax's task read and encode the
-data (the same sentences, windows and labels), then trains Hugging Face's torch
+Reads the same config file as `bertjax.finetune` and lets bertjax's task read and encode the data
+(the same sentences, windows and labels), then trains Hugging Face's torch
 `BertForTokenClassification` / `BertForQuestionAnswering` / `BertForSequenceClassification` from
 the same checkpoint the way transformers' `run_ner` / `run_qa` / `run_glue` examples (their
-Trainer) do: AdamW without decay on biases and LayerNorm weights, linear warmup and decay,
-gradient clipping at 1.0, dropout, batches padded to their longest row, the loss of the HF
-model class; with a config that computes in bfloat16 (`configs/demo_qa.py:bf16`), forward passes
-under CPU autocast to bfloat16, as the Trainer's `--bf16` runs them. The learning rate, batch size, epochs, warmup share, weight decay and Adam
-settings are the config's; the batches are bertjax's (`epoch_order`: the same rows in the same
-order, grouped by length when `train.group_by_length` is set, as the Trainer's
-`group_by_length` does; `--group-by-length` sets it for the peer alone: a bertjax run that packs
-its batches (`task.packing`) trains in random order, while the peer is fastest grouped). The eval and test splits are scored with bertjax's task (the
-official metric definitions), after each epoch and at the end; the wall time covers the same
-span as bertjax's run (model load to the last prediction).
+Trainer) do: AdamW without decay on biases and LayerNorm weights, linear warmup and decay, gradient
+clipping at 1.0, dropout, batches padded to their longest row, the loss of the HF model class; with
+a config that computes in bfloat16 (`configs/demo_qa.py:bf16`), forward passes under CPU autocast
+to bfloat16, as the Trainer's `--bf16` runs them. The learning rate, batch size, epochs, warmup
+share, weight decay and Adam settings are the config's; the batches are bertjax's (`epoch_order`:
+the same rows in the same order, grouped by length when `train.group_by_length` is set, as the
+Trainer's `group_by_length` does; `--group-by-length` sets it for the peer alone: a bertjax run
+that packs its batches (`task.packing`) trains in random order, while the peer is fastest grouped).
+The eval and test splits are scored with bertjax's task (the official metric definitions), after
+each epoch and at the end; the wall time covers the same span as bertjax's run (model load to the
+last prediction).
 
 The fresh head (the span or tag classifier) starts from the values bertjax draws for
 `train.seed` (`--no-same-head`: transformers' own draw), so that the two runs of one config
