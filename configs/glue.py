@@ -38,6 +38,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     task.tfds_data_dir = ""  # where TFDS keeps (or finds) prepared data; empty = its default
     task.max_seq_length = 128
     task.pad_to_multiple_of = 32  # cut each batch to its longest row, rounded up to this; 0 = no cut
+    task.length_buckets = 0  # > 0: at most this many widths, fitted to the run's batches (a compile each)
     task.packing = False  # token classification (ner): a batch's examples packed into shared rows
     task.vocab_file = ""  # empty = the checkpoint's vocab.txt or tokenizer.json
     task.lowercase = True  # with vocab_file only; a checkpoint's vocab keeps its own casing

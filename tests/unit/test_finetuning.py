@@ -180,3 +180,14 @@ def test_demo_configs_compute_in_float32_or_in_bfloat16_with_their_bf16_argument
         assert bf16.optim == plain.optim and bf16.train == plain.train and bf16.task == plain.task
         with pytest.raises(ValueError, match="unknown config argument 'fp16'"):
             module.get_config("fp16")
+
+
+def test_fine_tuning_configs_expose_the_batch_width_keys_to_the_command_line():
+    from pathlib import Path
+
+    from bertjax import config as config_lib
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    for name in ("glue.py", "textclf.py", "r8.py", "ner.py", "squad.py", "demo_ner.py", "demo_qa.py"):
+        task = config_lib.load_config_module(configs / name).get_config().task
+        assert {"pad_to_multiple_of", "length_buckets", "packing"} <= set(task), name
