@@ -1,5 +1,5 @@
 """The fine-tuning loop's batches: cut to their longest row without changing a logit, to widths
-fitted to the data; the epoch order, grouped by length or not."""
+fitted to the data; the epoch order, grouped by length or not; the fine-tuning configs' keys."""
 
 import functools
 
