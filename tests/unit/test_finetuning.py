@@ -2,8 +2,11 @@
 fitted to the data; the epoch order, grouped by length or not; the fine-tuning configs' keys."""
 
 import functools
+from pathlib import Path
 
 import numpy as np
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def test_batches_cut_to_their_longest_row_give_the_same_logits():
@@ -165,15 +168,12 @@ def test_packed_tagging_batches_give_the_loss_gradients_and_outputs_of_padded_ro
 
 
 def test_demo_configs_compute_in_float32_or_in_bfloat16_with_their_bf16_argument():
-    from pathlib import Path
-
     import pytest
 
     from bertjax import config as config_lib
 
-    configs = Path(__file__).resolve().parents[2] / "configs"
     for name in ("demo_qa.py", "demo_ner.py"):
-        module = config_lib.load_config_module(configs / name)
+        module = config_lib.load_config_module(CONFIGS / name)
         plain = config_lib.finetune_config_from_dict(module.get_config())
         bf16 = config_lib.finetune_config_from_dict(module.get_config("bf16"))
         assert (plain.model.dtype, bf16.model.dtype) == ("float32", "bfloat16")
@@ -183,11 +183,8 @@ def test_demo_configs_compute_in_float32_or_in_bfloat16_with_their_bf16_argument
 
 
 def test_fine_tuning_configs_expose_the_batch_width_keys_to_the_command_line():
-    from pathlib import Path
-
     from bertjax import config as config_lib
 
-    configs = Path(__file__).resolve().parents[2] / "configs"
     for name in ("glue.py", "textclf.py", "r8.py", "ner.py", "squad.py", "demo_ner.py", "demo_qa.py"):
-        task = config_lib.load_config_module(configs / name).get_config().task
+        task = config_lib.load_config_module(CONFIGS / name).get_config().task
         assert {"pad_to_multiple_of", "length_buckets", "packing"} <= set(task), name
