@@ -550,6 +550,11 @@ class TaskConfig:
     max_answer_length: int = 30  # tokens
     version_2_with_negative: bool = False  # SQuAD v2.0: unanswerable questions
     null_score_diff_threshold: float = 0.0  # v2.0: predict "no answer" when null - best span > this
+    # The span loss's softmax: "context", over the window's context tokens and [CLS] (the no-answer
+    # target), the positions decoding chooses from, as the BERT paper defines it ("a softmax over
+    # all of the words in the paragraph"); "window", over every token of the window, question and
+    # [SEP]s too, as google-research/bert's run_squad and transformers' BertForQuestionAnswering.
+    answer_positions: str = "context"
     # QA and tagging: train on this many questions (sentences) drawn with train.seed, and score
     # this many of each eval split (drawn the same way for every run); 0 = all.
     max_train_examples: int = 0
@@ -995,6 +1000,7 @@ def finetune_config_from_dict(cd: ml_collections.ConfigDict) -> FinetuneConfig:
     _check_choice("task.kind", task.kind, ("classification", "regression"))
     _check_schedule(optim, None)  # the run's steps follow from the data
     _check_choice("task.tag_scheme", task.tag_scheme, ("iob1", "iob2", "iobes"))
+    _check_choice("task.answer_positions", task.answer_positions, ("context", "window"))
     if task.file_format:
         _check_choice("task.file_format", task.file_format, ("tsv", "csv", "jsonl", "conll", "json"))
     if task.name == "squad" and task.max_query_length + 3 >= task.max_seq_length:

@@ -35,6 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     task.max_answer_length = 30
     task.version_2_with_negative = "v2" in args
     task.null_score_diff_threshold = 0.0  # v2: tune on dev (results.json has best_f1_thresh)
+    task.answer_positions = "context"  # span softmax over the context and [CLS] (the paper's); "window": all tokens
     task.published = "SQuAD v1.1 dev EM/F1: BERT-base 80.8/88.5, BERT-large 84.1/90.9 (Devlin et al. 2018)"
     if "v2" in args:
         task.published = "SQuAD v2.0 dev F1: BERT-large 78.7 (Devlin et al. 2018, test 83.1)"

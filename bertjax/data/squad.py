@@ -132,6 +132,8 @@ class Windows:
     start_positions: np.ndarray  # [windows]: the answer's first token, or 0 ([CLS]) when not in the window
     end_positions: np.ndarray
     question_index: np.ndarray  # [windows]: which question
+    context_start: np.ndarray  # [windows]: the window's first context token
+    context_end: np.ndarray  # [windows]: its last context token
     offsets: np.ndarray | None  # [windows, length, 2]: a context token's characters; -1 elsewhere
 
 
@@ -168,7 +170,7 @@ def encode(
     finally:
         tokenizer.no_padding()
         tokenizer.no_truncation()
-    ids, types, masks, starts, ends, owners, offsets = [], [], [], [], [], [], []
+    ids, types, masks, starts, ends, owners, offsets, firsts, lasts = [], [], [], [], [], [], [], [], []
     for index, (question, first) in enumerate(zip(questions.questions, encodings)):
         answer = question.answers[0] if question.answers else None
         for window in [first, *first.overflowing]:
@@ -179,9 +181,11 @@ def encode(
             masks.append(window.attention_mask)
             owners.append(index)
             start = end = 0
-            if answer is not None and in_context.any():
+            context_tokens = np.flatnonzero(in_context)
+            firsts.append(context_tokens[0] if len(context_tokens) else 0)
+            lasts.append(context_tokens[-1] if len(context_tokens) else 0)
+            if answer is not None and len(context_tokens):
                 first_char, last_char = answer[1], answer[1] + len(answer[0])
-                context_tokens = np.flatnonzero(in_context)
                 if spans[context_tokens[0], 0] <= first_char and spans[context_tokens[-1], 1] >= last_char:
                     start = int(context_tokens[spans[context_tokens, 0] <= first_char][-1])
                     end = int(context_tokens[spans[context_tokens, 1] >= last_char][0])
@@ -196,6 +200,8 @@ def encode(
         np.asarray(starts, np.int32),
         np.asarray(ends, np.int32),
         np.asarray(owners, np.int32),
+        np.asarray(firsts, np.int32),
+        np.asarray(lasts, np.int32),
         np.asarray(offsets, np.int32) if keep_offsets else None,
     )
 

@@ -88,6 +88,8 @@ class QuestionAnsweringTask(Task):
                 "attention_mask": windows.attention_mask,
                 "start_positions": windows.start_positions,
                 "end_positions": windows.end_positions,
+                "context_start": windows.context_start,
+                "context_end": windows.context_end,
             }
             extra = len(windows.input_ids) - len(questions)
             return Split(name, features, Asked(questions, windows), questions.source, extra)
@@ -112,7 +114,12 @@ class QuestionAnsweringTask(Task):
         weights = batch["weights"]
         start, end = batch["start_positions"], batch["end_positions"]
         # Padding is no candidate: a batch padded further gives the same loss.
-        outputs = jnp.where(batch["attention_mask"][..., None] > 0, outputs, -1e9)
+        candidates = batch["attention_mask"] > 0
+        if self.config.answer_positions == "context":  # the context's tokens and [CLS] (config.TaskConfig)
+            positions = jnp.arange(candidates.shape[1])
+            context = (positions >= batch["context_start"][:, None]) & (positions <= batch["context_end"][:, None])
+            candidates &= context | (positions == 0)
+        outputs = jnp.where(candidates[..., None], outputs, -1e9)
         start_loss = optax.softmax_cross_entropy_with_integer_labels(outputs[..., 0], start)
         end_loss = optax.softmax_cross_entropy_with_integer_labels(outputs[..., 1], end)
         hits = (outputs[..., 0].argmax(-1) == start) & (outputs[..., 1].argmax(-1) == end)

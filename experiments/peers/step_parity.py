@@ -6,10 +6,11 @@
 Builds the bertjax run of a fine-tuning config and the peer of `torch_finetune.py` from the
 parameters that run starts from (the checkpoint's encoder and bertjax's fresh head), then trains
 both on the run's first batches with the config's optimizer and schedule, printing each step's
-train loss, gradient norm and learning rate side by side. With `--dropout=0` the two should
-agree to float32 rounding (the only other difference: bertjax's span and tag losses leave the
-padding out of the softmax); with dropout they differ by their dropout draws, and their means
-over many steps should agree.
+train loss, gradient norm and learning rate side by side. bertjax's span loss is taken over the
+whole window here (`task.answer_positions="window"`, as the HF class takes it). With `--dropout=0`
+the two should agree to float32 rounding (the only other difference: bertjax's span and tag
+losses leave the padding out of the softmax); with dropout they differ by their dropout draws,
+and their means over many steps should agree.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     values = peer.config_values(args.config)
+    values.task.answer_positions = "window"  # the span softmax over the window's tokens, as the HF class's
     if args.dropout is not None:
         values.model.hidden_dropout_prob = values.model.attention_probs_dropout_prob = args.dropout
     cfg = config_lib.finetune_config_from_dict(values)

@@ -21,8 +21,9 @@ last prediction).
 
 The fresh head (the span or tag classifier) starts from the values bertjax draws for
 `train.seed` (`--no-same-head`: transformers' own draw), so that the two runs of one config
-differ only in their dropout draws and arithmetic. Making those tensors is not counted in the
-wall time.
+differ only in their dropout draws and arithmetic, and on SQuAD in the span loss: the HF class
+takes its softmax over every position of the padded window, bertjax over the context's tokens and
+[CLS] (`task.answer_positions`). Making those tensors is not counted in the wall time.
 """
 
 from __future__ import annotations

@@ -105,6 +105,13 @@ def test_windows_lose_no_answer_and_keep_exact_characters(tmp_path, tokenizer, l
             windows.token_type_ids[r, 1] == 0 and windows.input_ids[r, 0] == tokenizer.token_to_id("[CLS]")
             for r in rows
         )
+        # context_start..context_end are exactly the tokens with character offsets, the answer among them.
+        for row in rows:
+            positions = np.arange(length)
+            inside = (positions >= windows.context_start[row]) & (positions <= windows.context_end[row])
+            np.testing.assert_array_equal(inside, windows.offsets[row, :, 0] >= 0)
+            if windows.start_positions[row] > 0:
+                assert inside[windows.start_positions[row]] and inside[windows.end_positions[row]]
 
 
 def _one_question(context, windows_offsets):
@@ -112,9 +119,7 @@ def _one_question(context, windows_offsets):
     n, length = len(windows_offsets), len(windows_offsets[0])
     windows = squad.Windows(
         *(np.zeros((n, length), np.int32) for _ in range(3)),
-        np.zeros(n, np.int32),
-        np.zeros(n, np.int32),
-        np.zeros(n, np.int32),
+        *(np.zeros(n, np.int32) for _ in range(5)),
         np.asarray(windows_offsets, np.int32),
     )
     return questions, windows

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from test_training import MODEL
 
-from bertjax.config import MeshConfig, OptimConfig
+from bertjax.config import MeshConfig, OptimConfig, TaskConfig
 from bertjax.data.labelled import TaskSpec
 from bertjax.parallel import sharding
 from bertjax.tasks.classification import ClassificationTask, RegressionTask
@@ -111,31 +111,41 @@ def test_update_apart_from_the_gradient_equals_the_one_jitted_step(accumulate, e
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), state_apart, state_one)
 
 
-def test_span_loss_is_over_the_window_tokens_however_far_the_batch_is_padded():
+@pytest.mark.parametrize("answer_positions", ["context", "window"])
+def test_span_loss_softmax_over_its_candidates_however_far_the_batch_is_padded(answer_positions):
     from scipy.special import log_softmax
 
     from bertjax.tasks.qa import QuestionAnsweringTask
 
     rng = np.random.default_rng(0)
     lengths, width = np.array([7, 12, 5]), 32
+    context_start, context_end = np.array([3, 4, 2]), np.array([5, 10, 3])  # before each window's last [SEP]
     mask = (np.arange(width)[None] < lengths[:, None]).astype(np.int32)
     logits = rng.normal(size=(3, width, 2)).astype(np.float32) * 3
     batch = {
         "attention_mask": mask,
-        "start_positions": np.array([2, 0, 4]),
-        "end_positions": np.array([3, 11, 4]),
+        "start_positions": np.array([4, 0, 2]),
+        "end_positions": np.array([5, 0, 3]),
+        "context_start": context_start,
+        "context_end": context_end,
         "weights": np.array([1.0, 1.0, 0.0], np.float32),
     }
-    task = object.__new__(QuestionAnsweringTask)  # loss_sums reads nothing of the task's state
+    task = object.__new__(QuestionAnsweringTask)  # loss_sums reads only the task's config
+    task.config = TaskConfig(name="squad", answer_positions=answer_positions)
     padded, _ = task.loss_sums(logits, batch)
     cut = {k: v[:, :12] if v.ndim == 2 else v for k, v in batch.items()}
     exact, _ = task.loss_sums(logits[:, :12], cut)
-    # The definition: each window's softmax over its own tokens, start and end averaged, weighted.
+    # The definition: each window's softmax over [CLS] and its context tokens ("context") or over
+    # all its tokens ("window"), start and end averaged, weighted.
     expected = 0.0
     for i in range(2):
-        real = logits[i, : lengths[i]]
-        expected -= (
-            log_softmax(real[:, 0])[batch["start_positions"][i]] + log_softmax(real[:, 1])[batch["end_positions"][i]]
-        ) / 2
+        if answer_positions == "context":
+            candidates = np.r_[0, context_start[i] : context_end[i] + 1]
+        else:
+            candidates = np.arange(lengths[i])
+        real = logits[i, candidates]
+        start = int(np.flatnonzero(candidates == batch["start_positions"][i])[0])
+        end = int(np.flatnonzero(candidates == batch["end_positions"][i])[0])
+        expected -= (log_softmax(real[:, 0])[start] + log_softmax(real[:, 1])[end]) / 2
     np.testing.assert_allclose(float(padded), expected, rtol=1e-5)
     np.testing.assert_allclose(float(exact), expected, rtol=1e-5)
