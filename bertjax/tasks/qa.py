@@ -2,8 +2,9 @@
 
 Reads SQuAD-layout files (`bertjax.data.squad`), cuts long contexts into overlapping windows, and
 puts a span head on every token (Hugging Face's `BertForQuestionAnswering`): the loss is the mean
-of the start and end cross-entropies over the window's tokens (padding takes no share of the
-softmax, so the loss does not depend on how far a batch is padded). Each epoch the eval splits
+of the start and end cross-entropies over the window's context tokens and [CLS]
+(`task.answer_positions`; "window": all its tokens). Padding takes no share of the softmax, so
+the loss does not depend on how far a batch is padded. Each epoch the eval splits
 are decoded into answers (n-best spans over all windows of a question) and scored with the
 official scripts' exact match and F1 (`bertjax.tasks.squad_eval`); F1 picks the best epoch.
 Predictions are written as the official predictions file (question id -> answer text), with the
