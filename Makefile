@@ -15,7 +15,7 @@ BF16_ARG := $(shell grep -qs amx_bf16 /proc/cpuinfo && echo :bf16)
 NER_CONFIG ?= configs/demo_ner.py$(BF16_ARG)
 QA_CONFIG ?= configs/demo_qa.py$(BF16_ARG)
 
-.PHONY: venv data data-finetune data-ner data-qa demo demo-finetune demo-ner demo-qa test test-fast test-recipes lint format bench clean
+.PHONY: venv data data-finetune data-ner data-qa demo demo-finetune demo-ner demo-qa compare-ner compare-qa test test-fast test-recipes lint format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,14 @@ demo-ner: data-ner
 # MiniLM fine-tuned for question answering on SQuAD v1.1 (a share of train); prints EM/F1.
 demo-qa: data-qa
 	$(PY) -m bertjax.finetune --config=$(QA_CONFIG) --workdir=$(QA_WORKDIR)
+
+# Each demo and transformers' torch peer on the same config, one after the other on this machine:
+# their scores and wall times in one table (runs/<demo>-vs-torch/side_by_side.txt).
+compare-ner: data-ner
+	$(PY) experiments/peers/side_by_side.py --config=$(NER_CONFIG) --workdir=$(NER_WORKDIR)-vs-torch --group-by-length
+
+compare-qa: data-qa
+	$(PY) experiments/peers/side_by_side.py --config=$(QA_CONFIG) --workdir=$(QA_WORKDIR)-vs-torch
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
