@@ -48,10 +48,12 @@ data-qa: $(STAMP)
 # MiniLM fine-tuned for named entities on CoNLL-2003; prints entity F1 beside the published figure.
 demo-ner: data-ner
 	$(PY) -m bertjax.finetune --config=$(NER_CONFIG) --workdir=$(NER_WORKDIR)
+	@echo "beside transformers' torch peer trained on this machine: make compare-ner"
 
 # MiniLM fine-tuned for question answering on SQuAD v1.1 (a share of train); prints EM/F1.
 demo-qa: data-qa
 	$(PY) -m bertjax.finetune --config=$(QA_CONFIG) --workdir=$(QA_WORKDIR)
+	@echo "beside transformers' torch peer trained on this machine: make compare-qa"
 
 # Each demo and transformers' torch peer on the same config, one after the other on this machine:
 # their scores and wall times in one table (runs/<demo>-vs-torch/side_by_side.txt).
